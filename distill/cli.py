@@ -1,0 +1,38 @@
+"""Command-line plumbing shared by the entry points: one parser shape, recipe plus overrides."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from distill.recipe import Recipe, dump_recipe, load_recipe
+
+
+def training_parser(description: str, default_recipe: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--recipe", default=default_recipe, help="recipe name (recipes/NAME.yaml) or path")
+    parser.add_argument("--data-dir", help="holds, or receives, cifar-10-batches-py/ (overrides data.dir)")
+    parser.add_argument("--output-dir", help="the run directory (default runs/<recipe name>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved recipe and parameter count, then exit")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted recipe overrides, e.g. train.epochs=5")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[argparse.Namespace, Recipe, Path]:
+    args = parser.parse_intermixed_args(argv)
+    overrides = list(args.overrides)
+    if args.data_dir:
+        overrides.append(f"data.dir={args.data_dir}")
+    recipe = load_recipe(args.recipe, overrides)
+    run_dir = Path(args.output_dir) if args.output_dir else Path("runs") / recipe.name
+    return args, recipe, run_dir
+
+
+def dry_run(recipe: Recipe) -> None:
+    """Print the resolved recipe and the model's trainable parameters; touches no data."""
+    from distill.runs import create_model
+    from students import count_trainable
+
+    print(dump_recipe(recipe), end="")
+    print(f"Trainable parameters: {count_trainable(create_model(recipe))}")

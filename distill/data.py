@@ -1,0 +1,199 @@
+"""CIFAR-10 in memory: the official python batches as uint8 arrays, and the Kaggle test pickle.
+
+Images are kept as ``(N, 32, 32, 3)`` uint8 (NHWC) and labels as ``(N,)`` int64. Every pickle is read
+through :class:`SafeUnpickler`, which admits only numpy arrays and plain containers, so a file that
+would run code on load is refused instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from distill.errors import UserError
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+BATCH_DIR = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+# Per-channel mean and std of the CIFAR-10 training set, in 0..255 units.
+MEAN = (125.307, 122.961, 113.8575)
+STD = (62.9932, 62.0887, 66.7048)
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals numpy arrays need; anything else is refused.
+
+    Plain containers (dict, list, tuple, bytes, str, numbers) need no globals at all, so a pickle
+    of arrays in dicts loads, while one whose ``__reduce__`` names ``os.system`` fails before any
+    call is made.
+    """
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # protocol-2 pickles of bytes (numpy buffers) go through it; it only encodes text
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: D102
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}': only numpy arrays are allowed")
+
+
+def safe_unpickle(path: Path) -> object:
+    """Unpickle ``path`` with :class:`SafeUnpickler`; any failure is a UserError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            return SafeUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}") from None
+    except pickle.UnpicklingError as err:
+        if "refusing" in str(err):
+            raise UserError(f"{path} is not a plain data pickle ({err}); it was not loaded") from None
+        raise UserError(f"{path} is truncated or not a pickle ({err}); re-download or re-create it") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, MemoryError, OSError) as err:
+        raise UserError(f"{path} is truncated or not a pickle ({type(err).__name__}: {err}); re-create it") from None
+
+
+def _key(d: dict, name: str):
+    for k in (name.encode(), name):
+        if k in d:
+            return d[k]
+    return None
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # (N, 32, 32, 3) uint8
+    labels: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def fingerprint(self) -> str:
+        """sha256 over the images and labels; ties a logit cache to the exact training data."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.images).tobytes())
+        h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
+    def head(self, limit: int | None) -> "Split":
+        if limit is None or limit >= len(self):
+            return self
+        return Split(self.images[:limit], self.labels[:limit])
+
+
+def rows_to_nhwc(rows: np.ndarray, source: str) -> np.ndarray:
+    """(N, 3072) channel-planar uint8 rows, as in the official batches, -> (N, 32, 32, 3)."""
+    if rows.ndim != 2 or rows.shape[1] != 3072:
+        raise UserError(f"{source}: expected (N, 3072) rows, got shape {rows.shape}")
+    return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
+
+
+def _read_batch(path: Path) -> Split:
+    batch = safe_unpickle(path)
+    if not isinstance(batch, dict):
+        raise UserError(f"{path} is not a CIFAR-10 batch (a dict with data and labels); replace the file")
+    data, labels = _key(batch, "data"), _key(batch, "labels")
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise UserError(f"{path} is not a CIFAR-10 batch (missing data or labels); replace the file")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise UserError(f"{path}: data must be uint8 (N, 3072), got {data.dtype} {data.shape}; replace the file")
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (data.shape[0],):
+        raise UserError(f"{path}: {data.shape[0]} images but {labels.size} labels; replace the file")
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise UserError(f"{path}: labels outside 0..9 (min {labels.min()}, max {labels.max()}); replace the file")
+    return Split(rows_to_nhwc(data, str(path)), labels)
+
+
+def _download(root: Path) -> None:
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    try:
+        download_and_extract_archive(URL, download_root=str(root), md5=ARCHIVE_MD5, remove_finished=True)
+    except (OSError, RuntimeError, tarfile.TarError) as err:
+        raise UserError(
+            f"CIFAR-10 is not in {root / BATCH_DIR} and the download failed ({type(err).__name__}); "
+            f"put the official python batches there (data_batch_1..5, test_batch), e.g. from {URL}"
+        ) from None
+
+
+def load_cifar10(root: str | Path, download: bool = True) -> tuple[Split, Split]:
+    """Load (train, test) from ``root/cifar-10-batches-py``, downloading the archive when allowed."""
+    root = Path(root)
+    folder = root / BATCH_DIR
+    missing = [name for name in (*TRAIN_FILES, TEST_FILE) if not (folder / name).is_file()]
+    if missing:
+        if not download:
+            raise UserError(
+                f"CIFAR-10 batches missing in {folder} ({', '.join(missing)}); put the official python "
+                f"batches there or set data.download=true to fetch {URL}"
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        _download(root)
+    parts = [_read_batch(folder / name) for name in TRAIN_FILES]
+    train = Split(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
+    return train, _read_batch(folder / TEST_FILE)
+
+
+def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read the Kaggle test pickle: returns ``(images (N, 32, 32, 3) uint8, ids (N,) int64)``.
+
+    Accepts ``data`` as (N, 32, 32, 3) HWC images or (N, 3072) channel-planar rows; ``ids`` may be
+    missing, in which case ids are 0..N-1.
+    """
+    path = Path(path)
+    obj = safe_unpickle(path)
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}: expected a dict with a 'data' array, got {type(obj).__name__}")
+    data = _key(obj, "data")
+    if data is None:
+        raise UserError(f"{path}: no 'data' key (keys: {sorted(map(str, obj))}); pass the competition's test pickle")
+    data = np.asarray(data)
+    if data.dtype != np.uint8:
+        raise UserError(f"{path}: 'data' must be uint8 pixels 0..255, got {data.dtype}; convert it with .astype(np.uint8)")
+    if data.ndim == 2:
+        data = rows_to_nhwc(data, str(path))
+    if data.ndim != 4 or data.shape[1:] != (32, 32, 3):
+        raise UserError(f"{path}: 'data' must be (N, 32, 32, 3) or (N, 3072), got shape {data.shape}")
+    ids = _key(obj, "ids")
+    ids = np.arange(len(data), dtype=np.int64) if ids is None else np.asarray(ids)
+    if ids.shape != (len(data),) or not np.issubdtype(ids.dtype, np.integer):
+        raise UserError(f"{path}: 'ids' must be {len(data)} integers, got {ids.dtype} {ids.shape}")
+    if len(np.unique(ids)) != len(ids):
+        raise UserError(f"{path}: 'ids' has duplicates; each test image needs its own id")
+    return np.ascontiguousarray(data), ids.astype(np.int64)
+
+
+def write_batches(root: str | Path, train: Split, test: Split, per_batch: int | None = None) -> Path:
+    """Write arrays in the official python batch layout (used by tests and tools)."""
+    folder = Path(root) / BATCH_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    per_batch = per_batch or -(-len(train) // 5)
+
+    def dump(name: str, split: Split) -> None:
+        rows = split.images.transpose(0, 3, 1, 2).reshape(len(split), -1)
+        payload = {b"data": rows, b"labels": [int(v) for v in split.labels], b"batch_label": name.encode()}
+        buf = io.BytesIO()
+        pickle.dump(payload, buf, protocol=2)
+        (folder / name).write_bytes(buf.getvalue())
+
+    for i, name in enumerate(TRAIN_FILES):
+        dump(name, Split(train.images[i * per_batch : (i + 1) * per_batch], train.labels[i * per_batch : (i + 1) * per_batch]))
+    dump(TEST_FILE, test)
+    return folder

@@ -1,0 +1,170 @@
+"""One epoch of training and one evaluation, each reading top to bottom.
+
+Data lives on the device as uint8; a batch is an index gather plus :func:`~distill.augment.apply_views`.
+Processes split every global batch by ``rank::world`` (and the test set likewise), so no image is
+counted twice and no DataLoader or worker is involved.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from distill.augment import AugmentSpec, apply_views, normalize, sample_views
+from distill.errors import UserError
+
+
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """A CPU generator for (seed, epoch, stream): identical on every process, and again after --resume."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 7 + stream) % (2**63))
+
+
+@dataclass
+class EpochData:
+    """The training set on the device, plus (optionally) the teacher's cached logits for this epoch."""
+
+    images: torch.Tensor  # (N, 32, 32, 3) uint8 on the device
+    labels: torch.Tensor  # (N,) int64 on the device
+    views: dict[str, torch.Tensor]  # view parameters, each (N,)
+    teacher_logits: torch.Tensor | None  # (N, 10) float16 on the device, from the cache
+
+
+def epoch_batches(data: EpochData, spec: AugmentSpec, batch_size: int, seed: int, epoch: int,
+                  accelerator: Accelerator, channels_last: bool = True):
+    """Yield this process's ``(x, y, teacher_logits)`` for each global batch of one epoch.
+
+    The permutation is drawn from a generator seeded by (seed, epoch), the same on all processes;
+    each process keeps ``indices[rank::world]`` of every global batch. A final batch too small to
+    give every process two images is dropped (BatchNorm needs two).
+    """
+    n = len(data.labels)
+    perm = torch.randperm(n, generator=epoch_generator(seed, epoch, 0)).to(data.images.device)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for start in range(0, n, batch_size):
+        index = perm[start : start + batch_size]
+        if len(index) < 2 * world and start > 0:
+            break
+        index = index[rank::world]
+        views = {k: v[index] for k, v in data.views.items()}
+        x = apply_views(data.images[index], views, spec, channels_last)
+        t = data.teacher_logits[index] if data.teacher_logits is not None else None
+        yield x, data.labels[index], t
+
+
+def steps_per_epoch(n: int, batch_size: int, world: int) -> int:
+    steps = math.ceil(n / batch_size)
+    if steps > 1 and n - (steps - 1) * batch_size < 2 * world:
+        steps -= 1
+    return steps
+
+
+def fresh_views(n: int, spec: AugmentSpec, seed: int, epoch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    views = sample_views(n, spec, epoch_generator(seed, epoch, 1))
+    return {k: v.to(device) for k, v in views.items()}
+
+
+def make_progress(accelerator: Accelerator) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.2%}  {task.fields[ips]:,.0f} img/s"),
+        TimeRemainingColumn(),
+        disable=not accelerator.is_main_process,
+        transient=False,
+    )
+
+
+def train_one_epoch(model, batches, num_steps: int, criterion, optimizer, scheduler, accelerator: Accelerator,
+                    ema, epoch: int, step: int, progress: Progress, log_every: int = 20) -> dict:
+    """Train for one epoch; returns metrics, and raises UserError on a non-finite loss.
+
+    Args:
+        batches: iterable of ``(x, y, teacher_logits | None)`` from :func:`epoch_batches`.
+        num_steps: batches in the epoch (for the progress bar).
+        step: optimiser updates done before this epoch (drives the per-update schedule).
+    """
+    model.train()
+    task = progress.add_task(f"epoch {epoch + 1}", total=num_steps, loss=0.0, acc=0.0, ips=0.0)
+    loss_sum = torch.zeros((), device=accelerator.device)
+    correct = torch.zeros((), device=accelerator.device, dtype=torch.long)
+    seen = 0
+    start = time.perf_counter()
+    for i, (x, y, teacher_logits) in enumerate(batches):
+        with accelerator.autocast():
+            logits = model(x)
+        losses = criterion(logits, y, teacher_logits)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(losses["loss"])
+        optimizer.step()
+        step += 1
+        scheduler.step_update(num_updates=step)
+        if ema is not None:
+            ema.update(model, step=step)
+
+        loss_sum += losses["loss"].detach() * len(y)
+        correct += (logits.detach().argmax(-1) == y).sum()
+        seen += len(y)
+        if (i + 1) % log_every == 0 or i + 1 == num_steps:
+            loss_now = (loss_sum / max(seen, 1)).item()  # one sync every log_every steps
+            if not math.isfinite(loss_now):
+                raise UserError(
+                    f"loss became {loss_now} in epoch {epoch + 1}, step {i + 1}; lower train.lr or use "
+                    f"train.mixed_precision=no (the last good checkpoint is kept for --resume)"
+                )
+            elapsed = time.perf_counter() - start
+            progress.update(task, completed=i + 1, loss=loss_now, acc=correct.item() / max(seen, 1),
+                            ips=seen * accelerator.num_processes / max(elapsed, 1e-9))
+    if accelerator.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    totals = accelerator.reduce(torch.stack([loss_sum.float(), correct.float(),
+                                             torch.tensor(float(seen), device=accelerator.device)]), "sum")
+    progress.remove_task(task)
+    return {
+        "train_loss": (totals[0] / totals[2]).item(),
+        "train_acc": (totals[1] / totals[2]).item(),
+        "img_per_s": totals[2].item() / seconds,
+        "seconds": seconds,
+        "lr": optimizer.param_groups[0]["lr"],
+        "step": step,
+    }
+
+
+@torch.inference_mode()
+def predict_logits(model, images: torch.Tensor, batch_size: int, accelerator: Accelerator | None = None,
+                   tta: bool = False, channels_last: bool = True) -> torch.Tensor:
+    """Logits (N, C) in float32 for uint8 (N, 32, 32, 3) images on the model's device; flip TTA averages
+    the logits of the image and its mirror."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(images[start : start + batch_size], channels_last)
+        with accelerator.autocast() if accelerator is not None else torch.autocast(x.device.type, enabled=False):
+            logits = model(x).float()
+            if tta:
+                logits = 0.5 * (logits + model(torch.flip(x, dims=[3])).float())
+        outputs.append(logits)
+    return torch.cat(outputs) if outputs else torch.empty(0, 10, device=images.device)
+
+
+def evaluate(model, images: torch.Tensor, labels: torch.Tensor, accelerator: Accelerator, batch_size: int,
+             tta: bool = False, channels_last: bool = True) -> float:
+    """Top-1 accuracy on the test set, each image counted once: process r scores images r::world."""
+    model.eval()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    local_images, local_labels = images[rank::world], labels[rank::world]
+    logits = predict_logits(model, local_images, batch_size, accelerator, tta, channels_last)
+    counts = torch.tensor([(logits.argmax(-1) == local_labels).sum().item(), len(local_labels)],
+                          device=accelerator.device, dtype=torch.float64)
+    counts = accelerator.reduce(counts, "sum")
+    return (counts[0] / counts[1]).item()
+
+
+def to_device_data(images: np.ndarray, labels: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device), torch.from_numpy(labels).to(device)

@@ -1,0 +1,29 @@
+"""User-facing errors: one clear line, exit code 2, no traceback.
+
+Anything a user can cause (a bad file, a wrong shape, a stale cache, an over-cap model, a missing
+download) raises :class:`UserError` with a message that names the problem and the fix. The entry
+points run through :func:`cli_main`, which turns it into ``error: <message>`` on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A problem the user can fix; its message names the problem and the fix."""
+
+
+def cli_main(main: Callable[[], object]) -> None:
+    """Run an entry point's ``main`` and map a :class:`UserError` to one line and exit code 2."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,218 @@
+"""The teacher's logit cache: augmentation parameters and logits on exactly those views, on disk.
+
+Layout of a cache directory (all arrays are ``.npy``, memory-mappable with ``np.load(mmap_mode="r")``)::
+
+    meta.json         format version, teacher (model, weights sha256, run dir, test accuracy),
+                      data (fingerprint, images), augmentation spec, views K, seed, files' sha256
+    logits.npy        (max(K, 1), N, 10) float16: teacher logits of view set k for image n
+    dy.npy dx.npy     (K, N) int8: translation of each view (absent when K = 0)
+    flip.npy          (K, N) bool
+    cy.npy cx.npy     (K, N) uint8: cutout centre
+
+With ``K = 0`` the logits are of the un-augmented images (classic offline KD). A student replays
+view set ``e mod K`` in epoch ``e``. The cache is written to a temporary directory and renamed at
+the end, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from distill.augment import VIEW_KEYS, AugmentSpec, apply_views, normalize, sample_views
+from distill.data import Split
+from distill.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def view_generator(seed: int, view: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 100_003 + view)
+
+
+@torch.inference_mode()
+def _teacher_logits(teacher, images: torch.Tensor, views: dict[str, torch.Tensor] | None, spec: AugmentSpec,
+                    batch_size: int, accelerator: Accelerator) -> np.ndarray:
+    """Logits (N, C) float16 of ``images`` under ``views`` (None = un-augmented), all processes helping.
+
+    Process r computes the contiguous chunk r of the images; chunks are gathered and trimmed, so the
+    result has one row per image in order.
+    """
+    n, world, rank = len(images), accelerator.num_processes, accelerator.process_index
+    per = -(-n // world)
+    lo, hi = min(rank * per, n), min((rank + 1) * per, n)
+    outputs = []
+    for start in range(lo, hi, batch_size):
+        stop = min(start + batch_size, hi)
+        batch = images[start:stop]
+        if views is None:
+            x = normalize(batch)
+        else:
+            x = apply_views(batch, {k: v[start:stop] for k, v in views.items()}, spec)
+        with accelerator.autocast():
+            outputs.append(teacher(x).float().half())
+    local = torch.cat(outputs) if outputs else torch.empty(0, 10, device=accelerator.device, dtype=torch.float16)
+    padded = torch.zeros(per, local.shape[1] if local.numel() else 10, device=accelerator.device, dtype=torch.float16)
+    padded[: len(local)] = local
+    gathered = accelerator.gather(padded)  # (world * per, C), chunk r from process r
+    return gathered[:n].cpu().numpy()
+
+
+def build_cache(teacher, train: Split, spec: AugmentSpec, views: int, seed: int, batch_size: int,
+                accelerator: Accelerator, out_dir: Path, teacher_info: dict) -> Path:
+    """Run the frozen teacher over K view sets of the training images and write the cache to ``out_dir``.
+
+    The teacher runs in ``eval()`` mode under ``torch.inference_mode()``, unwrapped on
+    ``accelerator.device``. Only the main process writes.
+    """
+    teacher.eval().to(accelerator.device)
+    images = torch.from_numpy(train.images).to(accelerator.device)
+    arrays: dict[str, np.ndarray] = {}
+    if views == 0:
+        arrays["logits"] = _teacher_logits(teacher, images, None, spec, batch_size, accelerator)[None]
+    else:
+        logits, params = [], {k: [] for k in VIEW_KEYS}
+        for k in range(views):
+            view = sample_views(len(train), spec, view_generator(seed, k))
+            logits.append(_teacher_logits(teacher, images, {key: v.to(accelerator.device) for key, v in view.items()},
+                                          spec, batch_size, accelerator))
+            for key in VIEW_KEYS:
+                params[key].append(view[key].numpy())
+        arrays["logits"] = np.stack(logits)
+        arrays.update({key: np.stack(v) for key, v in params.items()})
+    if accelerator.is_main_process:
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "teacher": teacher_info,
+            "data": {"fingerprint": train.fingerprint(), "num_images": len(train)},
+            "augment": spec.to_dict(),
+            "views": views,
+            "seed": seed,
+            "num_classes": int(arrays["logits"].shape[-1]),
+        }
+        _write_atomic(out_dir, arrays, meta)
+    accelerator.wait_for_everyone()
+    return out_dir
+
+
+def _write_atomic(out_dir: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    meta["files"] = {}
+    for name, arr in arrays.items():
+        np.save(tmp / f"{name}.npy", arr)
+        meta["files"][f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    for f in tmp.iterdir():  # flush data before the rename makes it visible
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        out_dir.rename(old)
+    tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@dataclass
+class LogitCache:
+    """A validated cache: ``logits`` (max(K,1), N, C) float16 and ``views[key]`` (K, N), memory-mapped."""
+
+    path: Path
+    meta: dict
+    logits: np.ndarray
+    views: dict[str, np.ndarray]
+
+    @property
+    def num_views(self) -> int:
+        return int(self.meta["views"])
+
+    @property
+    def spec(self) -> AugmentSpec:
+        return AugmentSpec(**self.meta["augment"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LogitCache":
+        path = Path(path)
+        meta_file = path / "meta.json"
+        if not meta_file.is_file():
+            raise UserError(f"{path} is not a logit cache (no meta.json); build one with distill/cache_logits.py")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UserError(f"{meta_file} is corrupt; rebuild the cache with distill/cache_logits.py") from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise UserError(
+                f"cache {path} has format version {meta.get('format_version')}, this code reads {FORMAT_VERSION}; "
+                f"rebuild it with distill/cache_logits.py --teacher TEACHER_RUN_DIR"
+            )
+        for name, digest in meta.get("files", {}).items():
+            f = path / name
+            if not f.is_file() or sha256_file(f) != digest:
+                raise UserError(f"cache file {f} is missing or does not match meta.json; rebuild the cache")
+        try:
+            logits = np.load(path / "logits.npy", mmap_mode="r", allow_pickle=False)
+            views = {k: np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False)
+                     for k in VIEW_KEYS} if meta["views"] > 0 else {}
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"cache {path} is unreadable ({err}); rebuild it") from None
+        n, k = meta["data"]["num_images"], max(meta["views"], 1)
+        if logits.shape != (k, n, meta["num_classes"]) or any(v.shape != (k, n) for v in views.values()):
+            raise UserError(f"cache {path}: array shapes do not match meta.json; rebuild it")
+        cache = cls(path, meta, logits, views)
+        cache._check_teacher_current()
+        return cache
+
+    def _check_teacher_current(self) -> None:
+        """If the teacher run the cache came from is still on disk, its weights must be the cached ones."""
+        run_dir = self.meta["teacher"].get("run_dir")
+        weights = Path(run_dir) / "model.safetensors" if run_dir else None
+        if weights is not None and weights.is_file():
+            now = sha256_file(weights)
+            if now != self.meta["teacher"]["weights_sha256"]:
+                raise UserError(
+                    f"cache {self.path} is stale: it holds logits of teacher weights "
+                    f"{self.meta['teacher']['weights_sha256'][:12]}, but {weights} is now {now[:12]}; "
+                    f"rebuild it with distill/cache_logits.py --teacher {run_dir}"
+                )
+
+    def check_matches(self, train: Split, spec: AugmentSpec, views: int | None) -> None:
+        """Refuse a cache built on other training data, another augmentation spec or view count."""
+        data = self.meta["data"]
+        fix = "rebuild it with distill/cache_logits.py --teacher TEACHER_RUN_DIR and the same data/augment settings"
+        if data["num_images"] != len(train) or data["fingerprint"] != train.fingerprint():
+            raise UserError(
+                f"cache {self.path} was built on {data['num_images']} training images "
+                f"(fingerprint {data['fingerprint'][:12]}), this run uses {len(train)} "
+                f"(fingerprint {train.fingerprint()[:12]}): check data.train_limit and --data-dir, or {fix}"
+            )
+        if self.num_views > 0 and self.spec != spec:
+            raise UserError(f"cache {self.path} has augmentation {self.meta['augment']}, the recipe has "
+                            f"{spec.to_dict()}: set augment.* to match, or {fix}")
+        if views is not None and views != self.num_views:
+            raise UserError(f"cache {self.path} has {self.num_views} view sets, the recipe asks for "
+                            f"cache.views={views}: set cache.views={self.num_views}, or {fix}")
+
+    def epoch_arrays(self, epoch: int) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """Teacher logits (N, C) and view parameters (or None for K = 0) to replay in ``epoch``."""
+        if self.num_views == 0:
+            return np.array(self.logits[0]), None
+        k = epoch % self.num_views
+        return np.array(self.logits[k]), {key: np.array(v[k]) for key, v in self.views.items()}

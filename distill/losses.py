@@ -1,0 +1,41 @@
+"""The knowledge-distillation loss (Hinton et al. 2015)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class KDLoss(nn.Module):
+    """``loss = alpha * T^2 * KL(p_teacher,T || p_student,T) + (1 - alpha) * CE(label)``.
+
+    ``p_x,T = softmax(logits_x / T)``. The KL term is summed over classes and averaged over the
+    batch (``reduction='batchmean'``, not over every element as DeiT's issue 61 warns); the ``T^2``
+    factor keeps its gradient scale independent of ``T``. The CE term uses ``label_smoothing``.
+    With ``alpha = 0`` or no teacher logits, it is plain cross-entropy.
+
+    Returns a dict with ``loss`` (to optimise), ``ce`` and ``kd`` (detached, for logging).
+    """
+
+    def __init__(self, alpha: float = 0.9, temperature: float = 4.0, label_smoothing: float = 0.0):
+        super().__init__()
+        self.alpha = alpha
+        self.temperature = temperature
+        self.label_smoothing = label_smoothing
+
+    def forward(
+        self, student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        student_logits = student_logits.float()
+        ce = F.cross_entropy(student_logits, labels, label_smoothing=self.label_smoothing)
+        if teacher_logits is None or self.alpha == 0.0:
+            if self.alpha == 1.0:
+                raise ValueError("kd.alpha = 1 needs teacher logits")
+            return {"loss": ce, "ce": ce.detach(), "kd": torch.zeros((), device=ce.device)}
+        t = self.temperature
+        log_p_student = F.log_softmax(student_logits / t, dim=-1)
+        log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=-1)
+        kd = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * (t * t)
+        loss = self.alpha * kd + (1.0 - self.alpha) * ce
+        return {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}

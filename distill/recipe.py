@@ -1,0 +1,238 @@
+"""Recipes: plain YAML files mapped onto typed dataclasses.
+
+``load_recipe("kd_t4", ["train.epochs=5"])`` reads ``recipes/kd_t4.yaml``, applies the dotted
+overrides and returns a :class:`Recipe`. An unknown key, in the file or in an override, is a
+:class:`~distill.errors.UserError` naming it; an override is parsed as YAML and checked against
+the field's type (``train.lr=abc`` fails, ``train.lr=1`` becomes ``1.0``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from distill.errors import UserError
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass
+class DataConfig:
+    dir: str = "data"  # holds, or receives, cifar-10-batches-py/
+    download: bool = True  # fetch the official archive (md5-checked) when the batches are missing
+    train_limit: int | None = None  # use only the first N training images (smoke runs, tests)
+    test_limit: int | None = None  # use only the first N test images
+
+
+@dataclass
+class AugmentConfig:
+    translate: int = 4  # random crop after reflect-padding by this many pixels (= integer translation)
+    flip: bool = True  # random horizontal flip
+    cutout: int = 0  # side of a square cut out of each image, in pixels; 0 = off
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cifar_resnet_s"  # a timm registry name from teachers/ or students/
+    kwargs: dict = field(default_factory=dict)  # passed to timm.create_model
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 512  # global batch, split over processes
+    lr: float = 0.2  # peak learning rate for batch_size
+    lr_min: float = 0.0  # end of the decay
+    schedule: str = "cosine"  # "cosine" or "linear" decay after warm-up (timm schedulers)
+    warmup_epochs: float = 1.0  # linear warm-up from ~0 to lr, in epochs (fractions allowed)
+    optimizer: str = "sgd"  # Nesterov SGD; "adamw" also accepted
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # applied to conv/linear weights only, not to BN or biases
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0  # >0 keeps timm ModelEmaV3 weights, evaluated and saved instead of the raw ones
+    mixed_precision: str = "bf16"  # Accelerate's mixed_precision: "no", "bf16" or "fp16" (ignored on CPU)
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model (default mode)
+    tta: bool = True  # flip test-time augmentation at the final evaluation
+    eval_batch_size: int = 1024
+    eval_every: int = 1  # evaluate on the test set every N epochs (and always after the last)
+    checkpoint_every: int = 1  # save the Accelerate state every N epochs for --resume
+
+
+@dataclass
+class KDConfig:
+    temperature: float = 4.0  # T: softens both distributions
+    alpha: float = 0.9  # weight of the KD term; (1 - alpha) weights the cross-entropy; 0 = plain CE
+
+
+@dataclass
+class CacheConfig:
+    views: int = 8  # K augmented view sets; 0 = logits of the un-augmented images only
+    batch_size: int = 1024  # teacher inference batch while caching
+    seed: int = 0  # seeds the views' augmentation parameters
+
+
+@dataclass
+class Recipe:
+    name: str = "unnamed"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_value(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a field's type, widening int to float; raise UserError on mismatch."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arm in typing.get_args(hint):
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_value(value, arm, key)
+            except UserError as err:
+                errors.append(err)
+        raise errors[0] if errors else UserError(f"recipe key '{key}' must be set")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"recipe key '{key}' must be a mapping, got {value!r}")
+        return value
+    if hint is int and isinstance(value, bool):
+        raise UserError(f"recipe key '{key}' must be an int, got {value!r}")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise UserError(f"recipe key '{key}' must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise UserError(f"recipe section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = _field_types(cls)
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            known = ", ".join(sorted(hints))
+            raise UserError(f"unknown recipe key '{path}' (known keys here: {known})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{path}.")
+        else:
+            kwargs[key] = _check_value(value, hint, path)
+    return cls(**kwargs)
+
+
+def _set_override(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c=value`` in a nested dict; dict-typed fields (model.kwargs) accept new keys."""
+    node, cls = tree, Recipe
+    parts = dotted.split(".")
+    for i, part in enumerate(parts[:-1]):
+        hints = _field_types(cls) if cls is not None else None
+        if hints is not None and part not in hints:
+            raise UserError(f"unknown recipe key '{'.'.join(parts[: i + 1])}' in override '{dotted}={value}'")
+        hint = hints[part] if hints is not None else None
+        cls = hint if dataclasses.is_dataclass(hint) else None
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"recipe key '{'.'.join(parts[: i + 1])}' is not a section")
+    if cls is not None and parts[-1] not in _field_types(cls):
+        raise UserError(f"unknown recipe key '{dotted}' in override '{dotted}={value}'")
+    node[parts[-1]] = value
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    """``kd_t4`` -> ``recipes/kd_t4.yaml``; anything with a suffix or a slash is a path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") and "/" not in name_or_path:
+        path = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        available = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
+        raise UserError(f"recipe '{name_or_path}' not found at {path}; use a path or one of: {available}")
+    return path
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override '{item}' is not key=value (for example train.epochs=5)")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe file and apply ``key=value`` overrides; see the module docstring."""
+    path = resolve_recipe_path(str(name_or_path))
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"recipe {path} must be a mapping of sections")
+    tree.setdefault("name", path.stem)
+    return recipe_from_dict(tree, overrides)
+
+
+def recipe_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -> Recipe:
+    tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy of plain values
+    for key, value in parse_overrides(overrides or []):
+        _set_override(tree, key, value)
+    recipe = _build(Recipe, tree)
+    validate(recipe)
+    return recipe
+
+
+def validate(recipe: Recipe) -> None:
+    """Check value ranges that types alone cannot express."""
+    t = recipe.train
+    checks = [
+        (t.epochs >= 1, "train.epochs must be >= 1"),
+        (t.batch_size >= 1, "train.batch_size must be >= 1"),
+        (t.lr > 0, "train.lr must be > 0"),
+        (t.schedule in ("cosine", "linear"), "train.schedule must be 'cosine' or 'linear'"),
+        (t.optimizer in ("sgd", "adamw"), "train.optimizer must be 'sgd' or 'adamw'"),
+        (t.mixed_precision in ("no", "bf16", "fp16"), "train.mixed_precision must be 'no', 'bf16' or 'fp16'"),
+        (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
+        (0.0 <= t.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
+        (0.0 <= recipe.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),
+        (recipe.kd.temperature > 0, "kd.temperature must be > 0"),
+        (recipe.cache.views >= 0, "cache.views must be >= 0"),
+        (0 <= recipe.augment.translate <= 16, "augment.translate must be in 0..16 pixels"),
+        (0 <= recipe.augment.cutout <= 32, "augment.cutout must be in 0..32 pixels"),
+        (recipe.data.train_limit is None or recipe.data.train_limit >= 1, "data.train_limit must be >= 1"),
+        (recipe.data.test_limit is None or recipe.data.test_limit >= 1, "data.test_limit must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(f"bad recipe value: {message}")
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

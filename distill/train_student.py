@@ -1,0 +1,29 @@
+"""Stage 3: train a student ResNet (at most 5M trainable parameters) from the teacher's logit cache.
+
+    accelerate launch distill/train_student.py --recipe kd_t4 --teacher-cache runs/teacher/cache [key=value ...]
+    accelerate launch distill/train_student.py --recipe ce      # the no-teacher baseline
+
+Loss: ``alpha * T^2 * KL(p_teacher,T || p_student,T) + (1 - alpha) * CE`` with the teacher's
+logits read from the cache only; in epoch e the student sees view set e mod K, pixel for pixel the
+images the teacher saw.
+"""
+
+from __future__ import annotations
+
+from distill.cli import dry_run, parse, training_parser
+from distill.errors import cli_main
+from distill.trainer import Result, train
+
+
+def main(argv: list[str] | None = None) -> Result | None:
+    parser = training_parser("Train a student from a teacher's logit cache.", default_recipe="kd_t4")
+    parser.add_argument("--teacher-cache", help="cache directory written by train_teacher.py or cache_logits.py")
+    args, recipe, run_dir = parse(parser, argv)
+    if args.dry_run:
+        dry_run(recipe)
+        return None
+    return train(recipe, "student", run_dir, resume=args.resume, teacher_cache=args.teacher_cache)
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,28 @@
+"""Stage 1: train the teacher from scratch, then write its logit cache into ``<run>/cache/``.
+
+    accelerate launch distill/train_teacher.py --recipe teacher [--data-dir DIR] [--output-dir DIR] [key=value ...]
+
+No pretrained weights and no extra data: the teacher sees the CIFAR-10 training set only.
+"""
+
+from __future__ import annotations
+
+from distill.cache_logits import cache_teacher
+from distill.cli import dry_run, parse, training_parser
+from distill.errors import cli_main
+from distill.trainer import Result, train
+
+
+def main(argv: list[str] | None = None) -> Result | None:
+    parser = training_parser("Train a teacher from scratch and cache its logits.", default_recipe="teacher")
+    args, recipe, run_dir = parse(parser, argv)
+    if args.dry_run:
+        dry_run(recipe)
+        return None
+    result = train(recipe, "teacher", run_dir, resume=args.resume)
+    cache_teacher(result.model, recipe, run_dir, result.accelerator, teacher_accuracy=result.test_accuracy)
+    return result
+
+
+if __name__ == "__main__":
+    cli_main(main)

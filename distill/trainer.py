@@ -1,0 +1,233 @@
+"""The training run shared by teacher and student: data -> model -> epochs -> weights and summary.
+
+A teacher trains with cross-entropy on fresh augmentations. A student trains with :class:`KDLoss`
+on the views replayed from a logit cache (never a teacher forward pass), or with plain
+cross-entropy when ``kd.alpha = 0`` (the ``ce`` baseline).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import set_seed
+from rich.console import Console
+from rich.table import Table
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler, PolyLRScheduler
+from timm.utils import ModelEmaV3
+
+from distill import engine
+from distill.augment import AugmentSpec
+from distill.data import Split, load_cifar10
+from distill.errors import UserError
+from distill.logit_cache import LogitCache
+from distill.losses import KDLoss
+from distill.recipe import Recipe
+from distill.runs import WEIGHTS, create_model, run_info, save_weights, start_run, write_atomic, write_json
+from students import PARAM_CAP, check_param_cap, count_trainable
+
+
+@dataclass
+class Result:
+    run_dir: Path
+    test_accuracy: float
+    trainable_params: int
+    summary: dict = field(default_factory=dict)
+    model: torch.nn.Module | None = None  # the evaluated (EMA, if used) model, unwrapped
+    accelerator: Accelerator | None = None
+
+
+def make_accelerator(recipe: Recipe) -> Accelerator:
+    state = PartialState()
+    precision = recipe.train.mixed_precision if state.device.type == "cuda" else "no"
+    return Accelerator(mixed_precision=precision)
+
+
+def load_data(recipe: Recipe) -> tuple[Split, Split]:
+    train, test = load_cifar10(recipe.data.dir, recipe.data.download)
+    return train.head(recipe.data.train_limit), test.head(recipe.data.test_limit)
+
+
+def make_scheduler(recipe: Recipe, optimizer, total_steps: int, steps_per_epoch: int):
+    """Per-update schedule from timm: linear warm-up, then cosine or linear decay to ``lr_min``."""
+    t = recipe.train
+    warmup = min(int(round(t.warmup_epochs * steps_per_epoch)), total_steps - 1)
+    common = dict(t_initial=max(total_steps - warmup, 1), warmup_t=warmup, warmup_lr_init=t.lr * 1e-3,
+                  warmup_prefix=True, t_in_epochs=False, lr_min=t.lr_min)
+    if t.schedule == "cosine":
+        return CosineLRScheduler(optimizer, **common)
+    return PolyLRScheduler(optimizer, power=1.0, **common)
+
+
+def _read_progress(run_dir: Path) -> dict:
+    return json.loads((run_dir / "state" / "progress.json").read_text())
+
+
+def _rewrite_metrics(run_dir: Path, upto_epoch: int) -> None:
+    """On resume, keep metrics.jsonl lines of checkpointed epochs only, so each epoch appears once."""
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        kept = [ln for ln in lines if json.loads(ln)["epoch"] <= upto_epoch]
+        write_atomic(path, "".join(ln + "\n" for ln in kept))
+
+
+def _save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict) -> None:
+    """Accelerate state into ``state.tmp``, then swap it in: a kill leaves the previous state intact."""
+    state, tmp, old = run_dir / "state", run_dir / "state.tmp", run_dir / "state.old"
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        write_json(tmp / "progress.json", progress)
+        if state.exists():
+            state.rename(old)
+        tmp.rename(state)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def train(recipe: Recipe, role: str, run_dir: str | Path, resume: bool = False,
+          teacher_cache: str | Path | None = None) -> Result:
+    """Train a teacher (``role="teacher"``) or a student (``role="student"``) and write its run dir.
+
+    Returns the final (TTA if ``train.tta``) test accuracy and trainable parameter count, and prints both.
+    """
+    run_dir = Path(run_dir)
+    t = recipe.train
+    accelerator = make_accelerator(recipe)
+    set_seed(recipe.seed)  # before model init and any random draw
+    console = Console()
+    say = console.print if accelerator.is_main_process else (lambda *a, **k: None)
+
+    model = create_model(recipe)
+    params = count_trainable(model)
+    if role == "student":
+        check_param_cap(model, recipe.model.name, PARAM_CAP)  # a hard rule, whatever the builder did
+    kd = role == "student" and recipe.kd.alpha > 0
+    if kd and teacher_cache is None:
+        raise UserError(f"recipe '{recipe.name}' distils (kd.alpha={recipe.kd.alpha}) and needs --teacher-cache DIR; "
+                        f"build one with distill/train_teacher.py, or use recipe 'ce'")
+    start_run(run_dir, recipe, resume, accelerator.is_main_process)
+    train_split, test_split = load_data(recipe)
+    spec = AugmentSpec(**recipe.augment.__dict__)
+    cache = None
+    if kd:
+        cache = LogitCache.load(teacher_cache)
+        cache.check_matches(train_split, spec, recipe.cache.views)
+    say(f"[bold]{role} {recipe.model.name}[/]: Trainable parameters: {params:,} | {len(train_split):,} train / "
+        f"{len(test_split):,} test images | device {accelerator.device} x{accelerator.num_processes} "
+        f"| precision {accelerator.mixed_precision}")
+
+    device = accelerator.device
+    images, labels = engine.to_device_data(train_split.images, train_split.labels, device)
+    test_images, test_labels = engine.to_device_data(test_split.images, test_split.labels, device)
+    if t.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device)
+    opt_name = "adamw" if t.optimizer == "adamw" else ("sgd" if t.nesterov else "momentum")
+    opt_args = {"momentum": t.momentum} if t.optimizer == "sgd" else {}
+    optimizer = create_optimizer_v2(model, opt=opt_name, lr=t.lr, weight_decay=t.weight_decay, **opt_args)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema = None
+    if t.ema_decay > 0:
+        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=t.ema_decay, device=device)
+        accelerator.register_for_checkpointing(ema)
+    forward_model = torch.compile(model) if t.compile else model
+    steps = engine.steps_per_epoch(len(train_split), t.batch_size, accelerator.num_processes)
+    scheduler = make_scheduler(recipe, optimizer, steps * t.epochs, steps)
+    criterion = KDLoss(alpha=recipe.kd.alpha if kd else 0.0, temperature=recipe.kd.temperature,
+                       label_smoothing=t.label_smoothing)
+
+    first_epoch, step, elapsed = 0, 0, 0.0
+    if resume:
+        accelerator.load_state(str(run_dir / "state"))
+        done = _read_progress(run_dir)
+        first_epoch, step, elapsed = done["epoch"], done["step"], done["wall_seconds"]
+        if accelerator.is_main_process:
+            _rewrite_metrics(run_dir, first_epoch)
+        say(f"resuming {run_dir} after epoch {first_epoch}")
+    if accelerator.is_main_process and not resume:
+        write_json(run_dir / "run.json", run_info(recipe, str(device), role))
+    scheduler.step_update(num_updates=step)
+
+    eval_model = (lambda: ema.module) if ema is not None else (lambda: forward_model)
+    test_acc = None
+    progress = engine.make_progress(accelerator)
+    with progress:
+        for epoch in range(first_epoch, t.epochs):
+            if cache is not None:
+                logits, views = cache.epoch_arrays(epoch)
+                teacher_logits = torch.from_numpy(logits).to(device)
+                views = {k: torch.from_numpy(v).to(device) for k, v in views.items()} if views else None
+            else:
+                teacher_logits, views = None, None
+            if views is None:
+                views = engine.fresh_views(len(train_split), spec, recipe.seed, epoch, device)
+            data = engine.EpochData(images, labels, views, teacher_logits)
+            batches = engine.epoch_batches(data, spec, t.batch_size, recipe.seed, epoch, accelerator, t.channels_last)
+            stats = engine.train_one_epoch(forward_model, batches, steps, criterion, optimizer, scheduler,
+                                           accelerator, ema, epoch=epoch, step=step, progress=progress)
+            step = stats.pop("step")
+            elapsed += stats["seconds"]
+            last = epoch + 1 == t.epochs
+            if (epoch + 1) % t.eval_every == 0 or last:
+                test_acc = engine.evaluate(eval_model(), test_images, test_labels, accelerator,
+                                           t.eval_batch_size, tta=False, channels_last=t.channels_last)
+            line = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in stats.items()},
+                    "test_acc": None if test_acc is None else round(test_acc, 6)}
+            if accelerator.is_main_process:
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(line) + "\n")
+                progress.console.print(
+                    f"epoch {epoch + 1}/{t.epochs}  loss {stats['train_loss']:.4f}  train {stats['train_acc']:.2%}  "
+                    f"test {'-' if test_acc is None else f'{test_acc:.2%}'}  {stats['img_per_s']:,.0f} img/s  "
+                    f"{stats['seconds']:.1f}s")
+            if (epoch + 1) % t.checkpoint_every == 0 or last:
+                _save_checkpoint(accelerator, run_dir,
+                                 {"epoch": epoch + 1, "step": step, "wall_seconds": elapsed})
+
+    final_model = ema.module if ema is not None else accelerator.unwrap_model(model)
+    final_acc = engine.evaluate(final_model, test_images, test_labels, accelerator, t.eval_batch_size,
+                                tta=t.tta, channels_last=t.channels_last)
+    summary = {
+        "role": role,
+        "test_accuracy": final_acc,
+        "test_accuracy_no_tta": test_acc,
+        "tta": t.tta,
+        "trainable_params": params,
+        "model": recipe.model.name,
+        "epochs": t.epochs,
+        "wall_seconds": round(elapsed, 3),
+        "train_images": len(train_split),
+        "test_images": len(test_split),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else str(device),
+        "num_processes": accelerator.num_processes,
+        "mixed_precision": accelerator.mixed_precision,
+        "teacher_cache": str(teacher_cache) if kd else None,
+        "recipe": recipe.to_dict(),
+    }
+    if accelerator.is_main_process:
+        save_weights(final_model, run_dir / WEIGHTS)
+        write_json(run_dir / "summary.json", summary)
+        _print_summary(console, summary, run_dir)
+    accelerator.wait_for_everyone()
+    return Result(run_dir, final_acc, params, summary, final_model, accelerator)
+
+
+def _print_summary(console: Console, summary: dict, run_dir: Path) -> None:
+    table = Table(title=f"{summary['role']} run: {run_dir}")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    rows = [("model", summary["model"]), ("trainable parameters", f"{summary['trainable_params']:,}"),
+            ("epochs", str(summary["epochs"])), ("train seconds", f"{summary['wall_seconds']:.1f}"),
+            ("device", f"{summary['device']} x{summary['num_processes']}"),
+            ("test accuracy" + (" (flip TTA)" if summary["tta"] else ""), f"{summary['test_accuracy']:.2%}")]
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    print(f"Final test accuracy: {100 * summary['test_accuracy']:.2f}%")
+    print(f"Trainable parameters: {summary['trainable_params']}", flush=True)

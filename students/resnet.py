@@ -1,0 +1,133 @@
+"""The assignment's residual network: blocks computing ``ReLU(S(x) + F(x))``.
+
+``F = conv3x3 -> BN -> ReLU -> conv3x3 -> BN`` and ``S`` is the identity, or a 1x1 conv + BN where
+the shape changes. Layout after timm's ``resnet.py``: one builder, variants as argument dicts, and
+the ``forward_features`` / ``forward_head(x, pre_logits=False)`` API so feature KD needs no hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from distill.errors import UserError
+
+PARAM_CAP = 5_000_000  # the competition's hard limit on trainable parameters
+
+
+class ParamCapError(UserError):
+    """A student over :data:`PARAM_CAP` trainable parameters."""
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def check_param_cap(model: nn.Module, name: str, cap: int = PARAM_CAP) -> int:
+    """Raise :class:`ParamCapError` if ``model`` has more than ``cap`` trainable parameters."""
+    n = count_trainable(model)
+    if n > cap:
+        raise ParamCapError(
+            f"student '{name}' has {n:,} trainable parameters, over the {cap:,} cap; "
+            f"use smaller model.kwargs (widths, blocks) or another student"
+        )
+    return n
+
+
+class ResidualBlock(nn.Module):
+    """``ReLU(S(x) + F(x))`` with ``F = conv-BN-ReLU-conv-BN`` and ``S`` identity or 1x1 conv + BN."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(self.shortcut(x) + out)
+
+
+class CifarResNet(nn.Module):
+    """A stem conv, then stages of :class:`ResidualBlock`; stage i > 0 halves the resolution.
+
+    Args:
+        widths: channels of each stage.
+        blocks: residual blocks in each stage.
+        stem_width: channels of the 3x3 stem conv (defaults to ``widths[0]``).
+        num_classes: outputs of the linear head.
+        zero_init_last: start each block's last BN at gamma = 0, so blocks begin as the identity.
+    """
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (64, 128, 240, 240),
+        blocks: Sequence[int] = (2, 2, 2, 2),
+        stem_width: int | None = None,
+        num_classes: int = 10,
+        in_chans: int = 3,
+        zero_init_last: bool = True,
+        drop_rate: float = 0.0,
+    ):
+        super().__init__()
+        if len(widths) != len(blocks) or not widths:
+            raise UserError(f"model widths {tuple(widths)} and blocks {tuple(blocks)} must be non-empty and of equal length")
+        stem_width = stem_width or widths[0]
+        self.num_classes = num_classes
+        self.num_features = widths[-1]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, stem_width, 3, padding=1, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True)
+        )
+        stages, in_ch = [], stem_width
+        for i, (width, depth) in enumerate(zip(widths, blocks)):
+            layers = []
+            for j in range(depth):
+                layers.append(ResidualBlock(in_ch, width, stride=2 if (i > 0 and j == 0) else 1))
+                in_ch = width
+            stages.append(nn.Sequential(*layers))
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(in_ch, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_last:
+            for m in self.modules():
+                if isinstance(m, ResidualBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))  # (B, C, H', W')
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.pool(x).flatten(1))  # (B, C)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def build_resnet(name: str, model_args: dict, kwargs: dict, cap: int | None = None) -> CifarResNet:
+    """Shared builder: drop timm's factory keys, merge the variant's args with overrides, check the cap."""
+    kwargs.pop("pretrained", None)
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    args = {**model_args, **kwargs}
+    try:
+        model = CifarResNet(**args)
+    except TypeError as err:
+        raise UserError(f"bad model.kwargs for '{name}': {err}") from None
+    if cap is not None:
+        check_param_cap(model, name, cap)
+    return model

@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny synthetic CIFAR-format data (always) and the real data set (when present)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill.data import Split, write_batches
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = Path(os.environ.get("DISTILL_SHARED_CIFAR10", ROOT.parent / "shared" / "data" / "cifar10"))
+
+
+def synthetic_split(n: int, seed: int) -> Split:
+    """Images whose colour and a bright square depend on the label, plus noise: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    palette = np.random.default_rng(1234).integers(30, 225, (10, 3))  # shared by train and test
+    images = rng.normal(0, 25, (n, 32, 32, 3)) + palette[labels][:, None, None, :]
+    for c in range(10):
+        r, col = divmod(c, 4)
+        images[labels == c, 4 + 6 * r : 10 + 6 * r, 4 + 6 * col : 10 + 6 * col] = 255
+    return Split(np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64))
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory) -> Path:
+    """A data dir holding cifar-10-batches-py/ with 400 training and 200 test synthetic images."""
+    root = tmp_path_factory.mktemp("synthetic")
+    write_batches(root, synthetic_split(400, 0), synthetic_split(200, 1))
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_data_dir(tmp_path_factory) -> Path:
+    """The real CIFAR-10 unpacked from ../shared/data/cifar10; the test is skipped where it is absent."""
+    if not (SHARED_CIFAR / "unpack.py").is_file():
+        pytest.skip(f"real CIFAR-10 not found at {SHARED_CIFAR}")
+    root = tmp_path_factory.mktemp("cifar10")
+    subprocess.run([sys.executable, str(SHARED_CIFAR / "unpack.py"), str(root)], check=True, capture_output=True)
+    return root
+
+
+def tiny(data_dir: Path, *extra: str) -> list[str]:
+    """Overrides that make any recipe run in a second or two on the synthetic data."""
+    return [f"data.dir={data_dir}", "data.download=false", "train.epochs=2", "train.batch_size=50",
+            "train.eval_batch_size=100", "cache.batch_size=100", *extra]

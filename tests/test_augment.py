@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import torch
+
+from distill.augment import AugmentSpec, apply_views, normalize, sample_views
+from tests.conftest import synthetic_split
+
+
+def reference(image: np.ndarray, dy: int, dx: int, flip: bool, cy: int, cx: int, spec: AugmentSpec) -> np.ndarray:
+    """Per-image textbook version: reflect-pad, crop, flip, normalise, cut out."""
+    p = spec.translate
+    padded = np.pad(image, ((p, p), (p, p), (0, 0)), mode="reflect")
+    crop = padded[p + dy : p + dy + 32, p + dx : p + dx + 32]
+    if flip:
+        crop = crop[:, ::-1]
+    x = normalize(torch.from_numpy(np.ascontiguousarray(crop))[None], channels_last=False)[0].numpy()
+    if spec.cutout:
+        top, left = cy - spec.cutout // 2, cx - spec.cutout // 2
+        x[:, max(top, 0) : max(top + spec.cutout, 0), max(left, 0) : max(left + spec.cutout, 0)] = 0
+    return x
+
+
+@pytest.mark.parametrize("spec", [AugmentSpec(4, True, 0), AugmentSpec(2, True, 8), AugmentSpec(0, False, 0)])
+def test_apply_views_matches_per_image_reference(spec):
+    split = synthetic_split(16, 0)
+    views = sample_views(16, spec, torch.Generator().manual_seed(1))
+    out = apply_views(torch.from_numpy(split.images), views, spec).numpy()
+    for i in range(16):
+        v = {k: int(views[k][i]) for k in views}
+        np.testing.assert_array_equal(out[i], reference(split.images[i], v["dy"], v["dx"], bool(v["flip"]),
+                                                        v["cy"], v["cx"], spec))
+
+
+def test_views_are_deterministic_and_in_range():
+    spec = AugmentSpec(4, True, 8)
+    a = sample_views(1000, spec, torch.Generator().manual_seed(3))
+    b = sample_views(1000, spec, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert a["dx"].min() == -4 and a["dx"].max() == 4
+    assert 0.4 < a["flip"].float().mean() < 0.6
+    assert not sample_views(100, AugmentSpec(4, False, 0), torch.Generator())["flip"].any()
+
+
+def test_output_is_channels_last_float():
+    x = apply_views(torch.zeros(2, 32, 32, 3, dtype=torch.uint8), sample_views(2, AugmentSpec(), torch.Generator()),
+                    AugmentSpec())
+    assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)

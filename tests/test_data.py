@@ -1,0 +1,111 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from distill.data import BATCH_DIR, Split, load_cifar10, load_test_pickle, safe_unpickle, write_batches
+from distill.errors import UserError
+from tests.conftest import synthetic_split
+
+
+class Exploit:
+    def __init__(self, sentinel):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+def test_restricted_unpickler_refuses_code(tmp_path):
+    sentinel = tmp_path / "pwned"
+    bad = tmp_path / "test.pkl"
+    bad.write_bytes(pickle.dumps({b"data": Exploit(sentinel)}))
+    with pytest.raises(UserError, match="not a plain data pickle"):
+        load_test_pickle(bad)
+    assert not sentinel.exists()
+
+
+def test_restricted_unpickler_loads_arrays(tmp_path):
+    path = tmp_path / "ok.pkl"
+    payload = {b"data": np.arange(6, dtype=np.uint8).reshape(2, 3), "ids": [1, 2], "t": (1.5, "x")}
+    path.write_bytes(pickle.dumps(payload))
+    out = safe_unpickle(path)
+    np.testing.assert_array_equal(out[b"data"], payload[b"data"])
+    assert out["ids"] == [1, 2]
+
+
+def test_round_trip_official_layout(tmp_path):
+    train, test = synthetic_split(50, 0), synthetic_split(20, 1)
+    write_batches(tmp_path, train, test)
+    got_train, got_test = load_cifar10(tmp_path, download=False)
+    np.testing.assert_array_equal(got_train.images, train.images)
+    np.testing.assert_array_equal(got_test.labels, test.labels)
+    assert got_train.fingerprint() == train.fingerprint()
+    assert got_train.head(10).fingerprint() != train.fingerprint()
+
+
+def test_missing_data_offline_says_where(tmp_path):
+    with pytest.raises(UserError, match=f"{BATCH_DIR}.*data_batch_1.*put the official python batches"):
+        load_cifar10(tmp_path, download=False)
+
+
+def test_download_failure_is_one_line(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tvu
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tvu, "download_and_extract_archive", offline)
+    with pytest.raises(UserError, match="download failed"):
+        load_cifar10(tmp_path, download=True)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b[: len(b) // 2], "truncated or not a pickle"),
+    (lambda b: b"", "truncated or not a pickle"),
+    (lambda b: pickle.dumps(["not", "a", "batch"]), "not a CIFAR-10 batch"),
+    (lambda b: pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]}), "labels outside 0..9"),
+    (lambda b: pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}), "must be uint8 \\(N, 3072\\)"),
+])
+def test_damaged_batch_files(tmp_path, damage, message):
+    write_batches(tmp_path, synthetic_split(50, 0), synthetic_split(20, 1))
+    path = tmp_path / BATCH_DIR / "data_batch_3"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(UserError, match=message):
+        load_cifar10(tmp_path, download=False)
+
+
+def _write(tmp_path, obj):
+    path = tmp_path / "test.pkl"
+    path.write_bytes(pickle.dumps(obj))
+    return path
+
+
+def test_test_pickle_formats(tmp_path):
+    split = synthetic_split(5, 3)
+    images, ids = load_test_pickle(_write(tmp_path, {b"data": split.images, b"ids": np.array([9, 8, 7, 6, 5])}))
+    np.testing.assert_array_equal(images, split.images)
+    assert ids.tolist() == [9, 8, 7, 6, 5]
+    rows = split.images.transpose(0, 3, 1, 2).reshape(5, -1)
+    images, ids = load_test_pickle(_write(tmp_path, {b"data": rows}))
+    np.testing.assert_array_equal(images, split.images)
+    assert ids.tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("obj, message", [
+    ({b"data": np.zeros((3, 32, 32, 3), np.float32)}, "must be uint8"),
+    ({b"data": np.zeros((3, 32, 32), np.uint8)}, "must be \\(N, 32, 32, 3\\)"),
+    ({b"pixels": np.zeros((3, 32, 32, 3), np.uint8)}, "no 'data' key"),
+    ({b"data": np.zeros((3, 32, 32, 3), np.uint8), b"ids": [1, 1, 2]}, "duplicates"),
+    ({b"data": np.zeros((3, 32, 32, 3), np.uint8), b"ids": [1, 2]}, "'ids' must be 3 integers"),
+    ([1, 2, 3], "expected a dict"),
+])
+def test_bad_test_pickles(tmp_path, obj, message):
+    with pytest.raises(UserError, match=message):
+        load_test_pickle(_write(tmp_path, obj))
+
+
+def test_split_head():
+    split = Split(np.zeros((10, 32, 32, 3), np.uint8), np.arange(10) % 10)
+    assert len(split.head(3)) == 3 and len(split.head(None)) == 10

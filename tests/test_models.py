@@ -1,0 +1,63 @@
+import pytest
+import timm
+import torch
+
+import students  # noqa: F401
+import teachers  # noqa: F401
+from students import PARAM_CAP, CifarResNet, ParamCapError, ResidualBlock, count_trainable
+
+STUDENTS = ["cifar_resnet_s", "cifar_resnet_m", "cifar_resnet_fast", "cifar_resnet_tiny"]
+TEACHERS = ["cifar_resnet_t", "cifar_resnet_t_wide", "cifar_resnet_t_tiny"]
+
+
+def test_registry_holds_every_model():
+    assert set(STUDENTS + TEACHERS) <= set(timm.list_models("cifar_*"))
+
+
+@pytest.mark.parametrize("name", timm.list_models("cifar_*"))
+def test_forward_backward(name):
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    out = model(x)
+    assert out.shape == (2, 10)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    feats = model.forward_features(x)
+    assert model.forward_head(feats, pre_logits=True).shape == (2, model.num_features)
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_students_under_the_cap(name):
+    assert count_trainable(timm.create_model(name, num_classes=10)) <= PARAM_CAP
+
+
+def test_default_student_and_teacher_sizes():
+    assert 4_000_000 <= count_trainable(timm.create_model("cifar_resnet_s", num_classes=10)) <= 5_000_000
+    assert count_trainable(timm.create_model("cifar_resnet_t", num_classes=10)) >= 10_000_000
+
+
+def test_over_cap_student_raises_with_count():
+    with pytest.raises(ParamCapError, match=r"5,205,066 trainable parameters, over the 5,000,000 cap"):
+        timm.create_model("cifar_resnet_s", num_classes=10, widths=(64, 128, 256, 256))
+
+
+def test_block_is_the_assignments():
+    block = ResidualBlock(8, 16, stride=2)
+    assert [type(m) for m in (block.conv1, block.bn1, block.conv2, block.bn2)] == [
+        torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Conv2d, torch.nn.BatchNorm2d]
+    conv, bn = block.shortcut
+    assert conv.kernel_size == (1, 1) and isinstance(bn, torch.nn.BatchNorm2d)
+    assert isinstance(ResidualBlock(16, 16).shortcut, torch.nn.Identity)
+    # ReLU(S(x) + F(x)), checked numerically in eval mode
+    block.eval()
+    x = torch.randn(2, 8, 8, 8)
+    f = block.bn2(block.conv2(torch.relu(block.bn1(block.conv1(x)))))
+    torch.testing.assert_close(block(x), torch.relu(block.shortcut(x) + f))
+
+
+def test_model_is_a_stack_of_blocks():
+    model = CifarResNet(widths=(8, 16), blocks=(2, 1))
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 3

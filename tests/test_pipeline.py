@@ -1,0 +1,205 @@
+"""End to end on tiny synthetic data: teacher -> cache -> student -> CSV, and the cache's contracts."""
+
+import csv
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from distill import cache_logits, export, train_student, train_teacher
+from distill.augment import AugmentSpec, apply_views
+from distill.data import load_cifar10
+from distill.engine import EpochData, epoch_batches
+from distill.errors import UserError
+from distill.logit_cache import LogitCache, build_cache
+from distill.trainer import make_accelerator
+from distill.recipe import load_recipe
+from tests.conftest import synthetic_split, tiny
+
+
+@pytest.fixture(scope="module")
+def teacher_run(synthetic_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    result = train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(out), *tiny(synthetic_dir)])
+    return out, result
+
+
+def test_teacher_run_dir(teacher_run):
+    out, result = teacher_run
+    for name in ("recipe.yaml", "run.json", "metrics.jsonl", "summary.json", "model.safetensors", "state"):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"test_accuracy", "trainable_params", "epochs", "wall_seconds", "recipe", "device"} <= set(summary)
+    assert summary["test_accuracy"] == result.test_accuracy
+    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["epoch"] for ln in lines] == [1, 2]
+    assert {"epoch", "lr", "train_loss", "train_acc", "test_acc", "img_per_s", "seconds"} <= set(lines[0])
+    meta = json.loads((out / "cache" / "meta.json").read_text())
+    assert meta["views"] == 2 and meta["data"]["num_images"] == 400
+    assert meta["teacher"]["test_accuracy"] == result.test_accuracy
+
+
+def test_end_to_end_student_and_csv(teacher_run, synthetic_dir, tmp_path, capsys):
+    out, _ = teacher_run
+    student = train_student.main(["--recipe", "kd_smoke", "--teacher-cache", str(out / "cache"),
+                                  "--output-dir", str(tmp_path / "kd"), *tiny(synthetic_dir, "train.epochs=4")])
+    printed = capsys.readouterr().out
+    assert "Final test accuracy:" in printed and f"Trainable parameters: {student.trainable_params}" in printed
+    assert student.test_accuracy > 0.3  # synthetic classes are easy; chance is 0.1
+    _, test = load_cifar10(synthetic_dir, download=False)
+    pkl = tmp_path / "test.pkl"
+    pkl.write_bytes(pickle.dumps({b"data": test.images, b"ids": np.arange(len(test)) + 100}))
+    report = export.main(["--run", str(tmp_path / "kd"), "--test-pkl", str(pkl), "--out", str(tmp_path / "sub.csv")])
+    rows = list(csv.reader((tmp_path / "sub.csv").open()))
+    assert rows[0] == ["ID", "Labels"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(100, 100 + len(test)))
+    assert all(0 <= int(r[1]) <= 9 for r in rows[1:])
+    assert report["rows"] == len(test) and sum(report["histogram"]) == len(test)
+    accuracy = np.mean([int(r[1]) for r in rows[1:]] == test.labels)
+    assert accuracy == pytest.approx(student.test_accuracy, abs=0.02)  # same weights, same TTA
+
+
+def test_ce_baseline_needs_no_cache(synthetic_dir, tmp_path):
+    result = train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "ce"), *tiny(synthetic_dir)])
+    assert json.loads((tmp_path / "ce" / "summary.json").read_text())["teacher_cache"] is None
+    assert 0 <= result.test_accuracy <= 1
+
+
+def test_kd_without_cache_is_refused(synthetic_dir, tmp_path):
+    with pytest.raises(UserError, match="needs --teacher-cache"):
+        train_student.main(["--recipe", "kd_smoke", "--output-dir", str(tmp_path / "kd"), *tiny(synthetic_dir)])
+    assert not (tmp_path / "kd").exists()
+
+
+class Recorder(torch.nn.Module):
+    """A 'teacher' that remembers every input it saw and returns fixed logits."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.head = torch.nn.Linear(3, 10)
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return self.head(x.mean((2, 3)))
+
+
+def test_replay_is_bit_identical(tmp_path):
+    """The student's augmented batch for view set e equals, bit for bit, what the teacher saw."""
+    split = synthetic_split(64, 5)
+    spec = AugmentSpec(translate=4, flip=True, cutout=8)
+    accelerator = make_accelerator(load_recipe("kd_smoke"))
+    teacher = Recorder()
+    build_cache(teacher, split, spec, views=3, seed=7, batch_size=64, accelerator=accelerator,
+                out_dir=tmp_path / "cache", teacher_info={"model": "recorder", "weights_sha256": "x"})
+    cache = LogitCache.load(tmp_path / "cache")
+    images = torch.from_numpy(split.images)
+    for epoch in range(5):
+        seen = teacher.seen[epoch % 3]  # the teacher saw view set k as one batch of all 64 images
+        logits, views = cache.epoch_arrays(epoch)
+        data = EpochData(images, torch.from_numpy(split.labels), {k: torch.from_numpy(v) for k, v in views.items()},
+                         torch.from_numpy(logits))
+        perm_seen = 0
+        for x, y, t in epoch_batches(data, spec, 16, seed=1, epoch=epoch, accelerator=accelerator):
+            # find which images this batch holds via the labels' positions: recompute the index from the views
+            perm_seen += len(x)
+            matches = [(seen == xi).flatten(1).all(1).nonzero().flatten() for xi in x]
+            assert all(len(m) >= 1 for m in matches)
+            index = torch.stack([m[0] for m in matches])
+            assert torch.equal(x, seen[index])
+            assert torch.equal(t, torch.from_numpy(logits)[index])
+            assert torch.equal(y, torch.from_numpy(split.labels)[index])
+        assert perm_seen == 64
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.train_limit=300", "was built on 400 training images"),
+    ("augment.cutout=8", "has augmentation"),
+    ("cache.views=3", "has 2 view sets"),
+])
+def test_mismatched_cache_is_refused(teacher_run, synthetic_dir, tmp_path, override, message):
+    out, _ = teacher_run
+    with pytest.raises(UserError, match=message):
+        train_student.main(["--recipe", "kd_smoke", "--teacher-cache", str(out / "cache"),
+                            "--output-dir", str(tmp_path / "s"), *tiny(synthetic_dir, override)])
+    assert not (tmp_path / "s" / "state").exists()
+
+
+def test_cache_from_other_teacher_weights_or_version_is_refused(teacher_run, synthetic_dir, tmp_path):
+    out, _ = teacher_run
+    run = tmp_path / "teacher"
+    shutil.copytree(out, run)
+    cache_logits.main(["--teacher", str(run), *tiny(synthetic_dir)[:2]])
+    cache = LogitCache.load(run / "cache")
+    assert cache.meta["teacher"]["run_dir"] == str(run.resolve())
+    # the teacher is retrained (other weights): its old cache is stale
+    other = train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(tmp_path / "t2"),
+                                *tiny(synthetic_dir, "seed=1")])
+    shutil.copy(other.run_dir / "model.safetensors", run / "model.safetensors")
+    with pytest.raises(UserError, match="is stale"):
+        LogitCache.load(run / "cache")
+    meta = json.loads((out / "cache" / "meta.json").read_text())
+    bad = tmp_path / "v0"
+    shutil.copytree(out / "cache", bad)
+    (bad / "meta.json").write_text(json.dumps({**meta, "format_version": 0}))
+    with pytest.raises(UserError, match="format version 0"):
+        LogitCache.load(bad)
+    np.save(bad / "logits.npy", np.zeros((2, 400, 10), np.float16))
+    (bad / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="does not match meta.json"):
+        LogitCache.load(bad)
+
+
+def test_cache_views_zero(teacher_run, synthetic_dir, tmp_path):
+    out, _ = teacher_run
+    path = cache_logits.main(["--teacher", str(out), "--out", str(tmp_path / "c0"), "cache.views=0",
+                              *tiny(synthetic_dir)[:2]])
+    cache = LogitCache.load(path)
+    logits, views = cache.epoch_arrays(5)
+    assert logits.shape == (400, 10) and views is None
+    result = train_student.main(["--recipe", "kd_smoke", "--teacher-cache", str(path), "cache.views=0",
+                                 "--output-dir", str(tmp_path / "s0"), *tiny(synthetic_dir)])
+    assert 0 <= result.test_accuracy <= 1
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_matches_uninterrupted(synthetic_dir, tmp_path, monkeypatch):
+    args = ["--recipe", "ce_smoke", *tiny(synthetic_dir, "train.epochs=3")]
+    full = train_student.main([*args, "--output-dir", str(tmp_path / "full")])
+
+    from distill import engine
+
+    real = engine.train_one_epoch
+
+    def dies_in_epoch_3(*a, **k):
+        if k["epoch"] == 2:
+            raise Interrupt
+        return real(*a, **k)
+
+    part = tmp_path / "part"
+    monkeypatch.setattr(engine, "train_one_epoch", dies_in_epoch_3)
+    with pytest.raises(Interrupt):
+        train_student.main([*args, "--output-dir", str(part)])
+    monkeypatch.setattr(engine, "train_one_epoch", real)
+    assert json.loads((part / "state" / "progress.json").read_text())["epoch"] == 2
+    assert not (part / "summary.json").exists()
+    with pytest.raises(UserError, match="already holds a run"):
+        train_student.main([*args, "--output-dir", str(part)])
+    resumed = train_student.main([*args, "--output-dir", str(part), "--resume"])
+    assert resumed.test_accuracy == full.test_accuracy  # deterministic on CPU
+    metrics = [json.loads(ln) for ln in (part / "metrics.jsonl").read_text().splitlines()]
+    expected = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2, 3]
+    drop = ("img_per_s", "seconds")
+    assert [{k: v for k, v in m.items() if k not in drop} for m in metrics] == \
+        [{k: v for k, v in m.items() if k not in drop} for m in expected]
+    with pytest.raises(UserError, match="already finished"):
+        train_student.main([*args, "--output-dir", str(part), "--resume"])
+    with pytest.raises(UserError, match="nothing to resume"):
+        train_student.main([*args, "--output-dir", str(tmp_path / "none"), "--resume"])

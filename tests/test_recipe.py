@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pytest
+
+from distill.errors import UserError
+from distill.recipe import RECIPE_DIR, load_recipe
+
+REQUIRED = ["teacher", "ce", "kd_t4", "kd_t2", "teacher_smoke", "kd_smoke", "ce_smoke"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
+def test_every_recipe_loads(name):
+    recipe = load_recipe(name)
+    assert recipe.name == name
+    assert recipe.train.epochs >= 1
+
+
+def test_required_recipes_exist():
+    assert set(REQUIRED) <= {p.stem for p in RECIPE_DIR.glob("*.yaml")}
+    assert load_recipe("kd_t4").kd.temperature == 4.0
+    assert load_recipe("kd_t2").kd.temperature == 2.0
+    assert load_recipe("ce").kd.alpha == 0.0
+
+
+def test_overrides_are_typed():
+    r = load_recipe("kd_t4", ["train.epochs=3", "train.lr=1", "kd.alpha=0.5", "data.train_limit=100",
+                              "model.kwargs.widths=[8,16,32,32]", "train.compile=true"])
+    assert (r.train.epochs, r.train.lr, r.kd.alpha, r.data.train_limit) == (3, 1.0, 0.5, 100)
+    assert isinstance(r.train.lr, float)
+    assert r.model.kwargs == {"widths": [8, 16, 32, 32]}
+    assert r.train.compile is True
+    assert load_recipe("kd_t4", ["data.test_limit=null"]).data.test_limit is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "unknown recipe key 'train.epoch'"),
+    ("nosuch.thing=1", "unknown recipe key 'nosuch'"),
+    ("train.epochs=abc", "train.epochs' must be int"),
+    ("train.epochs=2.5", "train.epochs' must be int"),
+    ("train.tta=maybe", "train.tta' must be bool"),
+    ("kd.alpha=2", "kd.alpha must be in [0, 1]"),
+    ("train.epochs", "is not key=value"),
+])
+def test_bad_overrides_name_the_key(override, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_recipe("kd_t4", [override])
+
+
+def test_unknown_key_in_file(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: 2\n  learning_rate: 0.1\n")
+    with pytest.raises(UserError, match="unknown recipe key 'train.learning_rate'"):
+        load_recipe(path)
+
+
+def test_unknown_recipe_name_lists_the_known_ones():
+    with pytest.raises(UserError, match="kd_t4"):
+        load_recipe("no_such_recipe")
