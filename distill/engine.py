@@ -81,6 +81,25 @@ def make_progress(accelerator: Accelerator) -> Progress:
     )
 
 
+class EpochTimer:
+    """Seconds of device work for an epoch: CUDA events on a GPU, the wall clock elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.start_event = torch.cuda.Event(enable_timing=True)
+            self.end_event = torch.cuda.Event(enable_timing=True)
+            self.start_event.record()
+        self.start = time.perf_counter()
+
+    def stop(self) -> float:
+        if self.cuda:
+            self.end_event.record()
+            self.end_event.synchronize()
+            return self.start_event.elapsed_time(self.end_event) / 1000.0
+        return time.perf_counter() - self.start
+
+
 def train_one_epoch(model, batches, num_steps: int, criterion, optimizer, scheduler, accelerator: Accelerator,
                     ema, epoch: int, step: int, progress: Progress, log_every: int = 20) -> dict:
     """Train for one epoch; returns metrics, and raises UserError on a non-finite loss.
@@ -95,6 +114,7 @@ def train_one_epoch(model, batches, num_steps: int, criterion, optimizer, schedu
     loss_sum = torch.zeros((), device=accelerator.device)
     correct = torch.zeros((), device=accelerator.device, dtype=torch.long)
     seen = 0
+    timer = EpochTimer(accelerator.device)
     start = time.perf_counter()
     for i, (x, y, teacher_logits) in enumerate(batches):
         with accelerator.autocast():
@@ -121,9 +141,7 @@ def train_one_epoch(model, batches, num_steps: int, criterion, optimizer, schedu
             elapsed = time.perf_counter() - start
             progress.update(task, completed=i + 1, loss=loss_now, acc=correct.item() / max(seen, 1),
                             ips=seen * accelerator.num_processes / max(elapsed, 1e-9))
-    if accelerator.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds = timer.stop()
     totals = accelerator.reduce(torch.stack([loss_sum.float(), correct.float(),
                                              torch.tensor(float(seen), device=accelerator.device)]), "sum")
     progress.remove_task(task)

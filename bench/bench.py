@@ -1,0 +1,138 @@
+"""Benchmark: teacher -> cache -> N student runs, timed, on whatever device is present.
+
+    python bench/bench.py --teacher-recipe teacher_fast --student-recipe kd_fast94 --runs 5 --json out.json
+    python bench/bench.py --teacher-recipe teacher_smoke --student-recipe kd_smoke --runs 2 data.train_limit=500
+
+Prints a table and writes a JSON with: device, commit, teacher training seconds / accuracy / img/s,
+cache seconds, a warm-up student run (reported on its own, not in the statistics), then per-run
+student training seconds (CUDA events around each epoch's training steps; evaluation excluded),
+test accuracy, img/s, their mean and std, and the student's parameters. ``pipeline_seconds`` is the
+wall clock from the start of teacher training to the end of the first timed student run, everything
+included (evaluations, caching, warm-up). Trailing ``key=value`` overrides go to both recipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from distill.cache_logits import cache_teacher
+from distill.errors import cli_main
+from distill.recipe import load_recipe
+from distill.runs import git_commit, load_run, write_json
+from distill.trainer import make_accelerator, train
+
+
+def _stats(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def _throughput(run_dir: Path) -> float:
+    """Median training img/s over the run's epochs (the first epoch, which warms up, left out if others exist)."""
+    lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    values = [ln["img_per_s"] for ln in lines[1:] or lines]
+    return statistics.median(values)
+
+
+def bench(teacher_recipe: str, student_recipe: str, runs: int, work_dir: Path, overrides: list[str],
+          teacher_run: Path | None = None, warmup: bool = True) -> dict:
+    """Run the benchmark; see the module docstring for what is measured."""
+    console = Console()
+    student_base = load_recipe(student_recipe, overrides)
+    result: dict = {"commit": git_commit(), "command": " ".join(["bench/bench.py", *sys.argv[1:]]),
+                    "torch": torch.__version__, "student_recipe": student_base.name}
+    t0 = time.perf_counter()
+    if teacher_run is None:
+        t_recipe = load_recipe(teacher_recipe, overrides)
+        teacher_run = work_dir / "teacher"
+        t_res = train(t_recipe, "teacher", teacher_run)
+        t_cache = time.perf_counter()
+        cache_dir = cache_teacher(t_res.model, t_recipe, teacher_run, t_res.accelerator,
+                                  teacher_accuracy=t_res.test_accuracy)
+        result["cache_seconds"] = time.perf_counter() - t_cache
+        result["teacher"] = {"recipe": t_recipe.name, "model": t_recipe.model.name,
+                             "params": t_res.trainable_params, "train_seconds": t_res.summary["wall_seconds"],
+                             "test_accuracy": t_res.test_accuracy, "img_per_s": _throughput(teacher_run)}
+    else:
+        t_recipe, _ = load_run(teacher_run)
+        cache_dir = teacher_run / "cache"
+        summary = json.loads((teacher_run / "summary.json").read_text())
+        result["teacher"] = {"recipe": t_recipe.name, "model": t_recipe.model.name, "reused": str(teacher_run),
+                             "params": summary["trainable_params"], "train_seconds": summary["wall_seconds"],
+                             "test_accuracy": summary["test_accuracy"], "img_per_s": _throughput(teacher_run)}
+    accelerator = make_accelerator(student_base)
+    result["device"] = torch.cuda.get_device_name() if accelerator.device.type == "cuda" else str(accelerator.device)
+
+    if warmup:  # compile, cuDNN autotuning and allocator warm-up, timed apart from the runs
+        w = train(load_recipe(student_recipe, [*overrides, "train.epochs=1"]), "student", work_dir / "student_warmup",
+                  teacher_cache=cache_dir)
+        result["student_warmup_seconds"] = w.summary["wall_seconds"]
+    per_run = []
+    for i in range(runs):
+        recipe = load_recipe(student_recipe, [*overrides, f"seed={student_base.seed + i}"])
+        res = train(recipe, "student", work_dir / f"student_{i}", teacher_cache=cache_dir)
+        if i == 0 and "cache_seconds" in result:
+            result["pipeline_seconds"] = time.perf_counter() - t0
+        per_run.append({"seed": recipe.seed, "train_seconds": res.summary["wall_seconds"],
+                        "test_accuracy": res.test_accuracy, "img_per_s": _throughput(res.run_dir)})
+        result["student_params"] = res.trainable_params
+    result["student_runs"] = per_run
+    result["student_train_seconds"] = _stats([r["train_seconds"] for r in per_run])
+    result["student_test_accuracy"] = _stats([r["test_accuracy"] for r in per_run])
+    result["student_img_per_s"] = statistics.median(r["img_per_s"] for r in per_run)
+    _print_table(console, result)
+    return result
+
+
+def _print_table(console: Console, r: dict) -> None:
+    t = r["teacher"]
+    table = Table(title=f"bench on {r['device']} @ {str(r['commit'])[:10]}")
+    for col in ("stage", "params", "seconds", "test accuracy", "img/s"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    table.add_row(f"teacher {t['recipe']}" + (" (reused)" if "reused" in t else ""), f"{t['params']:,}",
+                  f"{t['train_seconds']:.2f}", f"{t['test_accuracy']:.2%}", f"{t['img_per_s']:,.0f}")
+    if "cache_seconds" in r:
+        table.add_row("cache", "", f"{r['cache_seconds']:.2f}", "", "")
+    if "student_warmup_seconds" in r:
+        table.add_row("student warm-up (1 epoch)", "", f"{r['student_warmup_seconds']:.2f}", "", "")
+    for run in r["student_runs"]:
+        table.add_row(f"student {r['student_recipe']} seed {run['seed']}", f"{r['student_params']:,}",
+                      f"{run['train_seconds']:.2f}", f"{run['test_accuracy']:.2%}", f"{run['img_per_s']:,.0f}")
+    s, a = r["student_train_seconds"], r["student_test_accuracy"]
+    table.add_row(f"student mean ± std (n={len(r['student_runs'])})", "", f"{s['mean']:.2f} ± {s['std']:.2f}",
+                  f"{a['mean']:.2%} ± {a['std']:.2%}", f"{r['student_img_per_s']:,.0f}")
+    if "pipeline_seconds" in r:
+        table.add_row("teacher + cache + first student, wall", "", f"{r['pipeline_seconds']:.1f}", "", "")
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="Time teacher, cache and student runs on this device.")
+    parser.add_argument("--teacher-recipe", default="teacher_fast")
+    parser.add_argument("--student-recipe", default="kd_fast94")
+    parser.add_argument("--runs", type=int, default=5, help="timed student runs (seeds seed, seed+1, ...)")
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--work-dir", default="runs/bench", help="where the runs are written (must not hold runs)")
+    parser.add_argument("--teacher-run", help="reuse this finished teacher run and its cache/ instead of training one")
+    parser.add_argument("--no-warmup", action="store_true", help="skip the untimed 1-epoch student warm-up run")
+    parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (sets data.dir for both recipes)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_intermixed_args(argv)
+    overrides = list(args.overrides) + ([f"data.dir={args.data_dir}"] if args.data_dir else [])
+    result = bench(args.teacher_recipe, args.student_recipe, args.runs, Path(args.work_dir), overrides,
+                   Path(args.teacher_run) if args.teacher_run else None, warmup=not args.no_warmup)
+    if args.json:
+        write_json(Path(args.json), result)
+    return result
+
+
+if __name__ == "__main__":
+    cli_main(main)
