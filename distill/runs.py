@@ -46,12 +46,15 @@ def write_json(path: Path, obj: dict) -> None:
 
 
 def git_commit() -> str | None:
+    """The checkout's commit; outside a git checkout (a copied tree), ``$DISTILL_COMMIT`` if set."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                              text=True, timeout=5)
-        return out.stdout.strip() or None
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return None
+        pass
+    return os.environ.get("DISTILL_COMMIT")
 
 
 def check_writable(run_dir: Path) -> None:
