@@ -1,0 +1,174 @@
+"""Results people would rather look at: curves, a table, confusion matrices, errors, agreement.
+
+    python distill/report.py runs/teacher runs/ce runs/kd_t4 --out reports/main [--data-dir DIR]
+
+Writes into ``--out``: ``curves.png`` (train loss and test accuracy per epoch, every run on shared
+axes), ``confusion_<run>.png`` and ``errors_<run>.png`` (a grid of misclassified test images with
+predicted and true labels) for each student, and ``report.md`` with the table (run, recipe, params,
+final test accuracy, epochs, wall time, img/s), per-class accuracy and teacher-student agreement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from distill.data import CLASSES, load_cifar10  # noqa: E402
+from distill.engine import predict_logits  # noqa: E402
+from distill.errors import UserError, cli_main  # noqa: E402
+from distill.runs import load_run, write_atomic  # noqa: E402
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    summary: dict
+    metrics: list[dict]
+
+    @property
+    def role(self) -> str:
+        return self.summary.get("role", "student")
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Run":
+        path = Path(path)
+        summary_file, metrics_file = path / "summary.json", path / "metrics.jsonl"
+        if not summary_file.is_file() or not metrics_file.is_file():
+            raise UserError(f"{path} is not a finished run (needs summary.json and metrics.jsonl)")
+        metrics = [json.loads(ln) for ln in metrics_file.read_text().splitlines() if ln.strip()]
+        return cls(path, path.name, json.loads(summary_file.read_text()), metrics)
+
+
+def plot_curves(runs: list[Run], out: Path) -> Path:
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+    for run in runs:
+        epochs = [m["epoch"] for m in run.metrics]
+        label = f"{run.name} ({run.summary['model']})"
+        ax_loss.plot(epochs, [m["train_loss"] for m in run.metrics], marker="o", ms=3, label=label)
+        tested = [(m["epoch"], 100 * m["test_acc"]) for m in run.metrics if m.get("test_acc") is not None]
+        if tested:
+            ax_acc.plot(*zip(*tested), marker="o", ms=3, label=label)
+    ax_loss.set(title="Training loss (KD runs: KD + CE objective)", xlabel="epoch", ylabel="loss")
+    ax_acc.set(title="Test accuracy (no TTA)", xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    path = out / "curves.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(cm: np.ndarray, title: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(cm)):
+        for j in range(len(cm)):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(10), CLASSES, rotation=45, ha="right")
+    ax.set_yticks(range(10), CLASSES)
+    ax.set(title=title, xlabel="predicted class", ylabel="true class")
+    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_errors(images: np.ndarray, pred: np.ndarray, true: np.ndarray, title: str, path: Path, n: int = 24) -> Path:
+    wrong = np.flatnonzero(pred != true)[:n]
+    cols = 8
+    rows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.75), constrained_layout=True, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong):
+        ax.imshow(images[i], interpolation="nearest")
+        ax.set_title(f"pred {CLASSES[pred[i]]}\ntrue {CLASSES[true[i]]}", fontsize=7)
+    fig.suptitle(title if len(wrong) else f"{title}: no errors", fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def predictions(run: Run, images: np.ndarray) -> np.ndarray:
+    recipe, model = load_run(run.path)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    logits = predict_logits(model.to(device), torch.from_numpy(images).to(device), 1000, tta=recipe.train.tta,
+                            channels_last=False)
+    return logits.argmax(-1).cpu().numpy()
+
+
+def make_report(run_dirs: list[str | Path], out: str | Path, data_dir: str | None = None) -> Path:
+    """Write the plots and ``report.md`` for ``run_dirs`` into ``out``; returns the report's path."""
+    runs = [Run.read(p) for p in run_dirs]
+    if not runs:
+        raise UserError("give at least one run directory")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe, _ = load_run(runs[0].path)
+    _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
+    test = test.head(recipe.data.test_limit)
+
+    lines = ["# Results", "", "![training curves](curves.png)", "",
+             "| run | recipe | role | params | final test accuracy | epochs | wall time (s) | img/s |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    plot_curves(runs, out)
+    for run in runs:
+        s = run.summary
+        ips = statistics.median(m["img_per_s"] for m in run.metrics)
+        lines.append(f"| {run.name} | {s['recipe']['name']} | {run.role} | {s['trainable_params']:,} | "
+                     f"{100 * s['test_accuracy']:.2f}% | {s['epochs']} | {s['wall_seconds']:.1f} | {ips:,.0f} |")
+    lines += ["", f"Device: {runs[0].summary['device']}. Accuracy on {len(test):,} test images"
+              f"{' with flip TTA' if runs[0].summary.get('tta') else ''}.", ""]
+
+    preds = {run.name: predictions(run, test.images) for run in runs}
+    teachers = [r for r in runs if r.role == "teacher"]
+    for run in (r for r in runs if r.role == "student"):
+        pred = preds[run.name]
+        cm = np.zeros((10, 10), dtype=np.int64)
+        np.add.at(cm, (test.labels, pred), 1)
+        plot_confusion(cm, f"{run.name}: confusion matrix ({len(test):,} test images)", out / f"confusion_{run.name}.png")
+        plot_errors(test.images, pred, test.labels, f"{run.name}: misclassified test images", out / f"errors_{run.name}.png")
+        per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
+        lines += [f"## {run.name}", "", f"Final test accuracy: {100 * run.summary['test_accuracy']:.2f}%  ",
+                  f"Trainable parameters: {run.summary['trainable_params']}", ""]
+        for teacher in teachers:
+            agree = float(np.mean(preds[teacher.name] == pred))
+            lines.append(f"Agreement with teacher {teacher.name}: {100 * agree:.2f}% of test images get the same class.")
+            lines.append("")
+        lines += ["| class | " + " | ".join(CLASSES) + " |", "| --- |" + " ---: |" * 10,
+                  "| accuracy | " + " | ".join(f"{100 * a:.1f}%" for a in per_class) + " |", "",
+                  f"![confusion matrix](confusion_{run.name}.png)", "",
+                  f"![misclassified](errors_{run.name}.png)", ""]
+    report = out / "report.md"
+    write_atomic(report, "\n".join(lines) + "\n")
+    print(f"wrote {report} and {len(list(out.glob('*.png')))} plots")
+    return report
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description="Plots and a markdown report of finished runs.")
+    parser.add_argument("runs", nargs="+", help="run directories (teacher and students)")
+    parser.add_argument("--out", required=True, help="report directory")
+    parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (default: the first run's data.dir)")
+    args = parser.parse_args(argv)
+    return make_report(args.runs, args.out, args.data_dir)
+
+
+if __name__ == "__main__":
+    cli_main(main)
