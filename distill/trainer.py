@@ -176,17 +176,18 @@ def train(recipe: Recipe, role: str, run_dir: str | Path, resume: bool = False,
             step = stats.pop("step")
             elapsed += stats["seconds"]
             last = epoch + 1 == t.epochs
-            if (epoch + 1) % t.eval_every == 0 or last:
+            evaluated = (epoch + 1) % t.eval_every == 0 or last
+            if evaluated:
                 test_acc = engine.evaluate(eval_model(), test_images, test_labels, accelerator,
                                            t.eval_batch_size, tta=False, channels_last=t.channels_last)
             line = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in stats.items()},
-                    "test_acc": None if test_acc is None else round(test_acc, 6)}
+                    "test_acc": round(test_acc, 6) if evaluated else None}  # null: not evaluated this epoch
             if accelerator.is_main_process:
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(line) + "\n")
                 progress.console.print(
                     f"epoch {epoch + 1}/{t.epochs}  loss {stats['train_loss']:.4f}  train {stats['train_acc']:.2%}  "
-                    f"test {'-' if test_acc is None else f'{test_acc:.2%}'}  {stats['img_per_s']:,.0f} img/s  "
+                    f"test {f'{test_acc:.2%}' if evaluated else '-'}  {stats['img_per_s']:,.0f} img/s  "
                     f"{stats['seconds']:.1f}s")
             if (epoch + 1) % t.checkpoint_every == 0 or last:
                 _save_checkpoint(accelerator, run_dir,

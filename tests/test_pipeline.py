@@ -63,9 +63,12 @@ def test_end_to_end_student_and_csv(teacher_run, synthetic_dir, tmp_path, capsys
 
 
 def test_ce_baseline_needs_no_cache(synthetic_dir, tmp_path):
-    result = train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "ce"), *tiny(synthetic_dir)])
+    result = train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "ce"),
+                                 *tiny(synthetic_dir, "train.epochs=3", "train.eval_every=2")])
     assert json.loads((tmp_path / "ce" / "summary.json").read_text())["teacher_cache"] is None
     assert 0 <= result.test_accuracy <= 1
+    tested = [json.loads(ln)["test_acc"] for ln in (tmp_path / "ce" / "metrics.jsonl").read_text().splitlines()]
+    assert tested[0] is None and tested[1] is not None and tested[2] is not None  # only evaluated epochs
 
 
 def test_kd_without_cache_is_refused(synthetic_dir, tmp_path):

@@ -1,0 +1,51 @@
+"""report.py and the results notebook, on smoke runs made here."""
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from distill import report, train_student, train_teacher
+from tests.conftest import ROOT, tiny
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("report_runs")
+    train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(root / "teacher"), *tiny(synthetic_dir)])
+    train_student.main(["--recipe", "ce_smoke", "--output-dir", str(root / "ce"), *tiny(synthetic_dir)])
+    train_student.main(["--recipe", "kd_smoke", "--teacher-cache", str(root / "teacher" / "cache"),
+                        "--output-dir", str(root / "kd_t4"), *tiny(synthetic_dir)])
+    return [root / "teacher", root / "ce", root / "kd_t4"]
+
+
+def test_report_writes_plots_and_table(runs, synthetic_dir, tmp_path):
+    path = report.main([*map(str, runs), "--out", str(tmp_path / "rep"), "--data-dir", str(synthetic_dir)])
+    text = path.read_text()
+    for name in ("curves.png", "confusion_ce.png", "confusion_kd_t4.png", "errors_ce.png", "errors_kd_t4.png"):
+        assert (tmp_path / "rep" / name).stat().st_size > 5_000, name
+        assert (tmp_path / "rep" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| teacher | teacher_smoke | teacher | 78,042 |" in text
+    assert "Agreement with teacher teacher:" in text and "| accuracy |" in text
+    summary = json.loads((runs[2] / "summary.json").read_text())
+    assert f"Final test accuracy: {100 * summary['test_accuracy']:.2f}%" in text
+
+
+def test_notebook_executes_against_smoke_runs(runs, synthetic_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_RUNS", ":".join(map(str, runs)))
+    monkeypatch.setenv("DISTILL_REPORT_DIR", str(tmp_path / "nb_report"))
+    monkeypatch.setenv("DISTILL_DATA_DIR", str(synthetic_dir))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    nb = nbformat.read(ROOT / "notebooks" / "results.ipynb", as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook with outputs cleared"
+    NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 3  # curves, confusion matrix, error grid
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "Final test accuracy:" in text and "Trainable parameters: 19954" in text
+    assert (tmp_path / "nb_report" / "curves.png").is_file()
