@@ -8,6 +8,7 @@ cross-entropy when ``kd.alpha = 0`` (the ``ce`` baseline).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,11 +44,13 @@ class Result:
 
 
 def make_accelerator(recipe: Recipe) -> Accelerator:
-    state = PartialState()
+    # Without a GPU, say cpu=True: only then does Accelerate set up gloo when launched as several processes.
+    use_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    state = PartialState(cpu=use_cpu)
     precision = recipe.train.mixed_precision if state.device.type == "cuda" else "no"
     if state.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
-    return Accelerator(mixed_precision=precision)
+    return Accelerator(mixed_precision=precision, cpu=use_cpu)
 
 
 def load_data(recipe: Recipe) -> tuple[Split, Split]:
