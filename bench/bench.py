@@ -42,38 +42,65 @@ def _throughput(run_dir: Path) -> float:
     return statistics.median(values)
 
 
-def bench(teacher_recipe: str, student_recipe: str, runs: int, work_dir: Path, overrides: list[str],
-          teacher_run: Path | None = None, warmup: bool = True) -> dict:
+def bench(
+    teacher_recipe: str,
+    student_recipe: str,
+    runs: int,
+    work_dir: Path,
+    overrides: list[str],
+    teacher_run: Path | None = None,
+    warmup: bool = True,
+) -> dict:
     """Run the benchmark; see the module docstring for what is measured."""
     console = Console()
     student_base = load_recipe(student_recipe, overrides)
-    result: dict = {"commit": git_commit(), "command": " ".join(["bench/bench.py", *sys.argv[1:]]),
-                    "torch": torch.__version__, "student_recipe": student_base.name}
+    result: dict = {
+        "commit": git_commit(),
+        "command": " ".join(["bench/bench.py", *sys.argv[1:]]),
+        "torch": torch.__version__,
+        "student_recipe": student_base.name,
+    }
     t0 = time.perf_counter()
     if teacher_run is None:
         t_recipe = load_recipe(teacher_recipe, overrides)
         teacher_run = work_dir / "teacher"
         t_res = train(t_recipe, "teacher", teacher_run)
         t_cache = time.perf_counter()
-        cache_dir = cache_teacher(t_res.model, t_recipe, teacher_run, t_res.accelerator,
-                                  teacher_accuracy=t_res.test_accuracy)
+        cache_dir = cache_teacher(
+            t_res.model, t_recipe, teacher_run, t_res.accelerator, teacher_accuracy=t_res.test_accuracy
+        )
         result["cache_seconds"] = time.perf_counter() - t_cache
-        result["teacher"] = {"recipe": t_recipe.name, "model": t_recipe.model.name,
-                             "params": t_res.trainable_params, "train_seconds": t_res.summary["wall_seconds"],
-                             "test_accuracy": t_res.test_accuracy, "img_per_s": _throughput(teacher_run)}
+        result["teacher"] = {
+            "recipe": t_recipe.name,
+            "model": t_recipe.model.name,
+            "params": t_res.trainable_params,
+            "train_seconds": t_res.summary["wall_seconds"],
+            "test_accuracy": t_res.test_accuracy,
+            "img_per_s": _throughput(teacher_run),
+        }
     else:
         t_recipe, _ = load_run(teacher_run)
         cache_dir = teacher_run / "cache"
         summary = json.loads((teacher_run / "summary.json").read_text())
-        result["teacher"] = {"recipe": t_recipe.name, "model": t_recipe.model.name, "reused": str(teacher_run),
-                             "params": summary["trainable_params"], "train_seconds": summary["wall_seconds"],
-                             "test_accuracy": summary["test_accuracy"], "img_per_s": _throughput(teacher_run)}
+        result["teacher"] = {
+            "recipe": t_recipe.name,
+            "model": t_recipe.model.name,
+            "reused": str(teacher_run),
+            "params": summary["trainable_params"],
+            "train_seconds": summary["wall_seconds"],
+            "test_accuracy": summary["test_accuracy"],
+            "img_per_s": _throughput(teacher_run),
+        }
     accelerator = make_accelerator(student_base)
     result["device"] = torch.cuda.get_device_name() if accelerator.device.type == "cuda" else str(accelerator.device)
 
     if warmup:  # compile, cuDNN autotuning and allocator warm-up, timed apart from the runs
-        w = train(load_recipe(student_recipe, [*overrides, "train.epochs=1"]), "student", work_dir / "student_warmup",
-                  teacher_cache=cache_dir)
+        w = train(
+            load_recipe(student_recipe, [*overrides, "train.epochs=1"]),
+            "student",
+            work_dir / "student_warmup",
+            teacher_cache=cache_dir,
+        )
         result["student_warmup_seconds"] = w.summary["wall_seconds"]
     per_run = []
     for i in range(runs):
@@ -81,8 +108,14 @@ def bench(teacher_recipe: str, student_recipe: str, runs: int, work_dir: Path, o
         res = train(recipe, "student", work_dir / f"student_{i}", teacher_cache=cache_dir)
         if i == 0 and "cache_seconds" in result:
             result["pipeline_seconds"] = time.perf_counter() - t0
-        per_run.append({"seed": recipe.seed, "train_seconds": res.summary["wall_seconds"],
-                        "test_accuracy": res.test_accuracy, "img_per_s": _throughput(res.run_dir)})
+        per_run.append(
+            {
+                "seed": recipe.seed,
+                "train_seconds": res.summary["wall_seconds"],
+                "test_accuracy": res.test_accuracy,
+                "img_per_s": _throughput(res.run_dir),
+            }
+        )
         result["student_params"] = res.trainable_params
     result["student_runs"] = per_run
     result["student_train_seconds"] = _stats([r["train_seconds"] for r in per_run])
@@ -97,18 +130,33 @@ def _print_table(console: Console, r: dict) -> None:
     table = Table(title=f"bench on {r['device']} @ {str(r['commit'])[:10]}")
     for col in ("stage", "params", "seconds", "test accuracy", "img/s"):
         table.add_column(col, justify="right" if col != "stage" else "left")
-    table.add_row(f"teacher {t['recipe']}" + (" (reused)" if "reused" in t else ""), f"{t['params']:,}",
-                  f"{t['train_seconds']:.2f}", f"{t['test_accuracy']:.2%}", f"{t['img_per_s']:,.0f}")
+    table.add_row(
+        f"teacher {t['recipe']}" + (" (reused)" if "reused" in t else ""),
+        f"{t['params']:,}",
+        f"{t['train_seconds']:.2f}",
+        f"{t['test_accuracy']:.2%}",
+        f"{t['img_per_s']:,.0f}",
+    )
     if "cache_seconds" in r:
         table.add_row("cache", "", f"{r['cache_seconds']:.2f}", "", "")
     if "student_warmup_seconds" in r:
         table.add_row("student warm-up (1 epoch)", "", f"{r['student_warmup_seconds']:.2f}", "", "")
     for run in r["student_runs"]:
-        table.add_row(f"student {r['student_recipe']} seed {run['seed']}", f"{r['student_params']:,}",
-                      f"{run['train_seconds']:.2f}", f"{run['test_accuracy']:.2%}", f"{run['img_per_s']:,.0f}")
+        table.add_row(
+            f"student {r['student_recipe']} seed {run['seed']}",
+            f"{r['student_params']:,}",
+            f"{run['train_seconds']:.2f}",
+            f"{run['test_accuracy']:.2%}",
+            f"{run['img_per_s']:,.0f}",
+        )
     s, a = r["student_train_seconds"], r["student_test_accuracy"]
-    table.add_row(f"student mean ± std (n={len(r['student_runs'])})", "", f"{s['mean']:.2f} ± {s['std']:.2f}",
-                  f"{a['mean']:.2%} ± {a['std']:.2%}", f"{r['student_img_per_s']:,.0f}")
+    table.add_row(
+        f"student mean ± std (n={len(r['student_runs'])})",
+        "",
+        f"{s['mean']:.2f} ± {s['std']:.2f}",
+        f"{a['mean']:.2%} ± {a['std']:.2%}",
+        f"{r['student_img_per_s']:,.0f}",
+    )
     if "pipeline_seconds" in r:
         table.add_row("teacher + cache + first student, wall", "", f"{r['pipeline_seconds']:.1f}", "", "")
     console.print(table)
@@ -127,8 +175,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)
     overrides = list(args.overrides) + ([f"data.dir={args.data_dir}"] if args.data_dir else [])
-    result = bench(args.teacher_recipe, args.student_recipe, args.runs, Path(args.work_dir), overrides,
-                   Path(args.teacher_run) if args.teacher_run else None, warmup=not args.no_warmup)
+    result = bench(
+        args.teacher_recipe,
+        args.student_recipe,
+        args.runs,
+        Path(args.work_dir),
+        overrides,
+        Path(args.teacher_run) if args.teacher_run else None,
+        warmup=not args.no_warmup,
+    )
     if args.json:
         write_json(Path(args.json), result)
     return result

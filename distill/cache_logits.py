@@ -23,8 +23,14 @@ from distill.recipe import Recipe, recipe_from_dict
 from distill.runs import WEIGHTS, check_writable, load_run
 
 
-def cache_teacher(teacher, recipe: Recipe, run_dir: Path, accelerator: Accelerator, out_dir: Path | None = None,
-                  teacher_accuracy: float | None = None) -> Path:
+def cache_teacher(
+    teacher,
+    recipe: Recipe,
+    run_dir: Path,
+    accelerator: Accelerator,
+    out_dir: Path | None = None,
+    teacher_accuracy: float | None = None,
+) -> Path:
     """Write the cache of ``teacher`` (the weights saved in ``run_dir``) for ``recipe``'s data and views."""
     from distill.trainer import load_data  # the trainer's data loading, so the fingerprint is the same
 
@@ -38,11 +44,23 @@ def cache_teacher(teacher, recipe: Recipe, run_dir: Path, accelerator: Accelerat
         "test_accuracy": teacher_accuracy,
     }
     start = time.perf_counter()
-    build_cache(teacher, train_split, AugmentSpec(**recipe.augment.__dict__), recipe.cache.views, recipe.cache.seed,
-                recipe.cache.batch_size, accelerator, out_dir, info)
+    build_cache(
+        teacher,
+        train_split,
+        AugmentSpec(**recipe.augment.__dict__),
+        recipe.cache.views,
+        recipe.cache.seed,
+        recipe.cache.batch_size,
+        accelerator,
+        out_dir,
+        info,
+    )
     if accelerator.is_main_process:
-        print(f"cache: {recipe.cache.views} view sets x {len(train_split):,} images -> {out_dir} "
-              f"({time.perf_counter() - start:.1f}s)", flush=True)
+        print(
+            f"cache: {recipe.cache.views} view sets x {len(train_split):,} images -> {out_dir} "
+            f"({time.perf_counter() - start:.1f}s)",
+            flush=True,
+        )
     return out_dir
 
 

@@ -13,9 +13,15 @@ def training_parser(description: str, default_recipe: str) -> argparse.ArgumentP
     parser.add_argument("--recipe", default=default_recipe, help="recipe name (recipes/NAME.yaml) or path")
     parser.add_argument("--data-dir", help="holds, or receives, cifar-10-batches-py/ (overrides data.dir)")
     parser.add_argument("--output-dir", help="the run directory (default runs/<recipe name>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint")
-    parser.add_argument("--dry-run", action="store_true", help="print the resolved recipe and parameter count, then exit")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted recipe overrides, e.g. train.epochs=5")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the resolved recipe and parameter count, then exit"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="dotted recipe overrides, e.g. train.epochs=5"
+    )
     return parser
 
 

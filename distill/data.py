@@ -166,7 +166,9 @@ def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{path}: no 'data' key (keys: {sorted(map(str, obj))}); pass the competition's test pickle")
     data = np.asarray(data)
     if data.dtype != np.uint8:
-        raise UserError(f"{path}: 'data' must be uint8 pixels 0..255, got {data.dtype}; convert it with .astype(np.uint8)")
+        raise UserError(
+            f"{path}: 'data' must be uint8 pixels 0..255, got {data.dtype}; convert it with .astype(np.uint8)"
+        )
     if data.ndim == 2:
         data = rows_to_nhwc(data, str(path))
     if data.ndim != 4 or data.shape[1:] != (32, 32, 3):
@@ -194,6 +196,9 @@ def write_batches(root: str | Path, train: Split, test: Split, per_batch: int | 
         (folder / name).write_bytes(buf.getvalue())
 
     for i, name in enumerate(TRAIN_FILES):
-        dump(name, Split(train.images[i * per_batch : (i + 1) * per_batch], train.labels[i * per_batch : (i + 1) * per_batch]))
+        dump(
+            name,
+            Split(train.images[i * per_batch : (i + 1) * per_batch], train.labels[i * per_batch : (i + 1) * per_batch]),
+        )
     dump(TEST_FILE, test)
     return folder

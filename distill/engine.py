@@ -35,8 +35,15 @@ class EpochData:
     teacher_logits: torch.Tensor | None  # (N, 10) float16 on the device, from the cache
 
 
-def epoch_batches(data: EpochData, spec: AugmentSpec, batch_size: int, seed: int, epoch: int,
-                  accelerator: Accelerator, channels_last: bool = True):
+def epoch_batches(
+    data: EpochData,
+    spec: AugmentSpec,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    accelerator: Accelerator,
+    channels_last: bool = True,
+):
     """Yield this process's ``(x, y, teacher_logits)`` for each global batch of one epoch.
 
     The permutation is drawn from a generator seeded by (seed, epoch), the same on all processes;
@@ -100,8 +107,20 @@ class EpochTimer:
         return time.perf_counter() - self.start
 
 
-def train_one_epoch(model, batches, num_steps: int, criterion, optimizer, scheduler, accelerator: Accelerator,
-                    ema, epoch: int, step: int, progress: Progress, log_every: int = 20) -> dict:
+def train_one_epoch(
+    model,
+    batches,
+    num_steps: int,
+    criterion,
+    optimizer,
+    scheduler,
+    accelerator: Accelerator,
+    ema,
+    epoch: int,
+    step: int,
+    progress: Progress,
+    log_every: int = 20,
+) -> dict:
     """Train for one epoch; returns metrics, and raises UserError on a non-finite loss.
 
     Args:
@@ -139,11 +158,17 @@ def train_one_epoch(model, batches, num_steps: int, criterion, optimizer, schedu
                     f"train.mixed_precision=no (the last good checkpoint is kept for --resume)"
                 )
             elapsed = time.perf_counter() - start
-            progress.update(task, completed=i + 1, loss=loss_now, acc=correct.item() / max(seen, 1),
-                            ips=seen * accelerator.num_processes / max(elapsed, 1e-9))
+            progress.update(
+                task,
+                completed=i + 1,
+                loss=loss_now,
+                acc=correct.item() / max(seen, 1),
+                ips=seen * accelerator.num_processes / max(elapsed, 1e-9),
+            )
     seconds = timer.stop()
-    totals = accelerator.reduce(torch.stack([loss_sum.float(), correct.float(),
-                                             torch.tensor(float(seen), device=accelerator.device)]), "sum")
+    totals = accelerator.reduce(
+        torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=accelerator.device)]), "sum"
+    )
     progress.remove_task(task)
     return {
         "train_loss": (totals[0] / totals[2]).item(),
@@ -156,8 +181,14 @@ def train_one_epoch(model, batches, num_steps: int, criterion, optimizer, schedu
 
 
 @torch.inference_mode()
-def predict_logits(model, images: torch.Tensor, batch_size: int, accelerator: Accelerator | None = None,
-                   tta: bool = False, channels_last: bool = True) -> torch.Tensor:
+def predict_logits(
+    model,
+    images: torch.Tensor,
+    batch_size: int,
+    accelerator: Accelerator | None = None,
+    tta: bool = False,
+    channels_last: bool = True,
+) -> torch.Tensor:
     """Logits (N, C) in float32 for uint8 (N, 32, 32, 3) images on the model's device; flip TTA averages
     the logits of the image and its mirror."""
     outputs = []
@@ -171,15 +202,25 @@ def predict_logits(model, images: torch.Tensor, batch_size: int, accelerator: Ac
     return torch.cat(outputs) if outputs else torch.empty(0, 10, device=images.device)
 
 
-def evaluate(model, images: torch.Tensor, labels: torch.Tensor, accelerator: Accelerator, batch_size: int,
-             tta: bool = False, channels_last: bool = True) -> float:
+def evaluate(
+    model,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    accelerator: Accelerator,
+    batch_size: int,
+    tta: bool = False,
+    channels_last: bool = True,
+) -> float:
     """Top-1 accuracy on the test set, each image counted once: process r scores images r::world."""
     model.eval()
     rank, world = accelerator.process_index, accelerator.num_processes
     local_images, local_labels = images[rank::world], labels[rank::world]
     logits = predict_logits(model, local_images, batch_size, accelerator, tta, channels_last)
-    counts = torch.tensor([(logits.argmax(-1) == local_labels).sum().item(), len(local_labels)],
-                          device=accelerator.device, dtype=torch.float64)
+    counts = torch.tensor(
+        [(logits.argmax(-1) == local_labels).sum().item(), len(local_labels)],
+        device=accelerator.device,
+        dtype=torch.float64,
+    )
     counts = accelerator.reduce(counts, "sum")
     return (counts[0] / counts[1]).item()
 

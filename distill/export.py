@@ -43,9 +43,12 @@ def validate_csv(text: str, ids: np.ndarray) -> dict:
         raise UserError("submission rows do not match the test ids one to one")
     if body.size and (body[:, 1].min() < 0 or body[:, 1].max() > 9):
         raise UserError("submission labels outside 0..9")
-    return {"rows": len(body), "id_min": int(body[:, 0].min()) if body.size else None,
-            "id_max": int(body[:, 0].max()) if body.size else None,
-            "histogram": np.bincount(body[:, 1], minlength=10).tolist()}
+    return {
+        "rows": len(body),
+        "id_min": int(body[:, 0].min()) if body.size else None,
+        "id_max": int(body[:, 0].max()) if body.size else None,
+        "histogram": np.bincount(body[:, 1], minlength=10).tolist(),
+    }
 
 
 def export(run_dir: str | Path, test_pkl: str | Path, out: str | Path) -> dict:

@@ -47,8 +47,14 @@ def view_generator(seed: int, view: int) -> torch.Generator:
 
 
 @torch.inference_mode()
-def _teacher_logits(teacher, images: torch.Tensor, views: dict[str, torch.Tensor] | None, spec: AugmentSpec,
-                    batch_size: int, accelerator: Accelerator) -> np.ndarray:
+def _teacher_logits(
+    teacher,
+    images: torch.Tensor,
+    views: dict[str, torch.Tensor] | None,
+    spec: AugmentSpec,
+    batch_size: int,
+    accelerator: Accelerator,
+) -> np.ndarray:
     """Logits (N, C) float16 of ``images`` under ``views`` (None = un-augmented), all processes helping.
 
     Process r computes the contiguous chunk r of the images; chunks are gathered and trimmed, so the
@@ -74,8 +80,17 @@ def _teacher_logits(teacher, images: torch.Tensor, views: dict[str, torch.Tensor
     return gathered[:n].cpu().numpy()
 
 
-def build_cache(teacher, train: Split, spec: AugmentSpec, views: int, seed: int, batch_size: int,
-                accelerator: Accelerator, out_dir: Path, teacher_info: dict) -> Path:
+def build_cache(
+    teacher,
+    train: Split,
+    spec: AugmentSpec,
+    views: int,
+    seed: int,
+    batch_size: int,
+    accelerator: Accelerator,
+    out_dir: Path,
+    teacher_info: dict,
+) -> Path:
     """Run the frozen teacher over K view sets of the training images and write the cache to ``out_dir``.
 
     The teacher runs in ``eval()`` mode under ``torch.inference_mode()``, unwrapped on
@@ -90,8 +105,16 @@ def build_cache(teacher, train: Split, spec: AugmentSpec, views: int, seed: int,
         logits, params = [], {k: [] for k in VIEW_KEYS}
         for k in range(views):
             view = sample_views(len(train), spec, view_generator(seed, k))
-            logits.append(_teacher_logits(teacher, images, {key: v.to(accelerator.device) for key, v in view.items()},
-                                          spec, batch_size, accelerator))
+            logits.append(
+                _teacher_logits(
+                    teacher,
+                    images,
+                    {key: v.to(accelerator.device) for key, v in view.items()},
+                    spec,
+                    batch_size,
+                    accelerator,
+                )
+            )
             for key in VIEW_KEYS:
                 params[key].append(view[key].numpy())
         arrays["logits"] = np.stack(logits)
@@ -169,8 +192,11 @@ class LogitCache:
                 raise UserError(f"cache file {f} is missing or does not match meta.json; rebuild the cache")
         try:
             logits = np.load(path / "logits.npy", mmap_mode="r", allow_pickle=False)
-            views = {k: np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False)
-                     for k in VIEW_KEYS} if meta["views"] > 0 else {}
+            views = (
+                {k: np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in VIEW_KEYS}
+                if meta["views"] > 0
+                else {}
+            )
         except (OSError, ValueError, KeyError) as err:
             raise UserError(f"cache {path} is unreadable ({err}); rebuild it") from None
         n, k = meta["data"]["num_images"], max(meta["views"], 1)
@@ -204,11 +230,15 @@ class LogitCache:
                 f"(fingerprint {train.fingerprint()[:12]}): check data.train_limit and --data-dir, or {fix}"
             )
         if self.num_views > 0 and self.spec != spec:
-            raise UserError(f"cache {self.path} has augmentation {self.meta['augment']}, the recipe has "
-                            f"{spec.to_dict()}: set augment.* to match, or {fix}")
+            raise UserError(
+                f"cache {self.path} has augmentation {self.meta['augment']}, the recipe has "
+                f"{spec.to_dict()}: set augment.* to match, or {fix}"
+            )
         if views is not None and views != self.num_views:
-            raise UserError(f"cache {self.path} has {self.num_views} view sets, the recipe asks for "
-                            f"cache.views={views}: set cache.views={self.num_views}, or {fix}")
+            raise UserError(
+                f"cache {self.path} has {self.num_views} view sets, the recipe asks for "
+                f"cache.views={views}: set cache.views={self.num_views}, or {fix}"
+            )
 
     def epoch_arrays(self, epoch: int) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         """Teacher logits (N, C) and view parameters (or None for K = 0) to replay in ``epoch``."""

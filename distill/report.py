@@ -78,8 +78,15 @@ def plot_confusion(cm: np.ndarray, title: str, path: Path) -> Path:
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(cm)):
         for j in range(len(cm)):
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                str(cm[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(10), CLASSES, rotation=45, ha="right")
     ax.set_yticks(range(10), CLASSES)
     ax.set(title=title, xlabel="predicted class", ylabel="true class")
@@ -108,8 +115,9 @@ def plot_errors(images: np.ndarray, pred: np.ndarray, true: np.ndarray, title: s
 def predictions(run: Run, images: np.ndarray) -> np.ndarray:
     recipe, model = load_run(run.path)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    logits = predict_logits(model.to(device), torch.from_numpy(images).to(device), 1000, tta=recipe.train.tta,
-                            channels_last=False)
+    logits = predict_logits(
+        model.to(device), torch.from_numpy(images).to(device), 1000, tta=recipe.train.tta, channels_last=False
+    )
     return logits.argmax(-1).cpu().numpy()
 
 
@@ -124,17 +132,28 @@ def make_report(run_dirs: list[str | Path], out: str | Path, data_dir: str | Non
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
     test = test.head(recipe.data.test_limit)
 
-    lines = ["# Results", "", "![training curves](curves.png)", "",
-             "| run | recipe | role | params | final test accuracy | epochs | wall time (s) | img/s |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "# Results",
+        "",
+        "![training curves](curves.png)",
+        "",
+        "| run | recipe | role | params | final test accuracy | epochs | wall time (s) | img/s |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     plot_curves(runs, out)
     for run in runs:
         s = run.summary
         ips = statistics.median(m["img_per_s"] for m in run.metrics)
-        lines.append(f"| {run.name} | {s['recipe']['name']} | {run.role} | {s['trainable_params']:,} | "
-                     f"{100 * s['test_accuracy']:.2f}% | {s['epochs']} | {s['wall_seconds']:.1f} | {ips:,.0f} |")
-    lines += ["", f"Device: {runs[0].summary['device']}. Accuracy on {len(test):,} test images"
-              f"{' with flip TTA' if runs[0].summary.get('tta') else ''}.", ""]
+        lines.append(
+            f"| {run.name} | {s['recipe']['name']} | {run.role} | {s['trainable_params']:,} | "
+            f"{100 * s['test_accuracy']:.2f}% | {s['epochs']} | {s['wall_seconds']:.1f} | {ips:,.0f} |"
+        )
+    lines += [
+        "",
+        f"Device: {runs[0].summary['device']}. Accuracy on {len(test):,} test images"
+        f"{' with flip TTA' if runs[0].summary.get('tta') else ''}.",
+        "",
+    ]
 
     preds = {run.name: predictions(run, test.images) for run in runs}
     teachers = [r for r in runs if r.role == "teacher"]
@@ -142,19 +161,36 @@ def make_report(run_dirs: list[str | Path], out: str | Path, data_dir: str | Non
         pred = preds[run.name]
         cm = np.zeros((10, 10), dtype=np.int64)
         np.add.at(cm, (test.labels, pred), 1)
-        plot_confusion(cm, f"{run.name}: confusion matrix ({len(test):,} test images)", out / f"confusion_{run.name}.png")
-        plot_errors(test.images, pred, test.labels, f"{run.name}: misclassified test images", out / f"errors_{run.name}.png")
+        plot_confusion(
+            cm, f"{run.name}: confusion matrix ({len(test):,} test images)", out / f"confusion_{run.name}.png"
+        )
+        plot_errors(
+            test.images, pred, test.labels, f"{run.name}: misclassified test images", out / f"errors_{run.name}.png"
+        )
         per_class = cm.diagonal() / np.maximum(cm.sum(1), 1)
-        lines += [f"## {run.name}", "", f"Final test accuracy: {100 * run.summary['test_accuracy']:.2f}%  ",
-                  f"Trainable parameters: {run.summary['trainable_params']}", ""]
+        lines += [
+            f"## {run.name}",
+            "",
+            f"Final test accuracy: {100 * run.summary['test_accuracy']:.2f}%  ",
+            f"Trainable parameters: {run.summary['trainable_params']}",
+            "",
+        ]
         for teacher in teachers:
             agree = float(np.mean(preds[teacher.name] == pred))
-            lines.append(f"Agreement with teacher {teacher.name}: {100 * agree:.2f}% of test images get the same class.")
+            lines.append(
+                f"Agreement with teacher {teacher.name}: {100 * agree:.2f}% of test images get the same class."
+            )
             lines.append("")
-        lines += ["| class | " + " | ".join(CLASSES) + " |", "| --- |" + " ---: |" * 10,
-                  "| accuracy | " + " | ".join(f"{100 * a:.1f}%" for a in per_class) + " |", "",
-                  f"![confusion matrix](confusion_{run.name}.png)", "",
-                  f"![misclassified](errors_{run.name}.png)", ""]
+        lines += [
+            "| class | " + " | ".join(CLASSES) + " |",
+            "| --- |" + " ---: |" * 10,
+            "| accuracy | " + " | ".join(f"{100 * a:.1f}%" for a in per_class) + " |",
+            "",
+            f"![confusion matrix](confusion_{run.name}.png)",
+            "",
+            f"![misclassified](errors_{run.name}.png)",
+            "",
+        ]
     report = out / "report.md"
     write_atomic(report, "\n".join(lines) + "\n")
     print(f"wrote {report} and {len(list(out.glob('*.png')))} plots")

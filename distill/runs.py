@@ -38,7 +38,9 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path} ({err.strerror or err}); free disk space or choose another --output-dir") from None
+        raise UserError(
+            f"cannot write {path} ({err.strerror or err}); free disk space or choose another --output-dir"
+        ) from None
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -48,8 +50,9 @@ def write_json(path: Path, obj: dict) -> None:
 def git_commit() -> str | None:
     """The checkout's commit; outside a git checkout (a copied tree), ``$DISTILL_COMMIT`` if set."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         if out.returncode == 0 and out.stdout.strip():
             return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -65,7 +68,9 @@ def check_writable(run_dir: Path) -> None:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as err:
-        raise UserError(f"output dir {run_dir} cannot be written ({err.strerror or err}); choose another --output-dir") from None
+        raise UserError(
+            f"output dir {run_dir} cannot be written ({err.strerror or err}); choose another --output-dir"
+        ) from None
 
 
 def start_run(run_dir: Path, recipe: Recipe, resume: bool, is_main: bool) -> None:
@@ -86,9 +91,16 @@ def start_run(run_dir: Path, recipe: Recipe, resume: bool, is_main: bool) -> Non
 
 
 def run_info(recipe: Recipe, device: str, role: str) -> dict:
-    return {"role": role, "recipe": recipe.name, "seed": recipe.seed, "commit": git_commit(), "device": device,
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "torch": torch.__version__,
-            "timm": timm.__version__}
+    return {
+        "role": role,
+        "recipe": recipe.name,
+        "seed": recipe.seed,
+        "commit": git_commit(),
+        "device": device,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+    }
 
 
 def create_model(recipe: Recipe) -> torch.nn.Module:
@@ -107,7 +119,9 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path} ({err.strerror or err}); free disk space or choose another --output-dir") from None
+        raise UserError(
+            f"cannot write {path} ({err.strerror or err}); free disk space or choose another --output-dir"
+        ) from None
 
 
 def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module]:
@@ -122,6 +136,8 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module]:
         state = load_file(str(weights))
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError, OSError) as err:
-        raise UserError(f"{weights} does not fit model '{recipe.model.name}' ({str(err).splitlines()[0][:200]}); "
-                        f"retrain or restore the file") from None
+        raise UserError(
+            f"{weights} does not fit model '{recipe.model.name}' ({str(err).splitlines()[0][:200]}); "
+            f"retrain or restore the file"
+        ) from None
     return recipe, model.eval()

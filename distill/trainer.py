@@ -62,8 +62,14 @@ def make_scheduler(recipe: Recipe, optimizer, total_steps: int, steps_per_epoch:
     """Per-update schedule from timm: linear warm-up, then cosine or linear decay to ``lr_min``."""
     t = recipe.train
     warmup = min(int(round(t.warmup_epochs * steps_per_epoch)), total_steps - 1)
-    common = dict(t_initial=max(total_steps - warmup, 1), warmup_t=warmup, warmup_lr_init=t.lr * 1e-3,
-                  warmup_prefix=True, t_in_epochs=False, lr_min=t.lr_min)
+    common = dict(
+        t_initial=max(total_steps - warmup, 1),
+        warmup_t=warmup,
+        warmup_lr_init=t.lr * 1e-3,
+        warmup_prefix=True,
+        t_in_epochs=False,
+        lr_min=t.lr_min,
+    )
     if t.schedule == "cosine":
         return CosineLRScheduler(optimizer, **common)
     return PolyLRScheduler(optimizer, power=1.0, **common)
@@ -95,8 +101,9 @@ def _save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict) ->
     accelerator.wait_for_everyone()
 
 
-def train(recipe: Recipe, role: str, run_dir: str | Path, resume: bool = False,
-          teacher_cache: str | Path | None = None) -> Result:
+def train(
+    recipe: Recipe, role: str, run_dir: str | Path, resume: bool = False, teacher_cache: str | Path | None = None
+) -> Result:
     """Train a teacher (``role="teacher"``) or a student (``role="student"``) and write its run dir.
 
     Returns the final (TTA if ``train.tta``) test accuracy and trainable parameter count, and prints both.
@@ -114,8 +121,10 @@ def train(recipe: Recipe, role: str, run_dir: str | Path, resume: bool = False,
         check_param_cap(model, recipe.model.name, PARAM_CAP)  # a hard rule, whatever the builder did
     kd = role == "student" and recipe.kd.alpha > 0
     if kd and teacher_cache is None:
-        raise UserError(f"recipe '{recipe.name}' distils (kd.alpha={recipe.kd.alpha}) and needs --teacher-cache DIR; "
-                        f"build one with distill/train_teacher.py, or use recipe 'ce'")
+        raise UserError(
+            f"recipe '{recipe.name}' distils (kd.alpha={recipe.kd.alpha}) and needs --teacher-cache DIR; "
+            f"build one with distill/train_teacher.py, or use recipe 'ce'"
+        )
     start_run(run_dir, recipe, resume, accelerator.is_main_process)
     train_split, test_split = load_data(recipe)
     spec = AugmentSpec(**recipe.augment.__dict__)
@@ -123,9 +132,11 @@ def train(recipe: Recipe, role: str, run_dir: str | Path, resume: bool = False,
     if kd:
         cache = LogitCache.load(teacher_cache)
         cache.check_matches(train_split, spec, recipe.cache.views)
-    say(f"[bold]{role} {recipe.model.name}[/]: Trainable parameters: {params:,} | {len(train_split):,} train / "
+    say(
+        f"[bold]{role} {recipe.model.name}[/]: Trainable parameters: {params:,} | {len(train_split):,} train / "
         f"{len(test_split):,} test images | device {accelerator.device} x{accelerator.num_processes} "
-        f"| precision {accelerator.mixed_precision}")
+        f"| precision {accelerator.mixed_precision}"
+    )
 
     device = accelerator.device
     images, labels = engine.to_device_data(train_split.images, train_split.labels, device)
@@ -144,8 +155,9 @@ def train(recipe: Recipe, role: str, run_dir: str | Path, resume: bool = False,
     forward_model = torch.compile(model) if t.compile else model
     steps = engine.steps_per_epoch(len(train_split), t.batch_size, accelerator.num_processes)
     scheduler = make_scheduler(recipe, optimizer, steps * t.epochs, steps)
-    criterion = KDLoss(alpha=recipe.kd.alpha if kd else 0.0, temperature=recipe.kd.temperature,
-                       label_smoothing=t.label_smoothing)
+    criterion = KDLoss(
+        alpha=recipe.kd.alpha if kd else 0.0, temperature=recipe.kd.temperature, label_smoothing=t.label_smoothing
+    )
 
     first_epoch, step, elapsed = 0, 0, 0.0
     if resume:
@@ -174,31 +186,53 @@ def train(recipe: Recipe, role: str, run_dir: str | Path, resume: bool = False,
                 views = engine.fresh_views(len(train_split), spec, recipe.seed, epoch, device)
             data = engine.EpochData(images, labels, views, teacher_logits)
             batches = engine.epoch_batches(data, spec, t.batch_size, recipe.seed, epoch, accelerator, t.channels_last)
-            stats = engine.train_one_epoch(forward_model, batches, steps, criterion, optimizer, scheduler,
-                                           accelerator, ema, epoch=epoch, step=step, progress=progress)
+            stats = engine.train_one_epoch(
+                forward_model,
+                batches,
+                steps,
+                criterion,
+                optimizer,
+                scheduler,
+                accelerator,
+                ema,
+                epoch=epoch,
+                step=step,
+                progress=progress,
+            )
             step = stats.pop("step")
             elapsed += stats["seconds"]
             last = epoch + 1 == t.epochs
             evaluated = (epoch + 1) % t.eval_every == 0 or last
             if evaluated:
-                test_acc = engine.evaluate(eval_model(), test_images, test_labels, accelerator,
-                                           t.eval_batch_size, tta=False, channels_last=t.channels_last)
-            line = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in stats.items()},
-                    "test_acc": round(test_acc, 6) if evaluated else None}  # null: not evaluated this epoch
+                test_acc = engine.evaluate(
+                    eval_model(),
+                    test_images,
+                    test_labels,
+                    accelerator,
+                    t.eval_batch_size,
+                    tta=False,
+                    channels_last=t.channels_last,
+                )
+            line = {
+                "epoch": epoch + 1,
+                **{k: round(v, 6) for k, v in stats.items()},
+                "test_acc": round(test_acc, 6) if evaluated else None,
+            }  # null: not evaluated this epoch
             if accelerator.is_main_process:
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(line) + "\n")
                 progress.console.print(
                     f"epoch {epoch + 1}/{t.epochs}  loss {stats['train_loss']:.4f}  train {stats['train_acc']:.2%}  "
                     f"test {f'{test_acc:.2%}' if evaluated else '-'}  {stats['img_per_s']:,.0f} img/s  "
-                    f"{stats['seconds']:.1f}s")
+                    f"{stats['seconds']:.1f}s"
+                )
             if (epoch + 1) % t.checkpoint_every == 0 or last:
-                _save_checkpoint(accelerator, run_dir,
-                                 {"epoch": epoch + 1, "step": step, "wall_seconds": elapsed})
+                _save_checkpoint(accelerator, run_dir, {"epoch": epoch + 1, "step": step, "wall_seconds": elapsed})
 
     final_model = ema.module if ema is not None else accelerator.unwrap_model(model)
-    final_acc = engine.evaluate(final_model, test_images, test_labels, accelerator, t.eval_batch_size,
-                                tta=t.tta, channels_last=t.channels_last)
+    final_acc = engine.evaluate(
+        final_model, test_images, test_labels, accelerator, t.eval_batch_size, tta=t.tta, channels_last=t.channels_last
+    )
     summary = {
         "role": role,
         "test_accuracy": final_acc,
@@ -228,10 +262,14 @@ def _print_summary(console: Console, summary: dict, run_dir: Path) -> None:
     table = Table(title=f"{summary['role']} run: {run_dir}")
     table.add_column("field")
     table.add_column("value", justify="right")
-    rows = [("model", summary["model"]), ("trainable parameters", f"{summary['trainable_params']:,}"),
-            ("epochs", str(summary["epochs"])), ("train seconds", f"{summary['wall_seconds']:.1f}"),
-            ("device", f"{summary['device']} x{summary['num_processes']}"),
-            ("test accuracy" + (" (flip TTA)" if summary["tta"] else ""), f"{summary['test_accuracy']:.2%}")]
+    rows = [
+        ("model", summary["model"]),
+        ("trainable parameters", f"{summary['trainable_params']:,}"),
+        ("epochs", str(summary["epochs"])),
+        ("train seconds", f"{summary['wall_seconds']:.1f}"),
+        ("device", f"{summary['device']} x{summary['num_processes']}"),
+        ("test accuracy" + (" (flip TTA)" if summary["tta"] else ""), f"{summary['test_accuracy']:.2%}"),
+    ]
     for row in rows:
         table.add_row(*row)
     console.print(table)

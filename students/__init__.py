@@ -7,7 +7,15 @@ Every builder checks the cap, so an over-cap variant or override raises
 
 from timm.models import register_model
 
-from students.resnet import PARAM_CAP, CifarResNet, ParamCapError, ResidualBlock, build_resnet, check_param_cap, count_trainable
+from students.resnet import (
+    PARAM_CAP,
+    CifarResNet,
+    ParamCapError,
+    ResidualBlock,
+    build_resnet,
+    check_param_cap,
+    count_trainable,
+)
 
 __all__ = ["PARAM_CAP", "CifarResNet", "ParamCapError", "ResidualBlock", "check_param_cap", "count_trainable"]
 

@@ -81,7 +81,9 @@ class CifarResNet(nn.Module):
     ):
         super().__init__()
         if len(widths) != len(blocks) or not widths:
-            raise UserError(f"model widths {tuple(widths)} and blocks {tuple(blocks)} must be non-empty and of equal length")
+            raise UserError(
+                f"model widths {tuple(widths)} and blocks {tuple(blocks)} must be non-empty and of equal length"
+            )
         stem_width = stem_width or widths[0]
         self.num_classes = num_classes
         self.num_features = widths[-1]

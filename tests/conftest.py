@@ -48,5 +48,12 @@ def real_data_dir(tmp_path_factory) -> Path:
 
 def tiny(data_dir: Path, *extra: str) -> list[str]:
     """Overrides that make any recipe run in a second or two on the synthetic data."""
-    return [f"data.dir={data_dir}", "data.download=false", "train.epochs=2", "train.batch_size=50",
-            "train.eval_batch_size=100", "cache.batch_size=100", *extra]
+    return [
+        f"data.dir={data_dir}",
+        "data.download=false",
+        "train.epochs=2",
+        "train.batch_size=50",
+        "train.eval_batch_size=100",
+        "cache.batch_size=100",
+        *extra,
+    ]

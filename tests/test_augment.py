@@ -27,8 +27,9 @@ def test_apply_views_matches_per_image_reference(spec):
     out = apply_views(torch.from_numpy(split.images), views, spec).numpy()
     for i in range(16):
         v = {k: int(views[k][i]) for k in views}
-        np.testing.assert_array_equal(out[i], reference(split.images[i], v["dy"], v["dx"], bool(v["flip"]),
-                                                        v["cy"], v["cx"], spec))
+        np.testing.assert_array_equal(
+            out[i], reference(split.images[i], v["dy"], v["dx"], bool(v["flip"]), v["cy"], v["cx"], spec)
+        )
 
 
 def test_views_are_deterministic_and_in_range():
@@ -42,7 +43,8 @@ def test_views_are_deterministic_and_in_range():
 
 
 def test_output_is_channels_last_float():
-    x = apply_views(torch.zeros(2, 32, 32, 3, dtype=torch.uint8), sample_views(2, AugmentSpec(), torch.Generator()),
-                    AugmentSpec())
+    x = apply_views(
+        torch.zeros(2, 32, 32, 3, dtype=torch.uint8), sample_views(2, AugmentSpec(), torch.Generator()), AugmentSpec()
+    )
     assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
     assert x.is_contiguous(memory_format=torch.channels_last)

@@ -6,8 +6,21 @@ from tests.conftest import tiny
 
 def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
     out = tmp_path / "bench.json"
-    result = bench.main(["--teacher-recipe", "teacher_smoke", "--student-recipe", "kd_smoke", "--runs", "2",
-                         "--work-dir", str(tmp_path / "runs"), "--json", str(out), *tiny(synthetic_dir)])
+    result = bench.main(
+        [
+            "--teacher-recipe",
+            "teacher_smoke",
+            "--student-recipe",
+            "kd_smoke",
+            "--runs",
+            "2",
+            "--work-dir",
+            str(tmp_path / "runs"),
+            "--json",
+            str(out),
+            *tiny(synthetic_dir),
+        ]
+    )
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(result))
     assert saved["device"] == "cpu"
@@ -18,6 +31,18 @@ def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
     assert saved["student_train_seconds"]["mean"] > 0 and saved["student_img_per_s"] > 0
     assert saved["pipeline_seconds"] >= saved["teacher"]["train_seconds"]
     # a second bench reuses the teacher run
-    again = bench.main(["--teacher-run", str(tmp_path / "runs" / "teacher"), "--student-recipe", "kd_smoke",
-                        "--runs", "1", "--no-warmup", "--work-dir", str(tmp_path / "runs2"), *tiny(synthetic_dir)])
+    again = bench.main(
+        [
+            "--teacher-run",
+            str(tmp_path / "runs" / "teacher"),
+            "--student-recipe",
+            "kd_smoke",
+            "--runs",
+            "1",
+            "--no-warmup",
+            "--work-dir",
+            str(tmp_path / "runs2"),
+            *tiny(synthetic_dir),
+        ]
+    )
     assert again["teacher"]["reused"] and len(again["student_runs"]) == 1

@@ -37,19 +37,30 @@ def test_dry_run_over_cap(tmp_path):
     assert_one_line_error(proc, "5,205,066 trainable parameters, over the 5,000,000 cap")
 
 
-@pytest.mark.parametrize("args, text", [
-    (["--recipe", "kd_t4", "train.epochz=1", "--dry-run"], "unknown recipe key 'train.epochz'"),
-    (["--recipe", "kd_t4", "train.epochs=many", "--dry-run"], "train.epochs' must be int"),
-    (["--recipe", "nope"], "recipe 'nope' not found"),
-])
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["--recipe", "kd_t4", "train.epochz=1", "--dry-run"], "unknown recipe key 'train.epochz'"),
+        (["--recipe", "kd_t4", "train.epochs=many", "--dry-run"], "train.epochs' must be int"),
+        (["--recipe", "nope"], "recipe 'nope' not found"),
+    ],
+)
 def test_recipe_errors(args, text):
     assert_one_line_error(run("distill/train_student.py", *args), text)
 
 
 def test_missing_data_offline(tmp_path):
     out = tmp_path / "run"
-    proc = run("distill/train_teacher.py", "--recipe", "teacher_smoke", "--data-dir", str(tmp_path / "empty"),
-               "--output-dir", str(out), "data.download=false")
+    proc = run(
+        "distill/train_teacher.py",
+        "--recipe",
+        "teacher_smoke",
+        "--data-dir",
+        str(tmp_path / "empty"),
+        "--output-dir",
+        str(out),
+        "data.download=false",
+    )
     assert_one_line_error(proc, "put the official python batches there")
     assert not (out / "state").exists() and not (out / "model.safetensors").exists()
 
@@ -57,37 +68,78 @@ def test_missing_data_offline(tmp_path):
 def test_unwritable_output_dir(synthetic_dir, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
-    proc = run("distill/train_student.py", "--recipe", "ce_smoke", "--output-dir", str(blocker / "run"),
-               *tiny(synthetic_dir))
+    proc = run(
+        "distill/train_student.py", "--recipe", "ce_smoke", "--output-dir", str(blocker / "run"), *tiny(synthetic_dir)
+    )
     assert_one_line_error(proc, "cannot be written")
 
 
 def test_export_errors(tmp_path, synthetic_dir):
     bad = tmp_path / "test.pkl"
     bad.write_bytes(pickle.dumps({b"data": np.zeros((4, 32, 32, 3), np.float64)}))
-    proc = run("distill/export.py", "--run", str(tmp_path / "norun"), "--test-pkl", str(bad), "--out", str(tmp_path / "s.csv"))
+    proc = run(
+        "distill/export.py", "--run", str(tmp_path / "norun"), "--test-pkl", str(bad), "--out", str(tmp_path / "s.csv")
+    )
     assert_one_line_error(proc, "'data' must be uint8")
     good = tmp_path / "good.pkl"
     good.write_bytes(pickle.dumps({b"data": np.zeros((4, 32, 32, 3), np.uint8)}))
-    proc = run("distill/export.py", "--run", str(tmp_path / "norun"), "--test-pkl", str(good), "--out", str(tmp_path / "s.csv"))
+    proc = run(
+        "distill/export.py", "--run", str(tmp_path / "norun"), "--test-pkl", str(good), "--out", str(tmp_path / "s.csv")
+    )
     assert_one_line_error(proc, "is not a finished run")
     assert not (tmp_path / "s.csv").exists()
 
 
 def test_accelerate_launch_end_to_end(synthetic_dir, tmp_path):
     """The README's commands, under `accelerate launch`, on CPU: teacher -> cache -> student -> CSV."""
-    launch = ["-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-              "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch = [
+        "-m",
+        "accelerate.commands.launch",
+        "--cpu",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     teacher, student = tmp_path / "teacher", tmp_path / "student"
-    proc = run(*launch, "distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(teacher),
-               *tiny(synthetic_dir))
+    proc = run(
+        *launch,
+        "distill/train_teacher.py",
+        "--recipe",
+        "teacher_smoke",
+        "--output-dir",
+        str(teacher),
+        *tiny(synthetic_dir),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Final test accuracy:" in proc.stdout and "Trainable parameters: 78042" in proc.stdout
-    proc = run(*launch, "distill/cache_logits.py", "--teacher", str(teacher), "--out", str(tmp_path / "cache"),
-               "cache.views=3", *tiny(synthetic_dir)[:2])
+    proc = run(
+        *launch,
+        "distill/cache_logits.py",
+        "--teacher",
+        str(teacher),
+        "--out",
+        str(tmp_path / "cache"),
+        "cache.views=3",
+        *tiny(synthetic_dir)[:2],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    proc = run(*launch, "distill/train_student.py", "--recipe", "kd_smoke", "--teacher-cache", str(tmp_path / "cache"),
-               "cache.views=3", "--output-dir", str(student), *tiny(synthetic_dir))
+    proc = run(
+        *launch,
+        "distill/train_student.py",
+        "--recipe",
+        "kd_smoke",
+        "--teacher-cache",
+        str(tmp_path / "cache"),
+        "cache.views=3",
+        "--output-dir",
+        str(student),
+        *tiny(synthetic_dir),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Trainable parameters: 19954" in proc.stdout
     pkl = tmp_path / "test.pkl"

@@ -61,13 +61,19 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
         load_cifar10(tmp_path, download=True)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda b: b[: len(b) // 2], "truncated or not a pickle"),
-    (lambda b: b"", "truncated or not a pickle"),
-    (lambda b: pickle.dumps(["not", "a", "batch"]), "not a CIFAR-10 batch"),
-    (lambda b: pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]}), "labels outside 0..9"),
-    (lambda b: pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}), "must be uint8 \\(N, 3072\\)"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[: len(b) // 2], "truncated or not a pickle"),
+        (lambda b: b"", "truncated or not a pickle"),
+        (lambda b: pickle.dumps(["not", "a", "batch"]), "not a CIFAR-10 batch"),
+        (lambda b: pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 12]}), "labels outside 0..9"),
+        (
+            lambda b: pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}),
+            "must be uint8 \\(N, 3072\\)",
+        ),
+    ],
+)
 def test_damaged_batch_files(tmp_path, damage, message):
     write_batches(tmp_path, synthetic_split(50, 0), synthetic_split(20, 1))
     path = tmp_path / BATCH_DIR / "data_batch_3"
@@ -93,14 +99,17 @@ def test_test_pickle_formats(tmp_path):
     assert ids.tolist() == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("obj, message", [
-    ({b"data": np.zeros((3, 32, 32, 3), np.float32)}, "must be uint8"),
-    ({b"data": np.zeros((3, 32, 32), np.uint8)}, "must be \\(N, 32, 32, 3\\)"),
-    ({b"pixels": np.zeros((3, 32, 32, 3), np.uint8)}, "no 'data' key"),
-    ({b"data": np.zeros((3, 32, 32, 3), np.uint8), b"ids": [1, 1, 2]}, "duplicates"),
-    ({b"data": np.zeros((3, 32, 32, 3), np.uint8), b"ids": [1, 2]}, "'ids' must be 3 integers"),
-    ([1, 2, 3], "expected a dict"),
-])
+@pytest.mark.parametrize(
+    "obj, message",
+    [
+        ({b"data": np.zeros((3, 32, 32, 3), np.float32)}, "must be uint8"),
+        ({b"data": np.zeros((3, 32, 32), np.uint8)}, "must be \\(N, 32, 32, 3\\)"),
+        ({b"pixels": np.zeros((3, 32, 32, 3), np.uint8)}, "no 'data' key"),
+        ({b"data": np.zeros((3, 32, 32, 3), np.uint8), b"ids": [1, 1, 2]}, "duplicates"),
+        ({b"data": np.zeros((3, 32, 32, 3), np.uint8), b"ids": [1, 2]}, "'ids' must be 3 integers"),
+        ([1, 2, 3], "expected a dict"),
+    ],
+)
 def test_bad_test_pickles(tmp_path, obj, message):
     with pytest.raises(UserError, match=message):
         load_test_pickle(_write(tmp_path, obj))

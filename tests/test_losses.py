@@ -30,9 +30,17 @@ def test_kd_scale_is_per_example_not_per_element():
     y = torch.zeros(8, dtype=torch.long)
     full = KDLoss(alpha=1.0, temperature=4.0)(s, y, t)["kd"]
     # duplicating the batch leaves a batch mean unchanged; a per-element mean would be 10x smaller
-    assert KDLoss(alpha=1.0, temperature=4.0)(s.repeat(2, 1), y.repeat(2), t.repeat(2, 1))["kd"].item() == pytest.approx(full.item(), rel=1e-5)
-    per_example = sum(torch.nn.functional.kl_div(torch.log_softmax(s[i] / 4, -1), torch.softmax(t[i] / 4, -1), reduction="sum")
-                      for i in range(8)) / 8 * 16
+    assert KDLoss(alpha=1.0, temperature=4.0)(s.repeat(2, 1), y.repeat(2), t.repeat(2, 1))[
+        "kd"
+    ].item() == pytest.approx(full.item(), rel=1e-5)
+    per_example = (
+        sum(
+            torch.nn.functional.kl_div(torch.log_softmax(s[i] / 4, -1), torch.softmax(t[i] / 4, -1), reduction="sum")
+            for i in range(8)
+        )
+        / 8
+        * 16
+    )
     assert full.item() == pytest.approx(per_example.item(), rel=1e-5)
 
 

@@ -46,7 +46,11 @@ def test_over_cap_student_raises_with_count():
 def test_block_is_the_assignments():
     block = ResidualBlock(8, 16, stride=2)
     assert [type(m) for m in (block.conv1, block.bn1, block.conv2, block.bn2)] == [
-        torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Conv2d, torch.nn.BatchNorm2d]
+        torch.nn.Conv2d,
+        torch.nn.BatchNorm2d,
+        torch.nn.Conv2d,
+        torch.nn.BatchNorm2d,
+    ]
     conv, bn = block.shortcut
     assert conv.kernel_size == (1, 1) and isinstance(bn, torch.nn.BatchNorm2d)
     assert isinstance(ResidualBlock(16, 16).shortcut, torch.nn.Identity)

@@ -18,8 +18,9 @@ def test_two_processes_teacher_cache_student(synthetic_dir, tmp_path):
     from distill import cache_logits
 
     teacher = tmp_path / "teacher"
-    proc = torchrun("distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(teacher),
-                    *tiny(synthetic_dir))
+    proc = torchrun(
+        "distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(teacher), *tiny(synthetic_dir)
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "x2" in proc.stdout  # one run over two processes
     assert proc.stdout.count("Final test accuracy:") == 1  # only the main process prints
@@ -30,8 +31,16 @@ def test_two_processes_teacher_cache_student(synthetic_dir, tmp_path):
     for name in ("logits.npy", "dy.npy", "dx.npy", "flip.npy", "cy.npy", "cx.npy"):
         assert (single / name).read_bytes() == (teacher / "cache" / name).read_bytes(), name
     student = tmp_path / "student"
-    proc = torchrun("distill/train_student.py", "--recipe", "kd_smoke", "--teacher-cache", str(teacher / "cache"),
-                    "--output-dir", str(student), *tiny(synthetic_dir, "data.test_limit=199"))
+    proc = torchrun(
+        "distill/train_student.py",
+        "--recipe",
+        "kd_smoke",
+        "--teacher-cache",
+        str(teacher / "cache"),
+        "--output-dir",
+        str(student),
+        *tiny(synthetic_dir, "data.test_limit=199"),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((student / "summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["test_images"] == 199

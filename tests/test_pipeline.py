@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from distill import cache_logits, export, train_student, train_teacher
-from distill.augment import AugmentSpec, apply_views
+from distill.augment import AugmentSpec
 from distill.data import load_cifar10
 from distill.engine import EpochData, epoch_batches
 from distill.errors import UserError
@@ -44,8 +44,17 @@ def test_teacher_run_dir(teacher_run):
 
 def test_end_to_end_student_and_csv(teacher_run, synthetic_dir, tmp_path, capsys):
     out, _ = teacher_run
-    student = train_student.main(["--recipe", "kd_smoke", "--teacher-cache", str(out / "cache"),
-                                  "--output-dir", str(tmp_path / "kd"), *tiny(synthetic_dir, "train.epochs=4")])
+    student = train_student.main(
+        [
+            "--recipe",
+            "kd_smoke",
+            "--teacher-cache",
+            str(out / "cache"),
+            "--output-dir",
+            str(tmp_path / "kd"),
+            *tiny(synthetic_dir, "train.epochs=4"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "Final test accuracy:" in printed and f"Trainable parameters: {student.trainable_params}" in printed
     assert student.test_accuracy > 0.3  # synthetic classes are easy; chance is 0.1
@@ -63,8 +72,15 @@ def test_end_to_end_student_and_csv(teacher_run, synthetic_dir, tmp_path, capsys
 
 
 def test_ce_baseline_needs_no_cache(synthetic_dir, tmp_path):
-    result = train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "ce"),
-                                 *tiny(synthetic_dir, "train.epochs=3", "train.eval_every=2")])
+    result = train_student.main(
+        [
+            "--recipe",
+            "ce_smoke",
+            "--output-dir",
+            str(tmp_path / "ce"),
+            *tiny(synthetic_dir, "train.epochs=3", "train.eval_every=2"),
+        ]
+    )
     assert json.loads((tmp_path / "ce" / "summary.json").read_text())["teacher_cache"] is None
     assert 0 <= result.test_accuracy <= 1
     tested = [json.loads(ln)["test_acc"] for ln in (tmp_path / "ce" / "metrics.jsonl").read_text().splitlines()]
@@ -96,15 +112,28 @@ def test_replay_is_bit_identical(tmp_path):
     spec = AugmentSpec(translate=4, flip=True, cutout=8)
     accelerator = make_accelerator(load_recipe("kd_smoke"))
     teacher = Recorder()
-    build_cache(teacher, split, spec, views=3, seed=7, batch_size=64, accelerator=accelerator,
-                out_dir=tmp_path / "cache", teacher_info={"model": "recorder", "weights_sha256": "x"})
+    build_cache(
+        teacher,
+        split,
+        spec,
+        views=3,
+        seed=7,
+        batch_size=64,
+        accelerator=accelerator,
+        out_dir=tmp_path / "cache",
+        teacher_info={"model": "recorder", "weights_sha256": "x"},
+    )
     cache = LogitCache.load(tmp_path / "cache")
     images = torch.from_numpy(split.images)
     for epoch in range(5):
         seen = teacher.seen[epoch % 3]  # the teacher saw view set k as one batch of all 64 images
         logits, views = cache.epoch_arrays(epoch)
-        data = EpochData(images, torch.from_numpy(split.labels), {k: torch.from_numpy(v) for k, v in views.items()},
-                         torch.from_numpy(logits))
+        data = EpochData(
+            images,
+            torch.from_numpy(split.labels),
+            {k: torch.from_numpy(v) for k, v in views.items()},
+            torch.from_numpy(logits),
+        )
         perm_seen = 0
         for x, y, t in epoch_batches(data, spec, 16, seed=1, epoch=epoch, accelerator=accelerator):
             # find which images this batch holds via the labels' positions: recompute the index from the views
@@ -118,16 +147,28 @@ def test_replay_is_bit_identical(tmp_path):
         assert perm_seen == 64
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.train_limit=300", "was built on 400 training images"),
-    ("augment.cutout=8", "has augmentation"),
-    ("cache.views=3", "has 2 view sets"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.train_limit=300", "was built on 400 training images"),
+        ("augment.cutout=8", "has augmentation"),
+        ("cache.views=3", "has 2 view sets"),
+    ],
+)
 def test_mismatched_cache_is_refused(teacher_run, synthetic_dir, tmp_path, override, message):
     out, _ = teacher_run
     with pytest.raises(UserError, match=message):
-        train_student.main(["--recipe", "kd_smoke", "--teacher-cache", str(out / "cache"),
-                            "--output-dir", str(tmp_path / "s"), *tiny(synthetic_dir, override)])
+        train_student.main(
+            [
+                "--recipe",
+                "kd_smoke",
+                "--teacher-cache",
+                str(out / "cache"),
+                "--output-dir",
+                str(tmp_path / "s"),
+                *tiny(synthetic_dir, override),
+            ]
+        )
     assert not (tmp_path / "s" / "state").exists()
 
 
@@ -139,8 +180,9 @@ def test_cache_from_other_teacher_weights_or_version_is_refused(teacher_run, syn
     cache = LogitCache.load(run / "cache")
     assert cache.meta["teacher"]["run_dir"] == str(run.resolve())
     # the teacher is retrained (other weights): its old cache is stale
-    other = train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(tmp_path / "t2"),
-                                *tiny(synthetic_dir, "seed=1")])
+    other = train_teacher.main(
+        ["--recipe", "teacher_smoke", "--output-dir", str(tmp_path / "t2"), *tiny(synthetic_dir, "seed=1")]
+    )
     shutil.copy(other.run_dir / "model.safetensors", run / "model.safetensors")
     with pytest.raises(UserError, match="is stale"):
         LogitCache.load(run / "cache")
@@ -158,13 +200,24 @@ def test_cache_from_other_teacher_weights_or_version_is_refused(teacher_run, syn
 
 def test_cache_views_zero(teacher_run, synthetic_dir, tmp_path):
     out, _ = teacher_run
-    path = cache_logits.main(["--teacher", str(out), "--out", str(tmp_path / "c0"), "cache.views=0",
-                              *tiny(synthetic_dir)[:2]])
+    path = cache_logits.main(
+        ["--teacher", str(out), "--out", str(tmp_path / "c0"), "cache.views=0", *tiny(synthetic_dir)[:2]]
+    )
     cache = LogitCache.load(path)
     logits, views = cache.epoch_arrays(5)
     assert logits.shape == (400, 10) and views is None
-    result = train_student.main(["--recipe", "kd_smoke", "--teacher-cache", str(path), "cache.views=0",
-                                 "--output-dir", str(tmp_path / "s0"), *tiny(synthetic_dir)])
+    result = train_student.main(
+        [
+            "--recipe",
+            "kd_smoke",
+            "--teacher-cache",
+            str(path),
+            "cache.views=0",
+            "--output-dir",
+            str(tmp_path / "s0"),
+            *tiny(synthetic_dir),
+        ]
+    )
     assert 0 <= result.test_accuracy <= 1
 
 
@@ -200,8 +253,9 @@ def test_resume_matches_uninterrupted(synthetic_dir, tmp_path, monkeypatch):
     expected = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     drop = ("img_per_s", "seconds")
-    assert [{k: v for k, v in m.items() if k not in drop} for m in metrics] == \
-        [{k: v for k, v in m.items() if k not in drop} for m in expected]
+    assert [{k: v for k, v in m.items() if k not in drop} for m in metrics] == [
+        {k: v for k, v in m.items() if k not in drop} for m in expected
+    ]
     with pytest.raises(UserError, match="already finished"):
         train_student.main([*args, "--output-dir", str(part), "--resume"])
     with pytest.raises(UserError, match="nothing to resume"):

@@ -23,8 +23,17 @@ def test_required_recipes_exist():
 
 
 def test_overrides_are_typed():
-    r = load_recipe("kd_t4", ["train.epochs=3", "train.lr=1", "kd.alpha=0.5", "data.train_limit=100",
-                              "model.kwargs.widths=[8,16,32,32]", "train.compile=true"])
+    r = load_recipe(
+        "kd_t4",
+        [
+            "train.epochs=3",
+            "train.lr=1",
+            "kd.alpha=0.5",
+            "data.train_limit=100",
+            "model.kwargs.widths=[8,16,32,32]",
+            "train.compile=true",
+        ],
+    )
     assert (r.train.epochs, r.train.lr, r.kd.alpha, r.data.train_limit) == (3, 1.0, 0.5, 100)
     assert isinstance(r.train.lr, float)
     assert r.model.kwargs == {"widths": [8, 16, 32, 32]}
@@ -32,15 +41,18 @@ def test_overrides_are_typed():
     assert load_recipe("kd_t4", ["data.test_limit=null"]).data.test_limit is None
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.epoch=3", "unknown recipe key 'train.epoch'"),
-    ("nosuch.thing=1", "unknown recipe key 'nosuch'"),
-    ("train.epochs=abc", "train.epochs' must be int"),
-    ("train.epochs=2.5", "train.epochs' must be int"),
-    ("train.tta=maybe", "train.tta' must be bool"),
-    ("kd.alpha=2", "kd.alpha must be in [0, 1]"),
-    ("train.epochs", "is not key=value"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=3", "unknown recipe key 'train.epoch'"),
+        ("nosuch.thing=1", "unknown recipe key 'nosuch'"),
+        ("train.epochs=abc", "train.epochs' must be int"),
+        ("train.epochs=2.5", "train.epochs' must be int"),
+        ("train.tta=maybe", "train.tta' must be bool"),
+        ("kd.alpha=2", "kd.alpha must be in [0, 1]"),
+        ("train.epochs", "is not key=value"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_recipe("kd_t4", [override])

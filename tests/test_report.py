@@ -2,7 +2,6 @@
 
 import json
 import os
-from pathlib import Path
 
 import nbformat
 import pytest
@@ -17,8 +16,17 @@ def runs(synthetic_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("report_runs")
     train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(root / "teacher"), *tiny(synthetic_dir)])
     train_student.main(["--recipe", "ce_smoke", "--output-dir", str(root / "ce"), *tiny(synthetic_dir)])
-    train_student.main(["--recipe", "kd_smoke", "--teacher-cache", str(root / "teacher" / "cache"),
-                        "--output-dir", str(root / "kd_t4"), *tiny(synthetic_dir)])
+    train_student.main(
+        [
+            "--recipe",
+            "kd_smoke",
+            "--teacher-cache",
+            str(root / "teacher" / "cache"),
+            "--output-dir",
+            str(root / "kd_t4"),
+            *tiny(synthetic_dir),
+        ]
+    )
     return [root / "teacher", root / "ce", root / "kd_t4"]
 
 
@@ -40,7 +48,9 @@ def test_notebook_executes_against_smoke_runs(runs, synthetic_dir, tmp_path, mon
     monkeypatch.setenv("DISTILL_DATA_DIR", str(synthetic_dir))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     nb = nbformat.read(ROOT / "notebooks" / "results.ipynb", as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit the notebook with outputs cleared"
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
+        "commit the notebook with outputs cleared"
+    )
     NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
