@@ -22,11 +22,10 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 from distill.data import CLASSES, load_cifar10  # noqa: E402
-from distill.engine import predict_logits  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402
+from distill.export import predict  # noqa: E402
 from distill.runs import load_run, write_atomic  # noqa: E402
 
 
@@ -114,11 +113,7 @@ def plot_errors(images: np.ndarray, pred: np.ndarray, true: np.ndarray, title: s
 
 def predictions(run: Run, images: np.ndarray) -> np.ndarray:
     recipe, model = load_run(run.path)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    logits = predict_logits(
-        model.to(device), torch.from_numpy(images).to(device), 1000, tta=recipe.train.tta, channels_last=False
-    )
-    return logits.argmax(-1).cpu().numpy()
+    return predict(model, images, tta=recipe.train.tta)  # as the submission would be predicted
 
 
 def make_report(run_dirs: list[str | Path], out: str | Path, data_dir: str | None = None) -> Path:
