@@ -260,3 +260,15 @@ def test_resume_matches_uninterrupted(synthetic_dir, tmp_path, monkeypatch):
         train_student.main([*args, "--output-dir", str(part), "--resume"])
     with pytest.raises(UserError, match="nothing to resume"):
         train_student.main([*args, "--output-dir", str(tmp_path / "none"), "--resume"])
+
+
+def test_ema_weights_are_evaluated_and_saved(synthetic_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    result = train_student.main(
+        ["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "ema"), *tiny(synthetic_dir, "train.ema_decay=0.9")]
+    )
+    saved = load_file(str(tmp_path / "ema" / "model.safetensors"))
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(saved[name], value.cpu())  # the saved weights are the evaluated (EMA) ones
+    assert type(result.model).__name__ == "CifarResNet"
