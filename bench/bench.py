@@ -27,7 +27,7 @@ from rich.table import Table
 from distill.cache_logits import cache_teacher
 from distill.errors import cli_main
 from distill.recipe import load_recipe
-from distill.runs import git_commit, load_run, write_json
+from distill.runs import git_commit, write_json
 from distill.trainer import make_accelerator, train
 
 
@@ -61,7 +61,10 @@ def bench(
         "student_recipe": student_base.name,
     }
     t0 = time.perf_counter()
-    if teacher_run is None:
+    reused = teacher_run is not None
+    if reused:
+        cache_dir = teacher_run / "cache"
+    else:
         t_recipe = load_recipe(teacher_recipe, overrides)
         teacher_run = work_dir / "teacher"
         t_res = train(t_recipe, "teacher", teacher_run)
@@ -70,27 +73,16 @@ def bench(
             t_res.model, t_recipe, teacher_run, t_res.accelerator, teacher_accuracy=t_res.test_accuracy
         )
         result["cache_seconds"] = time.perf_counter() - t_cache
-        result["teacher"] = {
-            "recipe": t_recipe.name,
-            "model": t_recipe.model.name,
-            "params": t_res.trainable_params,
-            "train_seconds": t_res.summary["wall_seconds"],
-            "test_accuracy": t_res.test_accuracy,
-            "img_per_s": _throughput(teacher_run),
-        }
-    else:
-        t_recipe, _ = load_run(teacher_run)
-        cache_dir = teacher_run / "cache"
-        summary = json.loads((teacher_run / "summary.json").read_text())
-        result["teacher"] = {
-            "recipe": t_recipe.name,
-            "model": t_recipe.model.name,
-            "reused": str(teacher_run),
-            "params": summary["trainable_params"],
-            "train_seconds": summary["wall_seconds"],
-            "test_accuracy": summary["test_accuracy"],
-            "img_per_s": _throughput(teacher_run),
-        }
+    summary = json.loads((teacher_run / "summary.json").read_text())  # what train() wrote, trained here or reused
+    result["teacher"] = {
+        "recipe": summary["recipe"]["name"],
+        "model": summary["model"],
+        **({"reused": str(teacher_run)} if reused else {}),
+        "params": summary["trainable_params"],
+        "train_seconds": summary["wall_seconds"],
+        "test_accuracy": summary["test_accuracy"],
+        "img_per_s": _throughput(teacher_run),
+    }
     accelerator = make_accelerator(student_base)
     result["device"] = torch.cuda.get_device_name() if accelerator.device.type == "cuda" else str(accelerator.device)
 
