@@ -16,7 +16,6 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from distill.augment import AugmentSpec
 from distill.errors import cli_main
 from distill.logit_cache import build_cache, sha256_file
 from distill.recipe import Recipe, recipe_from_dict
@@ -47,7 +46,7 @@ def cache_teacher(
     build_cache(
         teacher,
         train_split,
-        AugmentSpec(**recipe.augment.__dict__),
+        recipe.augment.spec(),
         recipe.cache.views,
         recipe.cache.seed,
         recipe.cache.batch_size,

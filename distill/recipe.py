@@ -17,6 +17,7 @@ from typing import Any, Union
 
 import yaml
 
+from distill.augment import AugmentSpec
 from distill.errors import UserError
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -35,6 +36,10 @@ class AugmentConfig:
     translate: int = 4  # random crop after reflect-padding by this many pixels (= integer translation)
     flip: bool = True  # random horizontal flip
     cutout: int = 0  # side of a square cut out of each image, in pixels; 0 = off
+
+    def spec(self) -> AugmentSpec:
+        """The frozen spec that the cache records and the student compares against."""
+        return AugmentSpec(self.translate, self.flip, self.cutout)
 
 
 @dataclass

@@ -23,7 +23,6 @@ from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 from timm.utils import ModelEmaV3
 
 from distill import engine
-from distill.augment import AugmentSpec
 from distill.data import Split, load_cifar10
 from distill.errors import UserError
 from distill.logit_cache import LogitCache
@@ -127,7 +126,7 @@ def train(
         )
     start_run(run_dir, recipe, resume, accelerator.is_main_process)
     train_split, test_split = load_data(recipe)
-    spec = AugmentSpec(**recipe.augment.__dict__)
+    spec = recipe.augment.spec()
     cache = None
     if kd:
         cache = LogitCache.load(teacher_cache)
