@@ -63,6 +63,17 @@ def cache_teacher(
     return out_dir
 
 
+def cache_run(run_dir: Path, out_dir: Path | None = None, overrides: list[str] | None = None) -> Path:
+    """(Re)build the cache of the finished teacher run in ``run_dir`` from its recipe and weights alone."""
+    recipe, teacher = load_run(run_dir)
+    recipe = recipe_from_dict(recipe.to_dict(), overrides)
+    summary = Path(run_dir) / "summary.json"
+    accuracy = json.loads(summary.read_text()).get("test_accuracy") if summary.is_file() else None
+    from distill.trainer import make_accelerator
+
+    return cache_teacher(teacher, recipe, run_dir, make_accelerator(recipe), out_dir, accuracy)
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description="Build a logit cache from a trained teacher run.")
     parser.add_argument("--teacher", required=True, help="the teacher's run directory")
@@ -70,15 +81,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (overrides data.dir)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. cache.views=16 data.train_limit=2000")
     args = parser.parse_intermixed_args(argv)
-    run_dir = Path(args.teacher)
-    recipe, teacher = load_run(run_dir)
     overrides = list(args.overrides) + ([f"data.dir={args.data_dir}"] if args.data_dir else [])
-    recipe = recipe_from_dict(recipe.to_dict(), overrides)
-    summary = run_dir / "summary.json"
-    accuracy = json.loads(summary.read_text()).get("test_accuracy") if summary.is_file() else None
-    from distill.trainer import make_accelerator
-
-    return cache_teacher(teacher, recipe, run_dir, make_accelerator(recipe), args.out, accuracy)
+    return cache_run(Path(args.teacher), args.out, overrides)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,11 @@ from distill.recipe import Recipe, dump_recipe, load_recipe
 
 def training_parser(description: str, default_recipe: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--recipe", default=default_recipe, help="recipe name (recipes/NAME.yaml) or path")
+    parser.add_argument(
+        "--recipe",
+        help=f"recipe name (recipes/NAME.yaml) or path (default {default_recipe}; with --resume, the run's own)",
+    )
+    parser.set_defaults(default_recipe=default_recipe)
     parser.add_argument("--data-dir", help="holds, or receives, cifar-10-batches-py/ (overrides data.dir)")
     parser.add_argument("--output-dir", help="the run directory (default runs/<recipe name>)")
     parser.add_argument(
@@ -30,7 +34,11 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tup
     overrides = list(args.overrides)
     if args.data_dir:
         overrides.append(f"data.dir={args.data_dir}")
-    recipe = load_recipe(args.recipe, overrides)
+    source = args.recipe or args.default_recipe
+    if args.recipe is None and args.resume and args.output_dir:
+        stored = Path(args.output_dir) / "recipe.yaml"  # resume with the recipe the run started with
+        source = str(stored) if stored.is_file() else source
+    recipe = load_recipe(source, overrides)
     run_dir = Path(args.output_dir) if args.output_dir else Path("runs") / recipe.name
     return args, recipe, run_dir
 

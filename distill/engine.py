@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from distill.augment import AugmentSpec, apply_views, normalize, sample_views
 from distill.errors import UserError
+from distill.failpoints import failpoint
 
 
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -146,6 +147,7 @@ def train_one_epoch(
         scheduler.step_update(num_updates=step)
         if ema is not None:
             ema.update(model, step=step)
+        failpoint("train.step")
 
         loss_sum += losses["loss"].detach() * len(y)
         correct += (logits.detach().argmax(-1) == y).sum()

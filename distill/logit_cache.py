@@ -30,6 +30,7 @@ from accelerate import Accelerator
 from distill.augment import VIEW_KEYS, AugmentSpec, apply_views, normalize, sample_views
 from distill.data import Split
 from distill.errors import UserError
+from distill.failpoints import failpoint
 
 FORMAT_VERSION = 1
 
@@ -117,8 +118,11 @@ def build_cache(
             )
             for key in VIEW_KEYS:
                 params[key].append(view[key].numpy())
+            failpoint("cache.view")
         arrays["logits"] = np.stack(logits)
         arrays.update({key: np.stack(v) for key, v in params.items()})
+    if not np.isfinite(arrays["logits"]).all():
+        raise UserError("the teacher's logits contain NaN or inf; retrain the teacher (it diverged) before caching")
     if accelerator.is_main_process:
         meta = {
             "format_version": FORMAT_VERSION,
@@ -135,23 +139,56 @@ def build_cache(
 
 
 def _write_atomic(out_dir: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    """Write the cache into a temporary sibling directory, then rename it to ``out_dir``.
+
+    ``meta.json`` is written last; a reader trusts only a directory named ``out_dir`` that has it.
+    Temporary directories left by killed builds are removed first; a write error (disk full)
+    removes this build's and leaves any previous cache in place.
+    """
     out_dir = Path(out_dir)
+    _remove_leftovers(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    meta["files"] = {}
-    for name, arr in arrays.items():
-        np.save(tmp / f"{name}.npy", arr)
-        meta["files"][f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    for f in tmp.iterdir():  # flush data before the rename makes it visible
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        meta["files"] = {}
+        for name, arr in arrays.items():
+            np.save(tmp / f"{name}.npy", arr)
+            meta["files"][f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
+        failpoint("cache.files")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        for f in tmp.iterdir():  # flush data before the rename makes it visible
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(
+            f"cannot write the cache {out_dir} ({err.strerror or err}); free disk space and rerun "
+            f"distill/cache_logits.py --teacher TEACHER_RUN_DIR"
+        ) from None
     old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
     if out_dir.exists():
         out_dir.rename(old)
+    failpoint("cache.swap")
     tmp.rename(out_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(out_dir: Path) -> None:
+    """Delete ``.<name>.tmp-PID`` / ``.<name>.old-PID`` siblings whose process is gone (killed builds)."""
+    for path in out_dir.parent.glob(f".{out_dir.name}.*-*"):
+        kind, _, pid = path.name[len(out_dir.name) + 2 :].partition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass

@@ -120,6 +120,11 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
         raise errors[0] if errors else UserError(f"recipe key '{key}' must be set")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
             raise UserError(f"recipe key '{key}' must be a mapping, got {value!r}")

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import timm
 import torch
+from accelerate import Accelerator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import students  # noqa: F401  (registers the students with timm)
 import teachers  # noqa: F401  (registers the teachers with timm)
 from distill.errors import UserError
+from distill.failpoints import failpoint
 from distill.recipe import Recipe, dump_recipe, load_recipe
 
 WEIGHTS = "model.safetensors"
+STATE, STATE_TMP, STATE_OLD = "state", "state.tmp", "state.old"
+PROGRESS = "progress.json"  # written last into a checkpoint: {epoch, step, wall_seconds, test_acc}
+EMA_WEIGHTS = "ema.safetensors"
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -73,21 +80,122 @@ def check_writable(run_dir: Path) -> None:
         ) from None
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "kwargs":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# May change between the start and the resume of a run: where the data is (clusters stage it per job).
+RESUMABLE_CHANGES = ("data.dir", "data.download")
+
+
+def check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
+    """On --resume, the recipe must be the one the run started with (data location aside)."""
+    started = _flatten(load_recipe(run_dir / "recipe.yaml").to_dict())
+    now = _flatten(recipe.to_dict())
+    changed = [k for k in sorted(set(started) | set(now)) if k not in RESUMABLE_CHANGES and started.get(k) != now.get(k)]
+    if changed:
+        diff = ", ".join(f"{k}: {started.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
+        raise UserError(
+            f"--resume with a recipe other than the one {run_dir} started with ({diff}); leave out --recipe and "
+            f"overrides to resume with the run's own recipe.yaml, or start a new --output-dir"
+        )
+
+
 def start_run(run_dir: Path, recipe: Recipe, resume: bool, is_main: bool) -> None:
     """Check the run dir can hold this run; refuse to overwrite a run unless resuming."""
     run_dir = Path(run_dir)
-    has_state = (run_dir / "state").is_dir()
+    has_state = (run_dir / STATE).is_dir()
     if resume:
         if (run_dir / "summary.json").is_file():
             raise UserError(f"run {run_dir} already finished (summary.json exists); nothing to resume")
         if not has_state:
             raise UserError(f"nothing to resume in {run_dir} (no state/ checkpoint); run without --resume")
+        check_same_recipe(run_dir, recipe)
     elif has_state or (run_dir / "summary.json").is_file():
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output-dir")
     check_writable(run_dir)
     if is_main and not resume:
         write_atomic(run_dir / "recipe.yaml", dump_recipe(recipe))
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def recover_state(run_dir: Path) -> None:
+    """Finish or undo a checkpoint swap that a kill interrupted (see :func:`save_checkpoint`).
+
+    ``state.tmp`` counts only once its ``progress.json`` exists (written last); a half-written one is
+    dropped, and ``state.old`` is used only when no ``state/`` survived.
+    """
+    state, tmp, old = (run_dir / name for name in (STATE, STATE_TMP, STATE_OLD))
+    if not state.is_dir():
+        if (tmp / PROGRESS).is_file():
+            tmp.rename(state)
+        elif (old / PROGRESS).is_file():
+            old.rename(state)
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict, ema=None) -> None:
+    """Accelerate state (+ EMA weights) into ``state.tmp``, then swap it in: a kill leaves one complete state.
+
+    ``progress.json`` is written last, so a ``state.tmp`` without it is known to be incomplete.
+    A write error (disk full) removes ``state.tmp`` and is a UserError; ``state/`` stays as it was.
+    """
+    state, tmp, old = (run_dir / name for name in (STATE, STATE_TMP, STATE_OLD))
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            if ema is not None:
+                save_weights(ema.module, tmp / EMA_WEIGHTS)
+            write_json(tmp / PROGRESS, progress)
+    except (OSError, RuntimeError, SafetensorError) as err:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(
+            f"cannot write the checkpoint in {tmp} ({_first_line(err)}); free disk space, then --resume continues "
+            f"from the last complete checkpoint"
+        ) from None
+    if accelerator.is_main_process:
+        failpoint("checkpoint.staged")
+        if state.exists():
+            state.rename(old)
+        failpoint("checkpoint.swap")
+        tmp.rename(state)
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def load_checkpoint(accelerator: Accelerator, run_dir: Path, ema=None) -> dict:
+    """Restore model, optimiser and RNG state from ``state/``; returns its progress record.
+
+    Accelerate reads its pickles with ``torch.load(weights_only=True)``, so a crafted file that would
+    run code is refused; EMA weights come from safetensors (never from a pickle).
+    """
+    state = run_dir / STATE
+    try:
+        accelerator.load_state(str(state))
+        if ema is not None:
+            ema.module.load_state_dict(load_file(str(state / EMA_WEIGHTS)))
+        return json.loads((state / PROGRESS).read_text())
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, KeyError, SafetensorError) as err:
+        raise UserError(
+            f"checkpoint {state} cannot be loaded safely ({_first_line(err)}); restore it, or start the run "
+            f"again in a new --output-dir"
+        ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]
 
 
 def run_info(recipe: Recipe, device: str, role: str) -> dict:

@@ -7,9 +7,10 @@ No pretrained weights and no extra data: the teacher sees the CIFAR-10 training 
 
 from __future__ import annotations
 
-from distill.cache_logits import cache_teacher
+from distill.cache_logits import cache_run, cache_teacher
 from distill.cli import dry_run, parse, training_parser
-from distill.errors import cli_main
+from distill.errors import UserError, cli_main
+from distill.runs import check_same_recipe
 from distill.trainer import Result, train
 
 
@@ -18,6 +19,14 @@ def main(argv: list[str] | None = None) -> Result | None:
     args, recipe, run_dir = parse(parser, argv)
     if args.dry_run:
         dry_run(recipe)
+        return None
+    if args.resume and (run_dir / "summary.json").is_file():
+        # Training finished before the job was stopped; what is left is the cache.
+        check_same_recipe(run_dir, recipe)
+        if (run_dir / "cache" / "meta.json").is_file():
+            raise UserError(f"teacher run {run_dir} and its cache are complete; nothing to resume")
+        print(f"teacher run {run_dir} finished training; building its cache", flush=True)
+        cache_run(run_dir, overrides=[f"data.dir={recipe.data.dir}", f"data.download={recipe.data.download}"])
         return None
     result = train(recipe, "teacher", run_dir, resume=args.resume)
     cache_teacher(result.model, recipe, run_dir, result.accelerator, teacher_accuracy=result.test_accuracy)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,19 @@ from distill.errors import UserError
 from distill.logit_cache import LogitCache
 from distill.losses import KDLoss
 from distill.recipe import Recipe
-from distill.runs import WEIGHTS, create_model, run_info, save_weights, start_run, write_atomic, write_json
+from distill.failpoints import failpoint
+from distill.runs import (
+    WEIGHTS,
+    create_model,
+    load_checkpoint,
+    recover_state,
+    run_info,
+    save_checkpoint,
+    save_weights,
+    start_run,
+    write_atomic,
+    write_json,
+)
 from students import PARAM_CAP, check_param_cap, count_trainable
 
 
@@ -74,30 +85,22 @@ def make_scheduler(recipe: Recipe, optimizer, total_steps: int, steps_per_epoch:
     return PolyLRScheduler(optimizer, power=1.0, **common)
 
 
-def _read_progress(run_dir: Path) -> dict:
-    return json.loads((run_dir / "state" / "progress.json").read_text())
-
-
 def _rewrite_metrics(run_dir: Path, upto_epoch: int) -> None:
     """On resume, keep metrics.jsonl lines of checkpointed epochs only, so each epoch appears once."""
     path = run_dir / "metrics.jsonl"
     if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln)["epoch"] <= upto_epoch]
+        kept = []
+        for ln in path.read_text().splitlines():
+            try:
+                if json.loads(ln)["epoch"] <= upto_epoch:
+                    kept.append(ln)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass  # a line cut short by a kill
         write_atomic(path, "".join(ln + "\n" for ln in kept))
 
 
-def _save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict) -> None:
-    """Accelerate state into ``state.tmp``, then swap it in: a kill leaves the previous state intact."""
-    state, tmp, old = run_dir / "state", run_dir / "state.tmp", run_dir / "state.old"
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        write_json(tmp / "progress.json", progress)
-        if state.exists():
-            state.rename(old)
-        tmp.rename(state)
-        shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+def _all_finite(model: torch.nn.Module) -> bool:
+    return bool(torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all())
 
 
 def train(
@@ -124,6 +127,9 @@ def train(
             f"recipe '{recipe.name}' distils (kd.alpha={recipe.kd.alpha}) and needs --teacher-cache DIR; "
             f"build one with distill/train_teacher.py, or use recipe 'ce'"
         )
+    if resume and accelerator.is_main_process:
+        recover_state(run_dir)  # a kill during a checkpoint swap leaves state.tmp / state.old
+    accelerator.wait_for_everyone()
     start_run(run_dir, recipe, resume, accelerator.is_main_process)
     train_split, test_split = load_data(recipe)
     spec = recipe.augment.spec()
@@ -149,8 +155,7 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     ema = None
     if t.ema_decay > 0:
-        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=t.ema_decay, device=device)
-        accelerator.register_for_checkpointing(ema)
+        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=t.ema_decay, device=device)  # checkpointed as safetensors
     forward_model = torch.compile(model) if t.compile else model
     steps = engine.steps_per_epoch(len(train_split), t.batch_size, accelerator.num_processes)
     scheduler = make_scheduler(recipe, optimizer, steps * t.epochs, steps)
@@ -158,11 +163,10 @@ def train(
         alpha=recipe.kd.alpha if kd else 0.0, temperature=recipe.kd.temperature, label_smoothing=t.label_smoothing
     )
 
-    first_epoch, step, elapsed = 0, 0, 0.0
+    first_epoch, step, elapsed, test_acc = 0, 0, 0.0, None
     if resume:
-        accelerator.load_state(str(run_dir / "state"))
-        done = _read_progress(run_dir)
-        first_epoch, step, elapsed = done["epoch"], done["step"], done["wall_seconds"]
+        done = load_checkpoint(accelerator, run_dir, ema)
+        first_epoch, step, elapsed, test_acc = done["epoch"], done["step"], done["wall_seconds"], done.get("test_acc")
         if accelerator.is_main_process:
             _rewrite_metrics(run_dir, first_epoch)
         say(f"resuming {run_dir} after epoch {first_epoch}")
@@ -171,7 +175,6 @@ def train(
     scheduler.step_update(num_updates=step)
 
     eval_model = (lambda: ema.module) if ema is not None else (lambda: forward_model)
-    test_acc = None
     progress = engine.make_progress(accelerator)
     with progress:
         for epoch in range(first_epoch, t.epochs):
@@ -218,15 +221,21 @@ def train(
                 "test_acc": round(test_acc, 6) if evaluated else None,
             }  # null: not evaluated this epoch
             if accelerator.is_main_process:
-                with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(line) + "\n")
+                _append_metrics(run_dir, line)
                 progress.console.print(
                     f"epoch {epoch + 1}/{t.epochs}  loss {stats['train_loss']:.4f}  train {stats['train_acc']:.2%}  "
                     f"test {f'{test_acc:.2%}' if evaluated else '-'}  {stats['img_per_s']:,.0f} img/s  "
                     f"{stats['seconds']:.1f}s"
                 )
+            failpoint("epoch.logged")
             if (epoch + 1) % t.checkpoint_every == 0 or last:
-                _save_checkpoint(accelerator, run_dir, {"epoch": epoch + 1, "step": step, "wall_seconds": elapsed})
+                if not _all_finite(model):
+                    raise UserError(
+                        f"weights became NaN or inf in epoch {epoch + 1}; lower train.lr (the last good checkpoint "
+                        f"is kept in {run_dir / 'state'})"
+                    )
+                record = {"epoch": epoch + 1, "step": step, "wall_seconds": elapsed, "test_acc": test_acc}
+                save_checkpoint(accelerator, run_dir, record, ema)
 
     final_model = ema.module if ema is not None else accelerator.unwrap_model(model)
     final_acc = engine.evaluate(
@@ -251,10 +260,23 @@ def train(
     }
     if accelerator.is_main_process:
         save_weights(final_model, run_dir / WEIGHTS)
+        failpoint("run.weights")
         write_json(run_dir / "summary.json", summary)
         _print_summary(console, summary, run_dir)
     accelerator.wait_for_everyone()
     return Result(run_dir, final_acc, params, summary, final_model, accelerator)
+
+
+def _append_metrics(run_dir: Path, line: dict) -> None:
+    path = run_dir / "metrics.jsonl"
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+    except OSError as err:
+        raise UserError(
+            f"cannot write {path} ({err.strerror or err}); free disk space, then --resume continues from the last "
+            f"checkpoint"
+        ) from None
 
 
 def _print_summary(console: Console, summary: dict, run_dir: Path) -> None:

@@ -39,6 +39,8 @@ def test_overrides_are_typed():
     assert r.model.kwargs == {"widths": [8, 16, 32, 32]}
     assert r.train.compile is True
     assert load_recipe("kd_t4", ["data.test_limit=null"]).data.test_limit is None
+    # YAML 1.1 reads 1e-3 (no dot) as a string; a float field still takes it
+    assert load_recipe("kd_t4", ["train.lr=1e-3", "train.weight_decay=5e-4"]).train.lr == 1e-3
 
 
 @pytest.mark.parametrize(
@@ -49,6 +51,7 @@ def test_overrides_are_typed():
         ("train.epochs=abc", "train.epochs' must be int"),
         ("train.epochs=2.5", "train.epochs' must be int"),
         ("train.tta=maybe", "train.tta' must be bool"),
+        ("train.lr=fast", "train.lr' must be float"),
         ("kd.alpha=2", "kd.alpha must be in [0, 1]"),
         ("train.epochs", "is not key=value"),
     ],

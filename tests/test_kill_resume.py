@@ -1,0 +1,164 @@
+"""kill -9 at exact points of each stage, then --resume (or a rerun of the cache command).
+
+Each kill is a real SIGKILL (``DISTILL_FAILPOINT``, see :mod:`distill.failpoints`): no cleanup
+runs. After the kill, anything a later run trusts must be complete; after the resume, the run
+must equal an uninterrupted one: the same metrics (each epoch once), weights and cache bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill.logit_cache import LogitCache
+from tests.conftest import ROOT, tiny
+
+TIMING = ("img_per_s", "seconds")
+
+
+def launch(script: str, *args: str, failpoint: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DISTILL_FAILPOINT", None)
+    if failpoint:
+        env["DISTILL_FAILPOINT"] = failpoint
+    return subprocess.run(
+        [sys.executable, f"distill/{script}", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def teacher(out: Path, data: Path, *extra: str, failpoint: str | None = None) -> subprocess.CompletedProcess:
+    return launch(
+        "train_teacher.py",
+        "--recipe",
+        "teacher_smoke",
+        "--output-dir",
+        str(out),
+        *tiny(data, "train.epochs=3"),
+        *extra,
+        failpoint=failpoint,
+    )
+
+
+def student(out: Path, data: Path, cache: Path, *extra: str, failpoint: str | None = None):
+    return launch(
+        "train_student.py",
+        "--recipe",
+        "kd_smoke",
+        "--teacher-cache",
+        str(cache),
+        "--output-dir",
+        str(out),
+        *tiny(data, "train.epochs=3"),
+        *extra,
+        failpoint=failpoint,
+    )
+
+
+def metrics(run: Path) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(ln).items() if k not in TIMING} for ln in lines]
+
+
+def assert_killed(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
+
+
+def assert_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Final test accuracy:" in proc.stdout or "cache:" in proc.stdout
+
+
+def assert_trustworthy_state(run: Path) -> None:
+    """What a kill leaves: state/ is absent or complete, and state.tmp/state.old are never read as state."""
+    state = run / "state"
+    assert not state.exists() or (state / "progress.json").is_file()
+    assert not (run / "summary.json").exists() or (run / "model.safetensors").is_file()
+
+
+def assert_same_run(run: Path, reference: Path) -> None:
+    assert [m["epoch"] for m in metrics(run)] == [1, 2, 3]  # each epoch exactly once
+    assert metrics(run) == metrics(reference)
+    done, ref = (json.loads((d / "summary.json").read_text()) for d in (run, reference))
+    assert (done["test_accuracy"], done["test_accuracy_no_tta"]) == (ref["test_accuracy"], ref["test_accuracy_no_tta"])
+    assert (run / "model.safetensors").read_bytes() == (reference / "model.safetensors").read_bytes()
+    assert not (run / "state.tmp").exists() and not (run / "state.old").exists()
+
+
+def same_cache(a: Path, b: Path) -> bool:
+    files = lambda d: {p.name: p.read_bytes() for p in d.glob("*.npy")}  # noqa: E731
+    meta = lambda d: {k: v for k, v in json.loads((d / "meta.json").read_text()).items() if k != "teacher"}  # noqa: E731
+    return files(a) == files(b) and meta(a) == meta(b)
+
+
+@pytest.fixture(scope="module")
+def reference(synthetic_dir, tmp_path_factory) -> dict[str, Path]:
+    """Uninterrupted teacher (with its cache) and student runs to compare every resumed run against."""
+    root = tmp_path_factory.mktemp("reference")
+    assert_ok(teacher(root / "teacher", synthetic_dir))
+    assert_ok(student(root / "student", synthetic_dir, root / "teacher" / "cache"))
+    return {"teacher": root / "teacher", "cache": root / "teacher" / "cache", "student": root / "student"}
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "train.step@13",  # mid epoch 2, after the epoch-1 checkpoint
+        "checkpoint.swap@2",  # epoch-2 state complete in state.tmp, old state moved aside, none in place
+        "cache.view@1",  # training finished; the cache half computed
+    ],
+)
+def test_teacher_killed_then_resumed(point, reference, synthetic_dir, tmp_path):
+    run = tmp_path / "teacher"
+    assert_killed(teacher(run, synthetic_dir, failpoint=point))
+    assert_trustworthy_state(run)
+    assert not (run / "cache").exists()
+    # The resume command a job script repeats: the run's own recipe, only the data location given.
+    assert_ok(launch("train_teacher.py", "--output-dir", str(run), "--resume", f"data.dir={synthetic_dir}"))
+    assert_same_run(run, reference["teacher"])
+    assert same_cache(run / "cache", reference["cache"])
+    assert not list(run.glob(".cache.*"))
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "train.step@4",  # mid epoch 1, before any checkpoint: start again (no --resume)
+        "epoch.logged@2",  # epoch 2 in metrics.jsonl but not checkpointed: the resume must redo it, once
+        "run.weights",  # final weights written, summary.json not yet
+    ],
+)
+def test_student_killed_then_resumed(point, reference, synthetic_dir, tmp_path):
+    run = tmp_path / "student"
+    assert_killed(student(run, synthetic_dir, reference["cache"], failpoint=point))
+    assert_trustworthy_state(run)
+    resume = ["--resume"] if (run / "state").is_dir() else []
+    assert resume or point == "train.step@4"
+    assert_ok(student(run, synthetic_dir, reference["cache"], *resume))
+    assert_same_run(run, reference["student"])
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "cache.view@2",  # the second view set computed, nothing written
+        "cache.files",  # arrays written to the temporary directory, no meta.json
+        "cache.swap",  # the previous cache moved aside, the new one not yet in place
+    ],
+)
+def test_cache_build_killed_then_rerun(point, reference, synthetic_dir, tmp_path):
+    out = tmp_path / "cache"
+    command = ["--teacher", str(reference["teacher"]), "--out", str(out), f"data.dir={synthetic_dir}"]
+    assert_ok(launch("cache_logits.py", *command, "cache.views=1"))  # an older cache at --out
+    assert_killed(launch("cache_logits.py", *command, failpoint=point))
+    if out.exists():  # a reader sees the old cache or none, never half of the new one
+        assert LogitCache.load(out).num_views == 1
+    assert_ok(launch("cache_logits.py", *command))
+    assert same_cache(out, reference["cache"])
+    assert LogitCache.load(out).num_views == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # the killed build's leftovers are gone
