@@ -20,8 +20,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from distill.data import CLASSES, load_cifar10  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402

@@ -98,7 +98,9 @@ def check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
     """On --resume, the recipe must be the one the run started with (data location aside)."""
     started = _flatten(load_recipe(run_dir / "recipe.yaml").to_dict())
     now = _flatten(recipe.to_dict())
-    changed = [k for k in sorted(set(started) | set(now)) if k not in RESUMABLE_CHANGES and started.get(k) != now.get(k)]
+    changed = [
+        k for k in sorted(set(started) | set(now)) if k not in RESUMABLE_CHANGES and started.get(k) != now.get(k)
+    ]
     if changed:
         diff = ", ".join(f"{k}: {started.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
         raise UserError(

@@ -24,10 +24,10 @@ from timm.utils import ModelEmaV3
 from distill import engine
 from distill.data import Split, load_cifar10
 from distill.errors import UserError
+from distill.failpoints import failpoint
 from distill.logit_cache import LogitCache
 from distill.losses import KDLoss
 from distill.recipe import Recipe
-from distill.failpoints import failpoint
 from distill.runs import (
     WEIGHTS,
     create_model,
@@ -155,7 +155,9 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     ema = None
     if t.ema_decay > 0:
-        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=t.ema_decay, device=device)  # checkpointed as safetensors
+        ema = ModelEmaV3(
+            accelerator.unwrap_model(model), decay=t.ema_decay, device=device
+        )  # checkpointed as safetensors
     forward_model = torch.compile(model) if t.compile else model
     steps = engine.steps_per_epoch(len(train_split), t.batch_size, accelerator.num_processes)
     scheduler = make_scheduler(recipe, optimizer, steps * t.epochs, steps)

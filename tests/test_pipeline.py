@@ -15,8 +15,8 @@ from distill.data import load_cifar10
 from distill.engine import EpochData, epoch_batches
 from distill.errors import UserError
 from distill.logit_cache import LogitCache, build_cache
-from distill.trainer import make_accelerator
 from distill.recipe import load_recipe
+from distill.trainer import make_accelerator
 from tests.conftest import synthetic_split, tiny
 
 
