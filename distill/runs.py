@@ -109,8 +109,11 @@ def check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
         )
 
 
-def start_run(run_dir: Path, recipe: Recipe, resume: bool, is_main: bool) -> None:
-    """Check the run dir can hold this run; refuse to overwrite a run unless resuming."""
+def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> None:
+    """Refuse to overwrite a run, or to resume one that is finished, absent or from another recipe.
+
+    Writes nothing, so a refused run leaves the disk as it was.
+    """
     run_dir = Path(run_dir)
     has_state = (run_dir / STATE).is_dir()
     if resume:
@@ -121,6 +124,11 @@ def start_run(run_dir: Path, recipe: Recipe, resume: bool, is_main: bool) -> Non
         check_same_recipe(run_dir, recipe)
     elif has_state or (run_dir / "summary.json").is_file():
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output-dir")
+
+
+def begin_run(run_dir: Path, recipe: Recipe, resume: bool, is_main: bool) -> None:
+    """Create the run dir (proving it writable) and, for a new run, write its resolved recipe."""
+    run_dir = Path(run_dir)
     check_writable(run_dir)
     if is_main and not resume:
         write_atomic(run_dir / "recipe.yaml", dump_recipe(recipe))

@@ -30,13 +30,14 @@ from distill.losses import KDLoss
 from distill.recipe import Recipe
 from distill.runs import (
     WEIGHTS,
+    begin_run,
+    check_run_dir,
     create_model,
     load_checkpoint,
     recover_state,
     run_info,
     save_checkpoint,
     save_weights,
-    start_run,
     write_atomic,
     write_json,
 )
@@ -130,13 +131,14 @@ def train(
     if resume and accelerator.is_main_process:
         recover_state(run_dir)  # a kill during a checkpoint swap leaves state.tmp / state.old
     accelerator.wait_for_everyone()
-    start_run(run_dir, recipe, resume, accelerator.is_main_process)
+    check_run_dir(run_dir, recipe, resume)
     train_split, test_split = load_data(recipe)
     spec = recipe.augment.spec()
     cache = None
     if kd:
         cache = LogitCache.load(teacher_cache)
         cache.check_matches(train_split, spec, recipe.cache.views)
+    begin_run(run_dir, recipe, resume, accelerator.is_main_process)  # the first write, once the inputs are checked
     say(
         f"[bold]{role} {recipe.model.name}[/]: Trainable parameters: {params:,} | {len(train_split):,} train / "
         f"{len(test_split):,} test images | device {accelerator.device} x{accelerator.num_processes} "

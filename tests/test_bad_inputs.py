@@ -1,0 +1,433 @@
+"""Every row of README's "When something is wrong" table, run as a user would and checked.
+
+For each case: exit code 2, exactly one ``error:`` line containing the README's text, no traceback,
+and nothing half-written (a new run dir or output file does not appear; an existing one is unchanged).
+The expected text is read from README.md, so the table and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from distill import cache_logits, export, train_student, train_teacher
+from distill.data import BATCH_DIR, write_batches
+from distill.errors import cli_main
+from tests.conftest import ROOT, synthetic_split, tiny
+
+
+def readme_cases() -> dict[str, str]:
+    """``{case: expected text}`` from the README table."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## When something is wrong", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z0-9-]+)` \| .* \| `(.+)` \|$", section, flags=re.M)
+    return dict(rows)
+
+
+CASES: dict[str, Callable] = {}
+
+
+def case(fn: Callable) -> Callable:
+    CASES[fn.__name__.removeprefix("case_").replace("_", "-")] = fn
+    return fn
+
+
+@dataclass
+class Call:
+    """One command line: ``main(argv)`` in this process, or ``argv`` as a subprocess (``script`` set)."""
+
+    main: Callable | None
+    argv: list[str]
+    absent: list[Path] = field(default_factory=list)  # must not exist afterwards
+    unchanged: list[Path] = field(default_factory=list)  # byte for byte as before
+    script: str | None = None  # run as `python distill/<script>` in a subprocess
+    preexec: Callable | None = None
+    check: Callable | None = None  # further checks after the error
+
+
+@dataclass
+class Ctx:
+    tmp: Path
+    data: Path
+    teacher: Path
+    student: Path
+    monkeypatch: pytest.MonkeyPatch
+
+    def data_copy(self) -> Path:
+        root = self.tmp / "data"
+        shutil.copytree(self.data, root)
+        return root
+
+    def unfinished_student(self) -> Path:
+        """A copy of the student run as if stopped after its last checkpoint, before the end."""
+        run = self.tmp / "stopped"
+        shutil.copytree(self.student, run)
+        (run / "summary.json").unlink()
+        (run / "model.safetensors").unlink()
+        return run
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_dir, tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(root / "teacher"), *tiny(synthetic_dir)])
+    student_args = ["--recipe", "kd_smoke", "--teacher-cache", str(root / "teacher" / "cache")]
+    train_student.main([*student_args, "--output-dir", str(root / "student"), *tiny(synthetic_dir)])
+    return root / "teacher", root / "student"
+
+
+def teacher_args(ctx: Ctx, data: Path, *extra: str) -> list[str]:
+    return ["--recipe", "teacher_smoke", "--output-dir", str(ctx.tmp / "run"), *tiny(data), *extra]
+
+
+def student_args(ctx: Ctx, cache: Path, *extra: str, out: Path | None = None) -> list[str]:
+    out = out or ctx.tmp / "run"
+    return ["--recipe", "kd_smoke", "--teacher-cache", str(cache), "--output-dir", str(out), *tiny(ctx.data), *extra]
+
+
+def export_call(ctx: Ctx, obj: object, run: Path | None = None, out: Path | None = None) -> Call:
+    pkl = ctx.tmp / "test.pkl"
+    pkl.write_bytes(pickle.dumps(obj))
+    out = out or ctx.tmp / "submission.csv"
+    return Call(export.main, ["--run", str(run or ctx.student), "--test-pkl", str(pkl), "--out", str(out)], [out])
+
+
+# -- data -------------------------------------------------------------------------------------------
+
+
+@case
+def case_data_missing_offline(ctx: Ctx) -> Call:
+    argv = teacher_args(ctx, ctx.tmp / "nodata")
+    return Call(train_teacher.main, argv, [ctx.tmp / "run", ctx.tmp / "nodata" / BATCH_DIR])
+
+
+@case
+def case_batch_truncated(ctx: Ctx) -> Call:
+    data = ctx.data_copy()
+    f = data / BATCH_DIR / "data_batch_3"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    return Call(train_teacher.main, teacher_args(ctx, data), [ctx.tmp / "run"])
+
+
+@case
+def case_batch_empty(ctx: Ctx) -> Call:
+    data = ctx.data_copy()
+    (data / BATCH_DIR / "data_batch_2").write_bytes(b"")
+    return Call(train_teacher.main, teacher_args(ctx, data), [ctx.tmp / "run"])
+
+
+@case
+def case_batch_foreign(ctx: Ctx) -> Call:
+    data = ctx.data_copy()
+    (data / BATCH_DIR / "test_batch").write_bytes(pickle.dumps(["a", "list", "of", "words"]))
+    return Call(train_teacher.main, teacher_args(ctx, data), [ctx.tmp / "run"])
+
+
+@case
+def case_labels_out_of_range(ctx: Ctx) -> Call:
+    train = synthetic_split(400, 0)
+    train.labels[7] = 10
+    write_batches(ctx.tmp / "data", train, synthetic_split(200, 1))
+    return Call(train_teacher.main, teacher_args(ctx, ctx.tmp / "data"), [ctx.tmp / "run"])
+
+
+# -- the test pickle (export) ----------------------------------------------------------------------
+
+
+@case
+def case_test_pickle_wrong_shape(ctx: Ctx) -> Call:
+    return export_call(ctx, {b"data": np.zeros((4, 32, 32), np.uint8)})
+
+
+@case
+def case_test_pickle_float(ctx: Ctx) -> Call:
+    return export_call(ctx, {b"data": np.zeros((4, 32, 32, 3), np.float32)})
+
+
+@case
+def case_test_pickle_no_data(ctx: Ctx) -> Call:
+    return export_call(ctx, {b"images": np.zeros((4, 32, 32, 3), np.uint8)})
+
+
+@case
+def case_test_pickle_duplicate_ids(ctx: Ctx) -> Call:
+    return export_call(ctx, {b"data": np.zeros((3, 32, 32, 3), np.uint8), b"ids": np.array([0, 1, 1])})
+
+
+class RunsCode:
+    """Unpickling this calls os.system: what a malicious file would do."""
+
+    def __init__(self, sentinel: Path):
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.sentinel}",)
+
+
+@case
+def case_test_pickle_runs_code(ctx: Ctx) -> Call:
+    sentinel = ctx.tmp / "pwned"
+    call = export_call(ctx, {b"data": RunsCode(sentinel)})
+    call.absent.append(sentinel)
+    return call
+
+
+# -- the logit cache -------------------------------------------------------------------------------
+
+
+def cache_copy(ctx: Ctx) -> Path:
+    cache = ctx.tmp / "cache"
+    shutil.copytree(ctx.teacher / "cache", cache)
+    return cache
+
+
+@case
+def case_cache_missing(ctx: Ctx) -> Call:
+    (ctx.tmp / "empty").mkdir()
+    return Call(train_student.main, student_args(ctx, ctx.tmp / "empty"), [ctx.tmp / "run"])
+
+
+@case
+def case_cache_other_teacher(ctx: Ctx) -> Call:
+    teacher = ctx.tmp / "teacher"
+    shutil.copytree(ctx.teacher, teacher)
+    shutil.rmtree(teacher / "cache")
+    cache_logits.main(["--teacher", str(teacher)])  # a cache that records this copy's weights
+    weights = load_file(str(teacher / "model.safetensors"))  # then the teacher changes
+    save_file(
+        {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}, str(teacher / "model.safetensors")
+    )
+    return Call(train_student.main, student_args(ctx, teacher / "cache"), [ctx.tmp / "run"])
+
+
+@case
+def case_cache_other_subset(ctx: Ctx) -> Call:
+    argv = student_args(ctx, ctx.teacher / "cache", "data.train_limit=300")
+    return Call(train_student.main, argv, [ctx.tmp / "run"])
+
+
+@case
+def case_cache_other_augment(ctx: Ctx) -> Call:
+    argv = student_args(ctx, ctx.teacher / "cache", "augment.translate=2")
+    return Call(train_student.main, argv, [ctx.tmp / "run"])
+
+
+@case
+def case_cache_format_version(ctx: Ctx) -> Call:
+    cache = cache_copy(ctx)
+    meta = json.loads((cache / "meta.json").read_text())
+    (cache / "meta.json").write_text(json.dumps({**meta, "format_version": 0}))
+    return Call(train_student.main, student_args(ctx, cache), [ctx.tmp / "run"], [cache])
+
+
+@case
+def case_cache_corrupt(ctx: Ctx) -> Call:
+    cache = cache_copy(ctx)
+    logits = bytearray((cache / "logits.npy").read_bytes())
+    logits[-1] ^= 0xFF
+    (cache / "logits.npy").write_bytes(bytes(logits))
+    return Call(train_student.main, student_args(ctx, cache), [ctx.tmp / "run"], [cache])
+
+
+# -- recipes and models ----------------------------------------------------------------------------
+
+
+@case
+def case_recipe_unknown_key(ctx: Ctx) -> Call:
+    return Call(train_teacher.main, teacher_args(ctx, ctx.data, "train.epochz=1"), [ctx.tmp / "run"])
+
+
+@case
+def case_recipe_mistyped_value(ctx: Ctx) -> Call:
+    return Call(train_teacher.main, teacher_args(ctx, ctx.data, "train.epochs=many"), [ctx.tmp / "run"])
+
+
+@case
+def case_student_over_cap(ctx: Ctx) -> Call:
+    argv = ["--recipe", "ce", "--output-dir", str(ctx.tmp / "run"), *tiny(ctx.data)]
+    return Call(train_student.main, [*argv, "model.kwargs.widths=[64,128,256,256]"], [ctx.tmp / "run"])
+
+
+# -- the run directory -----------------------------------------------------------------------------
+
+
+@case
+def case_output_dir_unwritable(ctx: Ctx) -> Call:
+    blocker = ctx.tmp / "a-file"
+    blocker.write_text("not a folder")
+    argv = ["--recipe", "teacher_smoke", "--output-dir", str(blocker / "run"), *tiny(ctx.data)]
+    return Call(train_teacher.main, argv, unchanged=[blocker])
+
+
+def limit_file_size(limit: int) -> Callable[[], None]:
+    """In the child: writes past ``limit`` bytes fail with EFBIG (SIGXFSZ ignored) — a full disk."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@case
+def case_disk_full(ctx: Ctx) -> Call:
+    run = ctx.tmp / "run"
+
+    def check() -> None:  # the run's small files were written; no checkpoint, complete or not, was left
+        assert (run / "recipe.yaml").is_file()
+        assert not (run / "state").exists() and not (run / "state.tmp").exists()
+
+    # 200 KB: the recipe and logs fit, the teacher's 312 KB of weights in the first checkpoint do not.
+    argv = teacher_args(ctx, ctx.data)
+    return Call(None, argv, [run / "state", run / "summary.json"], script="train_teacher.py",
+                preexec=limit_file_size(200_000), check=check)  # fmt: skip
+
+
+@case
+def case_cache_disk_full(ctx: Ctx) -> Call:
+    out = ctx.tmp / "cache"
+
+    def check() -> None:  # no cache, and no temporary directory left behind
+        assert sorted(p.name for p in ctx.tmp.iterdir()) == []
+
+    # 8 KB: the 16 KB logits.npy (2 views x 400 images x 10 classes, float16) does not fit.
+    argv = ["--teacher", str(ctx.teacher), "--out", str(out)]
+    return Call(None, argv, [out], script="cache_logits.py", preexec=limit_file_size(8_000), check=check)
+
+
+@case
+def case_resume_nothing(ctx: Ctx) -> Call:
+    (ctx.tmp / "run").mkdir()
+    return Call(train_teacher.main, [*teacher_args(ctx, ctx.data), "--resume"], unchanged=[ctx.tmp / "run"])
+
+
+@case
+def case_resume_other_recipe(ctx: Ctx) -> Call:
+    run = ctx.unfinished_student()
+    argv = [*student_args(ctx, ctx.teacher / "cache", "train.lr=0.05", out=run), "--resume"]
+    return Call(train_student.main, argv, unchanged=[run])
+
+
+class NaNAfter:
+    """Wraps the loss: from call ``n`` on, the loss is NaN (as after a divergence)."""
+
+    def __init__(self, loss: torch.nn.Module, n: int):
+        self.loss, self.n, self.calls = loss, n, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        out = self.loss(*args)
+        if self.calls >= self.n:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+
+@case
+def case_loss_nan(ctx: Ctx) -> Call:
+    import distill.trainer as trainer
+
+    real = trainer.KDLoss
+    ctx.monkeypatch.setattr(trainer, "KDLoss", lambda **kw: NaNAfter(real(**kw), n=8 + 3))  # epoch 2, step 3
+    run = ctx.tmp / "run"
+
+    def check() -> None:
+        progress = json.loads((run / "state" / "progress.json").read_text())
+        assert progress["epoch"] == 1  # the last good checkpoint is kept
+        assert [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+        ctx.monkeypatch.setattr(trainer, "KDLoss", real)
+        result = train_teacher.main(["--output-dir", str(run), "--resume", f"data.dir={ctx.data}"])
+        assert result.summary["epochs"] == 2  # and --resume finishes from it
+
+    return Call(train_teacher.main, teacher_args(ctx, ctx.data), [run / "summary.json", run / "model.safetensors"],
+                check=check)  # fmt: skip
+
+
+@case
+def case_checkpoint_runs_code(ctx: Ctx) -> Call:
+    run = ctx.unfinished_student()
+    sentinel = ctx.tmp / "pwned"
+    torch.save({"state": RunsCode(sentinel)}, run / "state" / "optimizer.bin")
+    argv = [*student_args(ctx, ctx.teacher / "cache", out=run), "--resume"]
+    return Call(train_student.main, argv, [sentinel], [run])
+
+
+@case
+def case_weights_corrupt(ctx: Ctx) -> Call:
+    run = ctx.tmp / "student"
+    shutil.copytree(ctx.student, run)
+    weights = run / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    return export_call(ctx, {b"data": np.zeros((4, 32, 32, 3), np.uint8)}, run=run)
+
+
+@case
+def case_export_folder_missing(ctx: Ctx) -> Call:
+    out = ctx.tmp / "no" / "such" / "folder" / "submission.csv"
+    return export_call(ctx, {b"data": np.zeros((4, 32, 32, 3), np.uint8)}, out=out)
+
+
+# -- the test --------------------------------------------------------------------------------------
+
+
+def snapshot(path: Path) -> dict[str, str]:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p.relative_to(path.parent)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def run_call(call: Call, capsys) -> tuple[int, str]:
+    if call.script:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.run(
+            [sys.executable, f"distill/{call.script}", *call.argv],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            preexec_fn=call.preexec,
+        )
+        return proc.returncode, proc.stderr
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(lambda: call.main(call.argv))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_readme_table_is_the_tested_table():
+    assert len(readme_cases()) >= 15
+    assert set(readme_cases()) == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input(name, runs, synthetic_dir, tmp_path, monkeypatch, capsys):
+    expected = readme_cases()[name]
+    ctx = Ctx(tmp_path, synthetic_dir, *runs, monkeypatch)
+    call = CASES[name](ctx)
+    before = {str(p): snapshot(p) for p in call.unchanged}
+    code, stderr = run_call(call, capsys)
+    assert code == 2, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    assert expected in errors[0], errors[0]
+    for path in call.absent:
+        assert not path.exists(), f"{path} was written"
+    assert {str(p): snapshot(p) for p in call.unchanged} == before
+    if call.check:
+        call.check()
