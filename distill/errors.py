@@ -7,6 +7,7 @@ points run through :func:`cli_main`, which turns it into ``error: <message>`` on
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -17,13 +18,23 @@ class UserError(Exception):
     """A problem the user can fix; its message names the problem and the fix."""
 
 
+def _is_main_process() -> bool:
+    # torchrun / accelerate launch set RANK; every process meets the same bad input, one of them says so.
+    return os.environ.get("RANK", "0") == "0"
+
+
 def cli_main(main: Callable[[], object]) -> None:
-    """Run an entry point's ``main`` and map a :class:`UserError` to one line and exit code 2."""
+    """Run an entry point's ``main`` and map a :class:`UserError` to one line and exit code 2.
+
+    With several processes only the main one prints the line; all exit with code 2.
+    """
     try:
         main()
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
+        if _is_main_process():
+            print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
-        print("error: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        if _is_main_process():
+            print("error: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
         sys.exit(130)

@@ -1,4 +1,9 @@
-"""Two CPU processes (gloo) under torchrun: training, caching and evaluation keep their promises."""
+"""Two CPU processes (gloo) under `accelerate launch`: training, caching and evaluation keep their promises.
+
+On a machine without CUDA, `accelerate launch --multi_gpu --num_processes 2` starts two processes
+through torchrun and the entry points pick the gloo backend. (`accelerate launch --cpu
+--num_processes 2` starts only one process unless given `--mpirun_hostfile`; see README.)
+"""
 
 import json
 import os
@@ -7,10 +12,14 @@ import sys
 
 from tests.conftest import ROOT, tiny
 
+LAUNCH = ["-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no"]
+LAUNCH += ["--dynamo_backend", "no", "--main_process_port", "0"]  # port 0: a free one, so tests can overlap
 
-def torchrun(*args: str) -> subprocess.CompletedProcess:
+
+def accelerate_launch(*args: str, processes: int = 2, quiet: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    mode = ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--cpu", "--num_processes", "1"]
+    cmd = [sys.executable, *LAUNCH, *mode, *(["-q"] if quiet else []), *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 
 
@@ -18,7 +27,7 @@ def test_two_processes_teacher_cache_student(synthetic_dir, tmp_path):
     from distill import cache_logits
 
     teacher = tmp_path / "teacher"
-    proc = torchrun(
+    proc = accelerate_launch(
         "distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(teacher), *tiny(synthetic_dir)
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -31,7 +40,7 @@ def test_two_processes_teacher_cache_student(synthetic_dir, tmp_path):
     for name in ("logits.npy", "dy.npy", "dx.npy", "flip.npy", "cy.npy", "cx.npy"):
         assert (single / name).read_bytes() == (teacher / "cache" / name).read_bytes(), name
     student = tmp_path / "student"
-    proc = torchrun(
+    proc = accelerate_launch(
         "distill/train_student.py",
         "--recipe",
         "kd_smoke",
@@ -46,3 +55,28 @@ def test_two_processes_teacher_cache_student(synthetic_dir, tmp_path):
     assert summary["num_processes"] == 2 and summary["test_images"] == 199
     # an odd test set split over 2 processes: each image counted once, so accuracy is k/199
     assert abs(summary["test_accuracy"] * 199 - round(summary["test_accuracy"] * 199)) < 1e-6
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if "error: " in ln and "ChildFailedError" not in ln]
+
+
+def test_what_a_user_sees_under_accelerate_launch(tmp_path):
+    """A bad input under `accelerate launch -q`: the one line, no traceback; exit 1 (Accelerate's code)."""
+    bad = ["distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(tmp_path / "run")]
+    bad += [f"data.dir={tmp_path / 'nodata'}", "data.download=false"]
+    proc = accelerate_launch(*bad, processes=1, quiet=True)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "put the official python batches there" in lines[0]
+    # without -q Accelerate adds a traceback of its own (CalledProcessError), after the same line
+    proc = accelerate_launch(*bad, processes=1)
+    assert proc.returncode == 1 and "CalledProcessError" in proc.stderr
+    assert len(error_lines(proc.stderr)) == 1
+    # two processes: both stop with exit 2, only the main one prints the line (then torchrun's report)
+    proc = accelerate_launch(*bad, processes=2)
+    assert proc.returncode == 1
+    assert len(error_lines(proc.stderr)) == 1 and error_lines(proc.stderr)[0].startswith("error: ")
+    assert "exitcode  : 2" in proc.stderr
+    assert not (tmp_path / "run").exists()
