@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,6 +144,15 @@ def test_student_killed_then_resumed(point, reference, synthetic_dir, tmp_path):
     assert_same_run(run, reference["student"])
 
 
+@pytest.fixture(scope="module")
+def older_cache(reference, synthetic_dir, tmp_path_factory) -> Path:
+    """Another valid cache of the same teacher (1 view set), to be replaced by a rebuild."""
+    out = tmp_path_factory.mktemp("older") / "cache"
+    command = ["--teacher", str(reference["teacher"]), "--out", str(out), f"data.dir={synthetic_dir}"]
+    assert_ok(launch("cache_logits.py", *command, "cache.views=1"))
+    return out
+
+
 @pytest.mark.parametrize(
     "point",
     [
@@ -151,10 +161,10 @@ def test_student_killed_then_resumed(point, reference, synthetic_dir, tmp_path):
         "cache.swap",  # the previous cache moved aside, the new one not yet in place
     ],
 )
-def test_cache_build_killed_then_rerun(point, reference, synthetic_dir, tmp_path):
+def test_cache_build_killed_then_rerun(point, reference, older_cache, synthetic_dir, tmp_path):
     out = tmp_path / "cache"
+    shutil.copytree(older_cache, out)  # a previous cache at --out, being rebuilt
     command = ["--teacher", str(reference["teacher"]), "--out", str(out), f"data.dir={synthetic_dir}"]
-    assert_ok(launch("cache_logits.py", *command, "cache.views=1"))  # an older cache at --out
     assert_killed(launch("cache_logits.py", *command, failpoint=point))
     if out.exists():  # a reader sees the old cache or none, never half of the new one
         assert LogitCache.load(out).num_views == 1
