@@ -24,13 +24,37 @@ class AugmentSpec:
     translate: int = 4
     flip: bool = True
     cutout: int = 0
+    alternate_flip: bool = False  # flip of view i = a fixed coin per image XOR (i odd): each image both ways
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def sample_views(n: int, spec: AugmentSpec, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Draw view parameters for ``n`` images: a dict of (n,) CPU tensors keyed by VIEW_KEYS."""
+@dataclass(frozen=True)
+class TTASpec:
+    """Test-time augmentation: average the logits over the mirror image and/or small translations.
+
+    With ``translate = t`` the image counts 1/2 and its shifts by (-t, -t) and (+t, +t) pixels
+    (reflect padding) 1/4 each; with ``flip`` every one of them is averaged with its mirror.
+    """
+
+    flip: bool = False
+    translate: int = 0
+
+    @property
+    def forward_passes(self) -> int:
+        return (2 if self.flip else 1) * (3 if self.translate else 1)
+
+
+def sample_views(
+    n: int, spec: AugmentSpec, generator: torch.Generator, index: int = 0, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Draw view parameters for ``n`` images: a dict of (n,) CPU tensors keyed by VIEW_KEYS.
+
+    ``index`` is the epoch (or cached view set) the views are for and ``seed`` the run's seed; they
+    matter only with ``spec.alternate_flip``, where view i flips exactly the images that view i - 1
+    did not (a coin per image drawn from ``seed`` alone, inverted on odd ``index``).
+    """
     t = spec.translate
 
     def randint(low: int, high: int, dtype: torch.dtype) -> torch.Tensor:
@@ -43,6 +67,9 @@ def sample_views(n: int, spec: AugmentSpec, generator: torch.Generator) -> dict[
         "cy": randint(0, 32, torch.uint8),
         "cx": randint(0, 32, torch.uint8),
     }
+    if spec.flip and spec.alternate_flip:
+        coin = torch.randint(0, 2, (n,), generator=torch.Generator().manual_seed(seed * 7_919 + 17)).bool()
+        views["flip"] = coin ^ bool(index % 2)
     return views
 
 
@@ -59,6 +86,16 @@ def normalize(images: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
     x = images.permute(0, 3, 1, 2)  # a channels_last view of the NHWC storage
     x = (x.float() - mean) / std
     return x if channels_last else x.contiguous()
+
+
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Translate a (B, C, H, W) batch so output pixel (i, j) is source pixel (i + dy, j + dx), reflect-padded."""
+    if dy == 0 and dx == 0:
+        return x
+    p = max(abs(dy), abs(dx))
+    h, w = x.shape[-2:]
+    padded = torch.nn.functional.pad(x, (p, p, p, p), mode="reflect")
+    return padded[..., p + dy : p + dy + h, p + dx : p + dx + w]
 
 
 def apply_views(

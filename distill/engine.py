@@ -16,7 +16,7 @@ import torch
 from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from distill.augment import AugmentSpec, apply_views, normalize, sample_views
+from distill.augment import AugmentSpec, TTASpec, apply_views, normalize, sample_views, shift
 from distill.errors import UserError
 from distill.failpoints import failpoint
 
@@ -73,7 +73,7 @@ def steps_per_epoch(n: int, batch_size: int, world: int) -> int:
 
 
 def fresh_views(n: int, spec: AugmentSpec, seed: int, epoch: int, device: torch.device) -> dict[str, torch.Tensor]:
-    views = sample_views(n, spec, epoch_generator(seed, epoch, 1))
+    views = sample_views(n, spec, epoch_generator(seed, epoch, 1), index=epoch, seed=seed)
     return {k: v.to(device) for k, v in views.items()}
 
 
@@ -182,25 +182,34 @@ def train_one_epoch(
     }
 
 
+def tta_logits(model, x: torch.Tensor, tta: TTASpec | None) -> torch.Tensor:
+    """Float32 logits of a normalised batch, averaged over the views of ``tta`` (see :class:`TTASpec`)."""
+
+    def mirrored(v: torch.Tensor) -> torch.Tensor:
+        out = model(v).float()
+        return 0.5 * (out + model(torch.flip(v, dims=[3])).float()) if tta is not None and tta.flip else out
+
+    if tta is None or not tta.translate:
+        return mirrored(x)
+    t = tta.translate
+    return 0.5 * mirrored(x) + 0.25 * (mirrored(shift(x, -t, -t)) + mirrored(shift(x, t, t)))
+
+
 @torch.inference_mode()
 def predict_logits(
     model,
     images: torch.Tensor,
     batch_size: int,
     accelerator: Accelerator | None = None,
-    tta: bool = False,
+    tta: TTASpec | None = None,
     channels_last: bool = True,
 ) -> torch.Tensor:
-    """Logits (N, C) in float32 for uint8 (N, 32, 32, 3) images on the model's device; flip TTA averages
-    the logits of the image and its mirror."""
+    """Logits (N, C) in float32 for uint8 (N, 32, 32, 3) images on the model's device, with ``tta``'s views."""
     outputs = []
     for start in range(0, len(images), batch_size):
         x = normalize(images[start : start + batch_size], channels_last)
         with accelerator.autocast() if accelerator is not None else torch.autocast(x.device.type, enabled=False):
-            logits = model(x).float()
-            if tta:
-                logits = 0.5 * (logits + model(torch.flip(x, dims=[3])).float())
-        outputs.append(logits)
+            outputs.append(tta_logits(model, x, tta))
     return torch.cat(outputs) if outputs else torch.empty(0, 10, device=images.device)
 
 
@@ -210,7 +219,7 @@ def evaluate(
     labels: torch.Tensor,
     accelerator: Accelerator,
     batch_size: int,
-    tta: bool = False,
+    tta: TTASpec | None = None,
     channels_last: bool = True,
 ) -> float:
     """Top-1 accuracy on the test set, each image counted once: process r scores images r::world."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distill.augment import TTASpec
 from distill.data import CLASSES, load_test_pickle
 from distill.engine import predict_logits
 from distill.errors import UserError, cli_main
@@ -24,8 +25,8 @@ from distill.runs import load_run, write_atomic
 from students import PARAM_CAP, check_param_cap
 
 
-def predict(model: torch.nn.Module, images: np.ndarray, tta: bool, batch_size: int = 1000) -> np.ndarray:
-    """Class predictions (N,) for uint8 (N, 32, 32, 3) images; flip TTA when ``tta``."""
+def predict(model: torch.nn.Module, images: np.ndarray, tta: TTASpec | None, batch_size: int = 1000) -> np.ndarray:
+    """Class predictions (N,) for uint8 (N, 32, 32, 3) images, with the recipe's test-time augmentation."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device)
     x = torch.from_numpy(images).to(device)
@@ -56,7 +57,7 @@ def export(run_dir: str | Path, test_pkl: str | Path, out: str | Path) -> dict:
     images, ids = load_test_pickle(test_pkl)
     recipe, model = load_run(run_dir)
     check_param_cap(model, recipe.model.name, PARAM_CAP)  # a submission must come from a student under the cap
-    labels = predict(model, images, tta=recipe.train.tta)
+    labels = predict(model, images, tta=recipe.train.tta_spec())
     text = "ID,Labels\n" + "".join(f"{i},{y}\n" for i, y in zip(ids.tolist(), labels.tolist()))
     report = validate_csv(text, ids)
     out = Path(out)

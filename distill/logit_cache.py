@@ -105,7 +105,7 @@ def build_cache(
     else:
         logits, params = [], {k: [] for k in VIEW_KEYS}
         for k in range(views):
-            view = sample_views(len(train), spec, view_generator(seed, k))
+            view = sample_views(len(train), spec, view_generator(seed, k), index=k, seed=seed)
             logits.append(
                 _teacher_logits(
                     teacher,

@@ -17,7 +17,7 @@ from typing import Any, Union
 
 import yaml
 
-from distill.augment import AugmentSpec
+from distill.augment import AugmentSpec, TTASpec
 from distill.errors import UserError
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -36,10 +36,11 @@ class AugmentConfig:
     translate: int = 4  # random crop after reflect-padding by this many pixels (= integer translation)
     flip: bool = True  # random horizontal flip
     cutout: int = 0  # side of a square cut out of each image, in pixels; 0 = off
+    alternate_flip: bool = False  # flip each image in every other epoch / view set, not by a fresh coin
 
     def spec(self) -> AugmentSpec:
         """The frozen spec that the cache records and the student compares against."""
-        return AugmentSpec(self.translate, self.flip, self.cutout)
+        return AugmentSpec(self.translate, self.flip, self.cutout, self.alternate_flip)
 
 
 @dataclass
@@ -65,10 +66,14 @@ class TrainConfig:
     mixed_precision: str = "bf16"  # Accelerate's mixed_precision: "no", "bf16" or "fp16" (ignored on CPU)
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (default mode)
-    tta: bool = True  # flip test-time augmentation at the final evaluation
+    tta: bool = True  # flip test-time augmentation at the final evaluation (and in export.py)
+    tta_translate: int = 0  # also average over shifts by +-N pixels at test time (0 = off); see TTASpec
     eval_batch_size: int = 1024
     eval_every: int = 1  # evaluate on the test set every N epochs (and always after the last)
     checkpoint_every: int = 1  # save the Accelerate state every N epochs for --resume
+
+    def tta_spec(self) -> TTASpec:
+        return TTASpec(flip=self.tta, translate=self.tta_translate)
 
 
 @dataclass
@@ -236,6 +241,11 @@ def validate(recipe: Recipe) -> None:
         (recipe.cache.views >= 0, "cache.views must be >= 0"),
         (0 <= recipe.augment.translate <= 16, "augment.translate must be in 0..16 pixels"),
         (0 <= recipe.augment.cutout <= 32, "augment.cutout must be in 0..32 pixels"),
+        (0 <= t.tta_translate <= 4, "train.tta_translate must be in 0..4 pixels"),
+        (
+            not recipe.augment.alternate_flip or recipe.cache.views % 2 == 0,
+            "cache.views must be even with augment.alternate_flip (view sets alternate like epochs)",
+        ),
         (recipe.data.train_limit is None or recipe.data.train_limit >= 1, "data.train_limit must be >= 1"),
         (recipe.data.test_limit is None or recipe.data.test_limit >= 1, "data.test_limit must be >= 1"),
     ]

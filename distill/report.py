@@ -113,7 +113,7 @@ def plot_errors(images: np.ndarray, pred: np.ndarray, true: np.ndarray, title: s
 
 def predictions(run: Run, images: np.ndarray) -> np.ndarray:
     recipe, model = load_run(run.path)
-    return predict(model, images, tta=recipe.train.tta)  # as the submission would be predicted
+    return predict(model, images, tta=recipe.train.tta_spec())  # as the submission would be predicted
 
 
 def make_report(run_dirs: list[str | Path], out: str | Path, data_dir: str | None = None) -> Path:

@@ -216,7 +216,7 @@ def train(
                     test_labels,
                     accelerator,
                     t.eval_batch_size,
-                    tta=False,
+                    tta=None,
                     channels_last=t.channels_last,
                 )
             line = {
@@ -243,13 +243,20 @@ def train(
 
     final_model = ema.module if ema is not None else accelerator.unwrap_model(model)
     final_acc = engine.evaluate(
-        final_model, test_images, test_labels, accelerator, t.eval_batch_size, tta=t.tta, channels_last=t.channels_last
+        final_model,
+        test_images,
+        test_labels,
+        accelerator,
+        t.eval_batch_size,
+        tta=t.tta_spec(),
+        channels_last=t.channels_last,
     )
     summary = {
         "role": role,
         "test_accuracy": final_acc,
         "test_accuracy_no_tta": test_acc,
         "tta": t.tta,
+        "tta_translate": t.tta_translate,
         "trainable_params": params,
         "model": recipe.model.name,
         "epochs": t.epochs,
@@ -283,6 +290,11 @@ def _append_metrics(run_dir: Path, line: dict) -> None:
         ) from None
 
 
+def _tta_note(summary: dict) -> str:
+    views = (["flip"] if summary["tta"] else []) + ([f"+-{summary['tta_translate']}px"] if summary["tta_translate"] else [])
+    return f" (TTA: {', '.join(views)})" if views else ""
+
+
 def _print_summary(console: Console, summary: dict, run_dir: Path) -> None:
     table = Table(title=f"{summary['role']} run: {run_dir}")
     table.add_column("field")
@@ -293,7 +305,7 @@ def _print_summary(console: Console, summary: dict, run_dir: Path) -> None:
         ("epochs", str(summary["epochs"])),
         ("train seconds", f"{summary['wall_seconds']:.1f}"),
         ("device", f"{summary['device']} x{summary['num_processes']}"),
-        ("test accuracy" + (" (flip TTA)" if summary["tta"] else ""), f"{summary['test_accuracy']:.2%}"),
+        ("test accuracy" + _tta_note(summary), f"{summary['test_accuracy']:.2%}"),
     ]
     for row in rows:
         table.add_row(*row)

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill.augment import AugmentSpec, apply_views, normalize, sample_views
+from distill.augment import AugmentSpec, TTASpec, apply_views, normalize, sample_views, shift
+from distill.engine import tta_logits
 from tests.conftest import synthetic_split
 
 
@@ -48,3 +49,41 @@ def test_output_is_channels_last_float():
     )
     assert x.shape == (2, 3, 32, 32) and x.dtype == torch.float32
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_shift_is_a_reflect_padded_translation():
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
+    for dy, dx in [(1, 1), (-1, -1), (2, -1), (0, 0)]:
+        p = 2
+        padded = np.pad(x.numpy(), ((0, 0), (0, 0), (p, p), (p, p)), mode="reflect")
+        expected = padded[:, :, p + dy : p + dy + 32, p + dx : p + dx + 32]
+        np.testing.assert_array_equal(shift(x, dy, dx).numpy(), expected)
+
+
+@pytest.mark.parametrize("tta", [None, TTASpec(flip=True), TTASpec(translate=1), TTASpec(flip=True, translate=1)])
+def test_tta_averages_the_documented_views(tta):
+    x = torch.randn(4, 3, 32, 32)
+    weights = torch.randn(3 * 32 * 32, 10)
+    model = lambda v: v.reshape(len(v), -1) @ weights  # noqa: E731  (linear: the average is exact)
+
+    def mirrored(v):
+        return 0.5 * (model(v) + model(torch.flip(v, dims=[3]))) if tta is not None and tta.flip else model(v)
+
+    expected = mirrored(x)
+    if tta is not None and tta.translate:
+        expected = 0.5 * expected + 0.25 * (mirrored(shift(x, -1, -1)) + mirrored(shift(x, 1, 1)))
+    torch.testing.assert_close(tta_logits(model, x, tta), expected)
+    calls = []
+    tta_logits(lambda v: calls.append(1) or model(v), x, tta)
+    assert len(calls) == (tta.forward_passes if tta else 1)
+
+
+def test_alternate_flip_shows_each_image_both_ways():
+    spec = AugmentSpec(4, True, 0, alternate_flip=True)
+    views = [sample_views(500, spec, torch.Generator().manual_seed(10 + i), index=i, seed=3) for i in range(3)]
+    assert torch.equal(views[1]["flip"], ~views[0]["flip"])  # consecutive epochs: the other way round
+    assert torch.equal(views[2]["flip"], views[0]["flip"])
+    assert 0.4 < views[0]["flip"].float().mean() < 0.6
+    assert not torch.equal(views[0]["dy"], views[2]["dy"])  # translations stay fresh
+    other_seed = sample_views(500, spec, torch.Generator().manual_seed(10), index=0, seed=4)
+    assert not torch.equal(other_seed["flip"], views[0]["flip"])
