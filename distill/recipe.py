@@ -62,6 +62,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 5e-4  # applied to conv/linear weights only, not to BN or biases
     label_smoothing: float = 0.0
+    lookahead: bool = False  # wrap the optimiser in timm's Lookahead (slow weights every 6 steps)
     ema_decay: float = 0.0  # >0 keeps timm ModelEmaV3 weights, evaluated and saved instead of the raw ones
     mixed_precision: str = "bf16"  # Accelerate's mixed_precision: "no", "bf16" or "fp16" (ignored on CPU)
     channels_last: bool = True

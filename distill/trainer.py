@@ -152,6 +152,7 @@ def train(
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
     opt_name = "adamw" if t.optimizer == "adamw" else ("sgd" if t.nesterov else "momentum")
+    opt_name = f"lookahead_{opt_name}" if t.lookahead else opt_name  # timm's Lookahead wrapper (k=6, alpha=0.5)
     opt_args = {"momentum": t.momentum} if t.optimizer == "sgd" else {}
     optimizer = create_optimizer_v2(model, opt=opt_name, lr=t.lr, weight_decay=t.weight_decay, **opt_args)
     model, optimizer = accelerator.prepare(model, optimizer)

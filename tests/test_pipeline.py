@@ -225,8 +225,9 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_matches_uninterrupted(synthetic_dir, tmp_path, monkeypatch):
-    args = ["--recipe", "ce_smoke", *tiny(synthetic_dir, "train.epochs=3")]
+@pytest.mark.parametrize("extra", [[], ["train.lookahead=true", "train.ema_decay=0.9"]], ids=["sgd", "lookahead+ema"])
+def test_resume_matches_uninterrupted(extra, synthetic_dir, tmp_path, monkeypatch):
+    args = ["--recipe", "ce_smoke", *tiny(synthetic_dir, "train.epochs=3", *extra)]
     full = train_student.main([*args, "--output-dir", str(tmp_path / "full")])
 
     from distill import engine
@@ -249,6 +250,8 @@ def test_resume_matches_uninterrupted(synthetic_dir, tmp_path, monkeypatch):
         train_student.main([*args, "--output-dir", str(part)])
     resumed = train_student.main([*args, "--output-dir", str(part), "--resume"])
     assert resumed.test_accuracy == full.test_accuracy  # deterministic on CPU
+    weights = [(d / "model.safetensors").read_bytes() for d in (part, tmp_path / "full")]
+    assert weights[0] == weights[1]  # optimiser (Lookahead's slow weights too) and EMA state restored exactly
     metrics = [json.loads(ln) for ln in (part / "metrics.jsonl").read_text().splitlines()]
     expected = [json.loads(ln) for ln in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
