@@ -24,7 +24,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from distill.cache_logits import cache_teacher
+from distill.cache_logits import TeacherRun, cache_teachers
 from distill.errors import cli_main
 from distill.recipe import load_recipe
 from distill.runs import git_commit, write_json
@@ -69,9 +69,8 @@ def bench(
         teacher_run = work_dir / "teacher"
         t_res = train(t_recipe, "teacher", teacher_run)
         t_cache = time.perf_counter()
-        cache_dir = cache_teacher(
-            t_res.model, t_recipe, teacher_run, t_res.accelerator, teacher_accuracy=t_res.test_accuracy
-        )
+        teacher = TeacherRun(t_res.model, teacher_run, t_recipe, t_res.test_accuracy)
+        cache_dir = cache_teachers([teacher], t_recipe, t_res.accelerator)
         result["cache_seconds"] = time.perf_counter() - t_cache
     summary = json.loads((teacher_run / "summary.json").read_text())  # what train() wrote, trained here or reused
     result["teacher"] = {

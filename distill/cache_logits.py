@@ -1,10 +1,13 @@
-"""Stage 2: (re)build a teacher's logit cache from its run directory alone.
+"""Stage 2: (re)build a logit cache from one teacher run, or an ensemble of them, alone.
 
     accelerate launch distill/cache_logits.py --teacher runs/teacher [--out DIR] [cache.views=16]
+    accelerate launch distill/cache_logits.py --teacher runs/t1 --teacher runs/t2 --out runs/ensemble_cache
 
-Reads the teacher's ``recipe.yaml`` and ``model.safetensors``, runs the frozen teacher over
+Reads each teacher's ``recipe.yaml`` and ``model.safetensors``, runs the frozen teachers over
 ``cache.views`` augmented view sets of the training images, and writes ``<teacher>/cache/`` (or
-``--out``). See :mod:`distill.logit_cache` for the format.
+``--out``; required for an ensemble, whose cache holds the mean of its teachers' logits). Data,
+augmentation and views come from the first teacher's recipe plus the overrides. See
+:mod:`distill.logit_cache` for the format.
 """
 
 from __future__ import annotations
@@ -12,39 +15,57 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 
-from distill.errors import cli_main
+from distill.errors import UserError, cli_main
 from distill.logit_cache import build_cache, sha256_file
 from distill.recipe import Recipe, recipe_from_dict
 from distill.runs import WEIGHTS, check_writable, load_run
 
 
-def cache_teacher(
-    teacher,
-    recipe: Recipe,
-    run_dir: Path,
-    accelerator: Accelerator,
-    out_dir: Path | None = None,
-    teacher_accuracy: float | None = None,
+@dataclass
+class TeacherRun:
+    """A trained teacher: its model, run dir, recipe and final test accuracy (None if unknown)."""
+
+    model: torch.nn.Module
+    run_dir: Path
+    recipe: Recipe
+    test_accuracy: float | None = None
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> TeacherRun:
+        recipe, model = load_run(run_dir)
+        summary = Path(run_dir) / "summary.json"
+        accuracy = json.loads(summary.read_text()).get("test_accuracy") if summary.is_file() else None
+        return cls(model, Path(run_dir), recipe, accuracy)
+
+    def info(self) -> dict:
+        return {
+            "model": self.recipe.model.name,
+            "weights_sha256": sha256_file(self.run_dir / WEIGHTS),
+            "run_dir": str(self.run_dir.resolve()),
+            "test_accuracy": self.test_accuracy,
+        }
+
+
+def cache_teachers(
+    teachers: list[TeacherRun], recipe: Recipe, accelerator: Accelerator, out_dir: Path | None = None
 ) -> Path:
-    """Write the cache of ``teacher`` (the weights saved in ``run_dir``) for ``recipe``'s data and views."""
+    """Write the cache of ``teachers`` (one, or an ensemble averaged) for ``recipe``'s data and views."""
     from distill.trainer import load_data  # the trainer's data loading, so the fingerprint is the same
 
-    out_dir = Path(out_dir) if out_dir else Path(run_dir) / "cache"
+    if out_dir is None and len(teachers) > 1:
+        raise UserError("an ensemble's cache needs --out DIR (it belongs to no single teacher run)")
+    out_dir = Path(out_dir) if out_dir else teachers[0].run_dir / "cache"
     check_writable(out_dir.parent)
     train_split, _ = load_data(recipe)
-    info = {
-        "model": recipe.model.name,
-        "weights_sha256": sha256_file(Path(run_dir) / WEIGHTS),
-        "run_dir": str(Path(run_dir).resolve()),
-        "test_accuracy": teacher_accuracy,
-    }
     start = time.perf_counter()
     build_cache(
-        teacher,
+        [t.model for t in teachers],
         train_split,
         recipe.augment.spec(),
         recipe.cache.views,
@@ -52,37 +73,38 @@ def cache_teacher(
         recipe.cache.batch_size,
         accelerator,
         out_dir,
-        info,
+        [t.info() for t in teachers],
     )
     if accelerator.is_main_process:
+        who = f"{len(teachers)} teachers (mean logits)" if len(teachers) > 1 else "teacher"
         print(
-            f"cache: {recipe.cache.views} view sets x {len(train_split):,} images -> {out_dir} "
+            f"cache: {who}, {recipe.cache.views} view sets x {len(train_split):,} images -> {out_dir} "
             f"({time.perf_counter() - start:.1f}s)",
             flush=True,
         )
     return out_dir
 
 
-def cache_run(run_dir: Path, out_dir: Path | None = None, overrides: list[str] | None = None) -> Path:
-    """(Re)build the cache of the finished teacher run in ``run_dir`` from its recipe and weights alone."""
-    recipe, teacher = load_run(run_dir)
-    recipe = recipe_from_dict(recipe.to_dict(), overrides)
-    summary = Path(run_dir) / "summary.json"
-    accuracy = json.loads(summary.read_text()).get("test_accuracy") if summary.is_file() else None
+def cache_runs(run_dirs: list[Path], out_dir: Path | None = None, overrides: list[str] | None = None) -> Path:
+    """(Re)build the cache of finished teacher runs from their recipes and weights alone."""
+    teachers = [TeacherRun.load(d) for d in run_dirs]
+    recipe = recipe_from_dict(teachers[0].recipe.to_dict(), overrides)
     from distill.trainer import make_accelerator
 
-    return cache_teacher(teacher, recipe, run_dir, make_accelerator(recipe), out_dir, accuracy)
+    return cache_teachers(teachers, recipe, make_accelerator(recipe), out_dir)
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description="Build a logit cache from a trained teacher run.")
-    parser.add_argument("--teacher", required=True, help="the teacher's run directory")
-    parser.add_argument("--out", help="cache directory (default TEACHER/cache)")
+    parser = argparse.ArgumentParser(description="Build a logit cache from trained teacher runs.")
+    parser.add_argument(
+        "--teacher", required=True, action="append", help="a teacher's run directory; repeat it for an ensemble"
+    )
+    parser.add_argument("--out", help="cache directory (default TEACHER/cache; required for an ensemble)")
     parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (overrides data.dir)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. cache.views=16 data.train_limit=2000")
     args = parser.parse_intermixed_args(argv)
     overrides = list(args.overrides) + ([f"data.dir={args.data_dir}"] if args.data_dir else [])
-    return cache_run(Path(args.teacher), args.out, overrides)
+    return cache_runs([Path(t) for t in args.teacher], args.out, overrides)
 
 
 if __name__ == "__main__":

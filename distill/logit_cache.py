@@ -2,9 +2,10 @@
 
 Layout of a cache directory (all arrays are ``.npy``, memory-mappable with ``np.load(mmap_mode="r")``)::
 
-    meta.json         format version, teacher (model, weights sha256, run dir, test accuracy),
+    meta.json         format version, teachers (model, weights sha256, run dir, test accuracy of each),
                       data (fingerprint, images), augmentation spec, views K, seed, files' sha256
-    logits.npy        (max(K, 1), N, 10) float16: teacher logits of view set k for image n
+    logits.npy        (max(K, 1), N, 10) float16: teacher logits of view set k for image n (the mean
+                      over the teachers when the cache is built from an ensemble)
     dy.npy dx.npy     (K, N) int8: translation of each view (absent when K = 0)
     flip.npy          (K, N) bool
     cy.npy cx.npy     (K, N) uint8: cutout centre
@@ -32,7 +33,7 @@ from distill.data import Split
 from distill.errors import UserError
 from distill.failpoints import failpoint
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a list of teachers (an ensemble's logits are averaged)
 
 
 def sha256_file(path: Path) -> str:
@@ -82,7 +83,7 @@ def _teacher_logits(
 
 
 def build_cache(
-    teacher,
+    teachers: list,
     train: Split,
     spec: AugmentSpec,
     views: int,
@@ -90,32 +91,30 @@ def build_cache(
     batch_size: int,
     accelerator: Accelerator,
     out_dir: Path,
-    teacher_info: dict,
+    teacher_info: list[dict],
 ) -> Path:
-    """Run the frozen teacher over K view sets of the training images and write the cache to ``out_dir``.
+    """Run the frozen teachers over K view sets of the training images and write the cache to ``out_dir``.
 
-    The teacher runs in ``eval()`` mode under ``torch.inference_mode()``, unwrapped on
-    ``accelerator.device``. Only the main process writes.
+    Each teacher runs in ``eval()`` mode under ``torch.inference_mode()``, unwrapped on
+    ``accelerator.device``; with several teachers (an ensemble) the cache holds the mean of their
+    logits on each view. Only the main process writes.
     """
-    teacher.eval().to(accelerator.device)
+    for teacher in teachers:
+        teacher.eval().to(accelerator.device)
     images = torch.from_numpy(train.images).to(accelerator.device)
+
+    def mean_logits(device_views: dict[str, torch.Tensor] | None) -> np.ndarray:
+        each = [_teacher_logits(t, images, device_views, spec, batch_size, accelerator) for t in teachers]
+        return each[0] if len(each) == 1 else np.mean([a.astype(np.float32) for a in each], axis=0).astype(np.float16)
+
     arrays: dict[str, np.ndarray] = {}
     if views == 0:
-        arrays["logits"] = _teacher_logits(teacher, images, None, spec, batch_size, accelerator)[None]
+        arrays["logits"] = mean_logits(None)[None]
     else:
         logits, params = [], {k: [] for k in VIEW_KEYS}
         for k in range(views):
             view = sample_views(len(train), spec, view_generator(seed, k), index=k, seed=seed)
-            logits.append(
-                _teacher_logits(
-                    teacher,
-                    images,
-                    {key: v.to(accelerator.device) for key, v in view.items()},
-                    spec,
-                    batch_size,
-                    accelerator,
-                )
-            )
+            logits.append(mean_logits({key: v.to(accelerator.device) for key, v in view.items()}))
             for key in VIEW_KEYS:
                 params[key].append(view[key].numpy())
             failpoint("cache.view")
@@ -126,7 +125,7 @@ def build_cache(
     if accelerator.is_main_process:
         meta = {
             "format_version": FORMAT_VERSION,
-            "teacher": teacher_info,
+            "teachers": teacher_info,
             "data": {"fingerprint": train.fingerprint(), "num_images": len(train)},
             "augment": spec.to_dict(),
             "views": views,
@@ -244,15 +243,17 @@ class LogitCache:
         return cache
 
     def _check_teacher_current(self) -> None:
-        """If the teacher run the cache came from is still on disk, its weights must be the cached ones."""
-        run_dir = self.meta["teacher"].get("run_dir")
-        weights = Path(run_dir) / "model.safetensors" if run_dir else None
-        if weights is not None and weights.is_file():
+        """Each teacher run the cache came from that is still on disk must hold the cached weights."""
+        for teacher in self.meta["teachers"]:
+            run_dir = teacher.get("run_dir")
+            weights = Path(run_dir) / "model.safetensors" if run_dir else None
+            if weights is None or not weights.is_file():
+                continue
             now = sha256_file(weights)
-            if now != self.meta["teacher"]["weights_sha256"]:
+            if now != teacher["weights_sha256"]:
                 raise UserError(
                     f"cache {self.path} is stale: it holds logits of teacher weights "
-                    f"{self.meta['teacher']['weights_sha256'][:12]}, but {weights} is now {now[:12]}; "
+                    f"{teacher['weights_sha256'][:12]}, but {weights} is now {now[:12]}; "
                     f"rebuild it with distill/cache_logits.py --teacher {run_dir}"
                 )
 

@@ -7,7 +7,7 @@ No pretrained weights and no extra data: the teacher sees the CIFAR-10 training 
 
 from __future__ import annotations
 
-from distill.cache_logits import cache_run, cache_teacher
+from distill.cache_logits import TeacherRun, cache_runs, cache_teachers
 from distill.cli import dry_run, parse, training_parser
 from distill.errors import UserError, cli_main
 from distill.runs import check_same_recipe
@@ -26,10 +26,10 @@ def main(argv: list[str] | None = None) -> Result | None:
         if (run_dir / "cache" / "meta.json").is_file():
             raise UserError(f"teacher run {run_dir} and its cache are complete; nothing to resume")
         print(f"teacher run {run_dir} finished training; building its cache", flush=True)
-        cache_run(run_dir, overrides=[f"data.dir={recipe.data.dir}", f"data.download={recipe.data.download}"])
+        cache_runs([run_dir], overrides=[f"data.dir={recipe.data.dir}", f"data.download={recipe.data.download}"])
         return None
     result = train(recipe, "teacher", run_dir, resume=args.resume)
-    cache_teacher(result.model, recipe, run_dir, result.accelerator, teacher_accuracy=result.test_accuracy)
+    cache_teachers([TeacherRun(result.model, run_dir, recipe, result.test_accuracy)], recipe, result.accelerator)
     return result
 
 

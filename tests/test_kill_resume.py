@@ -93,7 +93,7 @@ def assert_same_run(run: Path, reference: Path) -> None:
 
 def same_cache(a: Path, b: Path) -> bool:
     files = lambda d: {p.name: p.read_bytes() for p in d.glob("*.npy")}  # noqa: E731
-    meta = lambda d: {k: v for k, v in json.loads((d / "meta.json").read_text()).items() if k != "teacher"}  # noqa: E731
+    meta = lambda d: {k: v for k, v in json.loads((d / "meta.json").read_text()).items() if k != "teachers"}  # noqa: E731
     return files(a) == files(b) and meta(a) == meta(b)
 
 

@@ -39,7 +39,7 @@ def test_teacher_run_dir(teacher_run):
     assert {"epoch", "lr", "train_loss", "train_acc", "test_acc", "img_per_s", "seconds"} <= set(lines[0])
     meta = json.loads((out / "cache" / "meta.json").read_text())
     assert meta["views"] == 2 and meta["data"]["num_images"] == 400
-    assert meta["teacher"]["test_accuracy"] == result.test_accuracy
+    assert [t["test_accuracy"] for t in meta["teachers"]] == [result.test_accuracy]
 
 
 def test_end_to_end_student_and_csv(teacher_run, synthetic_dir, tmp_path, capsys):
@@ -113,7 +113,7 @@ def test_replay_is_bit_identical(tmp_path):
     accelerator = make_accelerator(load_recipe("kd_smoke"))
     teacher = Recorder()
     build_cache(
-        teacher,
+        [teacher],
         split,
         spec,
         views=3,
@@ -121,7 +121,7 @@ def test_replay_is_bit_identical(tmp_path):
         batch_size=64,
         accelerator=accelerator,
         out_dir=tmp_path / "cache",
-        teacher_info={"model": "recorder", "weights_sha256": "x"},
+        teacher_info=[{"model": "recorder", "weights_sha256": "x"}],
     )
     cache = LogitCache.load(tmp_path / "cache")
     images = torch.from_numpy(split.images)
@@ -178,7 +178,7 @@ def test_cache_from_other_teacher_weights_or_version_is_refused(teacher_run, syn
     shutil.copytree(out, run)
     cache_logits.main(["--teacher", str(run), *tiny(synthetic_dir)[:2]])
     cache = LogitCache.load(run / "cache")
-    assert cache.meta["teacher"]["run_dir"] == str(run.resolve())
+    assert cache.meta["teachers"][0]["run_dir"] == str(run.resolve())
     # the teacher is retrained (other weights): its old cache is stale
     other = train_teacher.main(
         ["--recipe", "teacher_smoke", "--output-dir", str(tmp_path / "t2"), *tiny(synthetic_dir, "seed=1")]
@@ -275,3 +275,20 @@ def test_ema_weights_are_evaluated_and_saved(synthetic_dir, tmp_path):
     for name, value in result.model.state_dict().items():
         assert torch.equal(saved[name], value.cpu())  # the saved weights are the evaluated (EMA) ones
     assert type(result.model).__name__ == "CifarResNet"
+
+
+def test_ensemble_cache_is_the_mean_of_its_teachers(teacher_run, synthetic_dir, tmp_path):
+    out, _ = teacher_run
+    other = tmp_path / "teacher_seed1"
+    train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(other), *tiny(synthetic_dir, "seed=1")])
+    with pytest.raises(UserError, match="needs --out"):
+        cache_logits.main(["--teacher", str(out), "--teacher", str(other)])
+    both = cache_logits.main(["--teacher", str(out), "--teacher", str(other), "--out", str(tmp_path / "ensemble")])
+    ensemble, single, second = (LogitCache.load(d) for d in (both, out / "cache", other / "cache"))
+    expected = np.mean([single.logits.astype(np.float32), second.logits.astype(np.float32)], axis=0)
+    np.testing.assert_array_equal(ensemble.logits, expected.astype(np.float16))
+    assert all(np.array_equal(ensemble.views[k], single.views[k]) for k in ensemble.views)  # the first's views
+    assert [t["run_dir"] for t in ensemble.meta["teachers"]] == [str(out.resolve()), str(other.resolve())]
+    shutil.copy(out / "model.safetensors", other / "model.safetensors")  # the second teacher changes
+    with pytest.raises(UserError, match="is stale"):
+        LogitCache.load(both)
