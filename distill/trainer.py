@@ -22,6 +22,7 @@ from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 from timm.utils import ModelEmaV3
 
 from distill import engine
+from distill.augment import normalize
 from distill.data import Split, load_cifar10
 from distill.errors import UserError
 from distill.failpoints import failpoint
@@ -145,6 +146,8 @@ def train(
         f"| precision {accelerator.mixed_precision}"
     )
 
+    if not resume and hasattr(model, "init_from_data"):  # e.g. a whitening layer, set from training images
+        model.init_from_data(normalize(torch.from_numpy(train_split.images[:5000]), channels_last=False))
     device = accelerator.device
     images, labels = engine.to_device_data(train_split.images, train_split.labels, device)
     test_images, test_labels = engine.to_device_data(test_split.images, test_split.labels, device)

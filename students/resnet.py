@@ -58,6 +58,45 @@ class ResidualBlock(nn.Module):
         return self.relu(self.shortcut(x) + out)
 
 
+class PatchWhitening(nn.Module):
+    """A frozen ``k x k`` conv that whitens image patches, set from the training data (airbench's first layer).
+
+    :meth:`init_from_data` computes the covariance of all ``k x k x C`` patches and sets the filters
+    to its eigenvectors scaled by ``1 / sqrt(eigenvalue + eps)``, plus their negatives (so a ReLU
+    after it keeps both signs): ``2 * k * k * C`` output channels. The weights are not trained (and
+    not counted as trainable parameters); the bias is.
+    """
+
+    def __init__(self, in_chans: int = 3, kernel_size: int = 2, eps: float = 5e-4):
+        super().__init__()
+        self.eps = eps
+        dim = in_chans * kernel_size * kernel_size
+        self.out_chans = 2 * dim
+        self.conv = nn.Conv2d(in_chans, self.out_chans, kernel_size, padding=0, bias=True)
+        self.conv.weight.requires_grad_(False)
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Set the filters from a normalised float batch ``x`` (B, C, H, W) of training images."""
+        k, c = self.conv.kernel_size[0], self.conv.in_channels
+        dim = c * k * k
+        total, outer, count = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64), 0
+        for chunk in x.split(500):  # patch covariance, accumulated in float64 a chunk at a time
+            patches = torch.nn.functional.unfold(chunk.float(), k).transpose(1, 2).reshape(-1, dim).double().cpu()
+            total += patches.sum(0)
+            outer += patches.T @ patches
+            count += len(patches)
+        mean = total / count
+        cov = (outer - count * torch.outer(mean, mean)) / (count - 1)
+        eigvals, eigvecs = torch.linalg.eigh(cov)
+        filters = (eigvecs.T / torch.sqrt(eigvals + self.eps)[:, None]).reshape(-1, c, k, k)
+        self.conv.weight.copy_(torch.cat([filters, -filters]).to(self.conv.weight))
+        self.conv.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
 class CifarResNet(nn.Module):
     """A stem conv, then stages of :class:`ResidualBlock`; stage i > 0 halves the resolution.
 
@@ -67,6 +106,8 @@ class CifarResNet(nn.Module):
         stem_width: channels of the 3x3 stem conv (defaults to ``widths[0]``).
         num_classes: outputs of the linear head.
         zero_init_last: start each block's last BN at gamma = 0, so blocks begin as the identity.
+        whiten: put a frozen 2x2 patch-whitening conv (:class:`PatchWhitening`) and a ReLU before the
+            stem conv; the trainer sets it from the training images (:meth:`init_from_data`).
     """
 
     def __init__(
@@ -78,6 +119,7 @@ class CifarResNet(nn.Module):
         in_chans: int = 3,
         zero_init_last: bool = True,
         drop_rate: float = 0.0,
+        whiten: bool = False,
     ):
         super().__init__()
         if len(widths) != len(blocks) or not widths:
@@ -87,8 +129,13 @@ class CifarResNet(nn.Module):
         stem_width = stem_width or widths[0]
         self.num_classes = num_classes
         self.num_features = widths[-1]
+        whitening = PatchWhitening(in_chans) if whiten else None
+        stem_in = whitening.out_chans if whitening else in_chans
         self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, stem_width, 3, padding=1, bias=False), nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True)
+            *([whitening, nn.ReLU(inplace=True)] if whitening else []),
+            nn.Conv2d(stem_in, stem_width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(stem_width),
+            nn.ReLU(inplace=True),
         )
         stages, in_ch = [], stem_width
         for i, (width, depth) in enumerate(zip(widths, blocks)):
@@ -102,12 +149,21 @@ class CifarResNet(nn.Module):
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_ch, num_classes)
         for m in self.modules():
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and m.weight.requires_grad:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if zero_init_last:
             for m in self.modules():
                 if isinstance(m, ResidualBlock):
                     nn.init.zeros_(m.bn2.weight)
+
+    @property
+    def whiten(self) -> PatchWhitening | None:
+        return self.stem[0] if isinstance(self.stem[0], PatchWhitening) else None
+
+    def init_from_data(self, x: torch.Tensor) -> None:
+        """Data-dependent initialisation (the whitening layer, if any) from normalised training images."""
+        if self.whiten is not None:
+            self.whiten.init_from_data(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))  # (B, C, H', W')

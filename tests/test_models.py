@@ -65,3 +65,34 @@ def test_model_is_a_stack_of_blocks():
     model = CifarResNet(widths=(8, 16), blocks=(2, 1))
     blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
     assert len(blocks) == 3
+
+
+def test_patch_whitening_whitens_the_training_patches():
+    from distill.augment import normalize
+    from students.resnet import PatchWhitening
+    from tests.conftest import synthetic_split
+
+    x = normalize(torch.from_numpy(synthetic_split(300, 0).images), channels_last=False)
+    layer = PatchWhitening(3, kernel_size=2, eps=1e-6)
+    layer.init_from_data(x)
+    out = layer(x)[:, :12]  # the first half; the second is its negative
+    assert out.shape == (300, 12, 31, 31)
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 12).double()
+    torch.testing.assert_close(torch.cov(flat.T), torch.eye(12, dtype=torch.float64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(layer(x)[:, 12:], -layer(x)[:, :12])
+
+
+def test_whitening_stem_is_frozen_and_set_by_the_trainer(synthetic_dir, tmp_path):
+    from distill import train_student
+    from tests.conftest import tiny
+
+    plain = timm.create_model("cifar_resnet_tiny", num_classes=10)
+    model = timm.create_model("cifar_resnet_tiny", num_classes=10, whiten=True)
+    assert not model.whiten.conv.weight.requires_grad and model.whiten.conv.bias.requires_grad
+    assert count_trainable(model) == count_trainable(plain) + 24 + 24 * 9 * 8 - 3 * 9 * 8  # bias; wider stem conv
+    result = train_student.main(
+        ["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "w"), *tiny(synthetic_dir, "model.kwargs.whiten=true")]
+    )
+    weight = result.model.whiten.conv.weight
+    assert weight.abs().sum() > 0 and not weight.requires_grad  # set from the data, then left alone
+    assert result.test_accuracy > 0.3
