@@ -24,11 +24,14 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from distill.cache_logits import TeacherRun, cache_teachers
-from distill.errors import cli_main
-from distill.recipe import load_recipe
+from distill import engine
+from distill.augment import TTASpec
+from distill.cache_logits import TeacherRun, cache_runs, cache_teachers
+from distill.errors import UserError, cli_main
+from distill.logit_cache import LogitCache
+from distill.recipe import Recipe, load_recipe
 from distill.runs import git_commit, write_json
-from distill.trainer import make_accelerator, train
+from distill.trainer import load_data, make_accelerator, train
 
 
 def _stats(values: list[float]) -> dict:
@@ -42,13 +45,59 @@ def _throughput(run_dir: Path) -> float:
     return statistics.median(values)
 
 
+# What test-time augmentation buys, measured on the same trained weights.
+TTA_VARIANTS = {"none": None, "flip": TTASpec(flip=True), "flip+shift1": TTASpec(flip=True, translate=1)}
+
+
+def _accuracy_by_tta(res, recipe: Recipe) -> dict[str, float]:
+    _, test = load_data(recipe)
+    images, labels = engine.to_device_data(test.images, test.labels, res.accelerator.device)
+    t = recipe.train
+    return {
+        name: engine.evaluate(res.model, images, labels, res.accelerator, t.eval_batch_size, tta, t.channels_last)
+        for name, tta in TTA_VARIANTS.items()
+    }
+
+
+def _describe_teacher(run_dir: Path, reused: bool) -> dict:
+    summary = json.loads((run_dir / "summary.json").read_text())  # what train() wrote, trained here or reused
+    return {
+        "recipe": summary["recipe"]["name"],
+        "model": summary["model"],
+        **({"reused": str(run_dir)} if reused else {}),
+        "params": summary["trainable_params"],
+        "train_seconds": summary["wall_seconds"],
+        "test_accuracy": summary["test_accuracy"],
+        "img_per_s": _throughput(run_dir),
+    }
+
+
+def _reusable_cache(teacher_runs: list[Path], student: Recipe, work_dir: Path, overrides: list[str], result: dict):
+    """A single teacher's own cache if it fits the student recipe; else (or for an ensemble) a new one, timed."""
+    if len(teacher_runs) == 1:
+        try:
+            cache = LogitCache.load(teacher_runs[0] / "cache")
+            cache.check_matches(load_data(student)[0], student.augment.spec(), student.cache.views)
+            return cache.path
+        except UserError:
+            pass  # e.g. the student asks for alternating flips or other views: cache again
+    start = time.perf_counter()
+    keep = ("data.", "augment.", "cache.")  # what the cache must share with the student
+    cache_overrides = [o for o in overrides if o.startswith(keep)]
+    for section in ("augment", "cache"):
+        cache_overrides += [f"{section}.{k}={json.dumps(v)}" for k, v in getattr(student, section).__dict__.items()]
+    cache_dir = cache_runs(teacher_runs, work_dir / "cache", cache_overrides)
+    result["cache_seconds"] = time.perf_counter() - start
+    return cache_dir
+
+
 def bench(
     teacher_recipe: str,
     student_recipe: str,
     runs: int,
     work_dir: Path,
     overrides: list[str],
-    teacher_run: Path | None = None,
+    teacher_runs: list[Path] | None = None,
     warmup: bool = True,
 ) -> dict:
     """Run the benchmark; see the module docstring for what is measured."""
@@ -61,27 +110,19 @@ def bench(
         "student_recipe": student_base.name,
     }
     t0 = time.perf_counter()
-    reused = teacher_run is not None
+    reused = bool(teacher_runs)
     if reused:
-        cache_dir = teacher_run / "cache"
+        cache_dir = _reusable_cache(teacher_runs, student_base, work_dir, overrides, result)
     else:
         t_recipe = load_recipe(teacher_recipe, overrides)
-        teacher_run = work_dir / "teacher"
-        t_res = train(t_recipe, "teacher", teacher_run)
+        teacher_runs = [work_dir / "teacher"]
+        t_res = train(t_recipe, "teacher", teacher_runs[0])
         t_cache = time.perf_counter()
-        teacher = TeacherRun(t_res.model, teacher_run, t_recipe, t_res.test_accuracy)
+        teacher = TeacherRun(t_res.model, teacher_runs[0], t_recipe, t_res.test_accuracy)
         cache_dir = cache_teachers([teacher], t_recipe, t_res.accelerator)
         result["cache_seconds"] = time.perf_counter() - t_cache
-    summary = json.loads((teacher_run / "summary.json").read_text())  # what train() wrote, trained here or reused
-    result["teacher"] = {
-        "recipe": summary["recipe"]["name"],
-        "model": summary["model"],
-        **({"reused": str(teacher_run)} if reused else {}),
-        "params": summary["trainable_params"],
-        "train_seconds": summary["wall_seconds"],
-        "test_accuracy": summary["test_accuracy"],
-        "img_per_s": _throughput(teacher_run),
-    }
+    result["teachers"] = [_describe_teacher(run, reused) for run in teacher_runs]
+    result["teacher"] = result["teachers"][0]
     accelerator = make_accelerator(student_base)
     result["device"] = torch.cuda.get_device_name() if accelerator.device.type == "cuda" else str(accelerator.device)
 
@@ -104,6 +145,7 @@ def bench(
                 "seed": recipe.seed,
                 "train_seconds": res.summary["wall_seconds"],
                 "test_accuracy": res.test_accuracy,
+                "test_accuracy_by_tta": _accuracy_by_tta(res, recipe),
                 "img_per_s": _throughput(res.run_dir),
             }
         )
@@ -112,6 +154,9 @@ def bench(
     result["student_train_seconds"] = _stats([r["train_seconds"] for r in per_run])
     result["student_test_accuracy"] = _stats([r["test_accuracy"] for r in per_run])
     result["student_img_per_s"] = statistics.median(r["img_per_s"] for r in per_run)
+    result["student_test_accuracy_by_tta"] = {
+        name: _stats([r["test_accuracy_by_tta"][name] for r in per_run]) for name in TTA_VARIANTS
+    }
     _print_table(console, result)
     return result
 
@@ -148,6 +193,8 @@ def _print_table(console: Console, r: dict) -> None:
         f"{a['mean']:.2%} ± {a['std']:.2%}",
         f"{r['student_img_per_s']:,.0f}",
     )
+    by_tta = "  ".join(f"{k} {v['mean']:.2%}" for k, v in r["student_test_accuracy_by_tta"].items())
+    table.add_row("student accuracy by TTA (mean)", "", "", by_tta, "")
     if "pipeline_seconds" in r:
         table.add_row("teacher + cache + first student, wall", "", f"{r['pipeline_seconds']:.1f}", "", "")
     console.print(table)
@@ -160,7 +207,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", type=int, default=5, help="timed student runs (seeds seed, seed+1, ...)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--work-dir", default="runs/bench", help="where the runs are written (must not hold runs)")
-    parser.add_argument("--teacher-run", help="reuse this finished teacher run and its cache/ instead of training one")
+    parser.add_argument(
+        "--teacher-run",
+        action="append",
+        help="reuse this finished teacher run (and its cache/, if it fits) instead of training one; "
+        "repeat it for an ensemble, whose cache is built in WORK_DIR/cache",
+    )
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed 1-epoch student warm-up run")
     parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (sets data.dir for both recipes)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
@@ -172,7 +224,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.runs,
         Path(args.work_dir),
         overrides,
-        Path(args.teacher_run) if args.teacher_run else None,
+        [Path(t) for t in args.teacher_run or []],
         warmup=not args.no_warmup,
     )
     if args.json:

@@ -295,7 +295,9 @@ def _append_metrics(run_dir: Path, line: dict) -> None:
 
 
 def _tta_note(summary: dict) -> str:
-    views = (["flip"] if summary["tta"] else []) + ([f"+-{summary['tta_translate']}px"] if summary["tta_translate"] else [])
+    views = (["flip"] if summary["tta"] else []) + (
+        [f"+-{summary['tta_translate']}px"] if summary["tta_translate"] else []
+    )
     return f" (TTA: {', '.join(views)})" if views else ""
 
 

@@ -30,6 +30,10 @@ def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
     assert saved["student_params"] == 19954
     assert saved["student_train_seconds"]["mean"] > 0 and saved["student_img_per_s"] > 0
     assert saved["pipeline_seconds"] >= saved["teacher"]["train_seconds"]
+    by_tta = saved["student_runs"][0]["test_accuracy_by_tta"]
+    assert (
+        set(by_tta) == {"none", "flip", "flip+shift1"} and by_tta["flip"] == saved["student_runs"][0]["test_accuracy"]
+    )
     # a second bench reuses the teacher run
     again = bench.main(
         [
@@ -46,3 +50,15 @@ def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
         ]
     )
     assert again["teacher"]["reused"] and len(again["student_runs"]) == 1
+    assert "cache_seconds" not in again  # the teacher's own cache fits the student: reused as it is
+    # a student with alternating flips needs views the teacher's cache lacks; an ensemble needs its own cache
+    ensemble = bench.main(
+        [
+            *("--teacher-run", str(tmp_path / "runs" / "teacher"), "--teacher-run", str(tmp_path / "runs" / "teacher")),
+            *("--student-recipe", "kd_smoke", "--runs", "1", "--no-warmup", "--work-dir", str(tmp_path / "runs3")),
+            *tiny(synthetic_dir, "augment.alternate_flip=true"),
+        ]
+    )
+    assert ensemble["cache_seconds"] > 0 and len(ensemble["teachers"]) == 2
+    meta = json.loads((tmp_path / "runs3" / "cache" / "meta.json").read_text())
+    assert meta["augment"]["alternate_flip"] and len(meta["teachers"]) == 2
