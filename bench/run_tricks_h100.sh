@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# What each of issue 3's tricks buys, measured on one GPU: the prepared script for a session with a device.
+#   DISTILL_COMMIT=<commit> PYTHONPATH=. bash bench/run_tricks_h100.sh PART DATA_DIR OUT_DIR
+# Stage the data first (../shared/data/cifar10/README.md: two calls, back to back); then run PART 1 and
+# PART 2 in two device calls (each under 600 s; PART 2 reuses PART 1's teacher in /tmp/t1, so the
+# machine must still be warm). Every bench writes OUT_DIR/<name>.json; BENCHMARKS.md is written from those.
+#
+# PART 1 (~5 min): teacher_fast + cache + kd_fast94 (the baseline; every run also reports accuracy with
+#   no TTA, flip TTA and flip + 1-pixel-shift TTA on the same weights), then kd_fast94 on the same teacher
+#   with one trick at a time: alternating flips (the cache is rebuilt with them), the whitening stem,
+#   Lookahead, label smoothing, torch.compile (its compile time is in the warm-up, reported apart).
+# PART 2 (~5 min): a teacher with the tricks (whitening, alternating flips, label smoothing, 40 epochs),
+#   a second teacher_fast seed, and kd_fast96 distilled from the 2-teacher ensemble and from one teacher.
+set -uo pipefail
+P=${1:?part 1 or 2}; D=${2:?data dir holding cifar-10-batches-py}; O=${3:-bench_out}; mkdir -p "$O"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$O/gpu.txt"
+echo "${DISTILL_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}" | tee "$O/commit.txt"
+quiet() { grep -v -E '^epoch [0-9]+/' ; }
+bench() { local name=$1 limit=$2; shift 2
+  timeout "$limit" python bench/bench.py --data-dir "$D" --json "$O/$name.json" "$@" data.download=false 2>&1 | quiet; }
+
+if [[ "$P" == 1 ]]; then
+  bench base94 150 --teacher-recipe teacher_fast --student-recipe kd_fast94 --runs 2 --work-dir /tmp/t1
+  T=(--teacher-run /tmp/t1/teacher --student-recipe kd_fast94 --runs 2)
+  bench altflip94 40 "${T[@]}" --work-dir /tmp/s1 augment.alternate_flip=true
+  bench whiten94 40 "${T[@]}" --work-dir /tmp/s2 model.kwargs.whiten=true
+  bench lookahead94 40 "${T[@]}" --work-dir /tmp/s3 train.lookahead=true
+  bench smooth94 40 "${T[@]}" --work-dir /tmp/s4 train.label_smoothing=0.1
+  bench compile94 90 "${T[@]}" --work-dir /tmp/s5 train.compile=true
+else
+  teacher() { local out=$1 limit=$2; shift 2
+    timeout "$limit" python distill/train_teacher.py --recipe teacher_fast --output-dir "$out" --data-dir "$D" \
+      data.download=false "$@" 2>&1 | quiet; cp "$out/summary.json" "$O/$(basename "$out")_summary.json"; }
+  teacher /tmp/t2 120 train.epochs=40 model.kwargs.whiten=true augment.alternate_flip=true train.label_smoothing=0.1
+  bench tricks_teacher94 60 --teacher-run /tmp/t2 --student-recipe kd_fast94 --runs 1 --work-dir /tmp/s8
+  teacher /tmp/t3 90 seed=1
+  bench ensemble96 90 --teacher-run /tmp/t1/teacher --teacher-run /tmp/t3 --student-recipe kd_fast96 --runs 2 \
+    --work-dir /tmp/s6
+  bench single96 60 --teacher-run /tmp/t1/teacher --student-recipe kd_fast96 --runs 2 --work-dir /tmp/s7
+fi
