@@ -8,7 +8,7 @@
 # PART 1 (~5 min): teacher_fast + cache + kd_fast94 (the baseline; every run also reports accuracy with
 #   no TTA, flip TTA and flip + 1-pixel-shift TTA on the same weights), then kd_fast94 on the same teacher
 #   with one trick at a time: alternating flips (the cache is rebuilt with them), the whitening stem,
-#   Lookahead, label smoothing, torch.compile (its compile time is in the warm-up, reported apart).
+#   Lookahead, label smoothing, progressive resizing, torch.compile (its compile time is in the warm-up, reported apart).
 # PART 2 (~5 min): a teacher with the tricks (whitening, alternating flips, label smoothing, 40 epochs),
 #   a second teacher_fast seed, and kd_fast96 distilled from the 2-teacher ensemble and from one teacher.
 set -uo pipefail
@@ -26,6 +26,7 @@ if [[ "$P" == 1 ]]; then
   bench whiten94 40 "${T[@]}" --work-dir /tmp/s2 model.kwargs.whiten=true
   bench lookahead94 40 "${T[@]}" --work-dir /tmp/s3 train.lookahead=true
   bench smooth94 40 "${T[@]}" --work-dir /tmp/s4 train.label_smoothing=0.1
+  bench progressive94 40 "${T[@]}" --work-dir /tmp/s9 train.progressive_min_size=20
   bench compile94 90 "${T[@]}" --work-dir /tmp/s5 train.compile=true
 else
   teacher() { local out=$1 limit=$2; shift 2

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -44,12 +45,14 @@ def epoch_batches(
     epoch: int,
     accelerator: Accelerator,
     channels_last: bool = True,
+    size: int = 32,
 ):
     """Yield this process's ``(x, y, teacher_logits)`` for each global batch of one epoch.
 
     The permutation is drawn from a generator seeded by (seed, epoch), the same on all processes;
     each process keeps ``indices[rank::world]`` of every global batch. A final batch too small to
-    give every process two images is dropped (BatchNorm needs two).
+    give every process two images is dropped (BatchNorm needs two). With ``size`` < 32 the augmented
+    batch is downscaled (antialiased bilinear) to ``size`` x ``size`` (progressive resizing).
     """
     n = len(data.labels)
     perm = torch.randperm(n, generator=epoch_generator(seed, epoch, 0)).to(data.images.device)
@@ -61,8 +64,19 @@ def epoch_batches(
         index = index[rank::world]
         views = {k: v[index] for k, v in data.views.items()}
         x = apply_views(data.images[index], views, spec, channels_last)
+        if size != x.shape[-1]:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         t = data.teacher_logits[index] if data.teacher_logits is not None else None
         yield x, data.labels[index], t
+
+
+def epoch_resolution(epoch: int, epochs: int, min_size: int, until: float) -> int:
+    """Progressive resizing: the training resolution of ``epoch``, rising linearly from ``min_size``
+    at the first epoch to 32 at ``until`` x ``epochs`` (a multiple of 4; 32 when ``min_size`` is 0)."""
+    end = until * epochs
+    if not min_size or min_size >= 32 or epoch >= end:
+        return 32
+    return min(32, max(min_size, int(min_size + (32 - min_size) * epoch / end) // 4 * 4))
 
 
 def steps_per_epoch(n: int, batch_size: int, world: int) -> int:

@@ -67,6 +67,8 @@ class TrainConfig:
     mixed_precision: str = "bf16"  # Accelerate's mixed_precision: "no", "bf16" or "fp16" (ignored on CPU)
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (default mode)
+    progressive_min_size: int = 0  # progressive resizing: train from this resolution up to 32 (0 = off)
+    progressive_until: float = 0.5  # ... reaching 32 at this fraction of the epochs
     tta: bool = True  # flip test-time augmentation at the final evaluation (and in export.py)
     tta_translate: int = 0  # also average over shifts by +-N pixels at test time (0 = off); see TTASpec
     eval_batch_size: int = 1024
@@ -243,6 +245,8 @@ def validate(recipe: Recipe) -> None:
         (0 <= recipe.augment.translate <= 16, "augment.translate must be in 0..16 pixels"),
         (0 <= recipe.augment.cutout <= 32, "augment.cutout must be in 0..32 pixels"),
         (0 <= t.tta_translate <= 4, "train.tta_translate must be in 0..4 pixels"),
+        (t.progressive_min_size == 0 or 8 <= t.progressive_min_size <= 32, "train.progressive_min_size: 0 or 8..32"),
+        (0.0 < t.progressive_until <= 1.0, "train.progressive_until must be in (0, 1]"),
         (
             not recipe.augment.alternate_flip or recipe.cache.views % 2 == 0,
             "cache.views must be even with augment.alternate_flip (view sets alternate like epochs)",

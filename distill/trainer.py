@@ -195,7 +195,10 @@ def train(
             if views is None:
                 views = engine.fresh_views(len(train_split), spec, recipe.seed, epoch, device)
             data = engine.EpochData(images, labels, views, teacher_logits)
-            batches = engine.epoch_batches(data, spec, t.batch_size, recipe.seed, epoch, accelerator, t.channels_last)
+            size = engine.epoch_resolution(epoch, t.epochs, t.progressive_min_size, t.progressive_until)
+            batches = engine.epoch_batches(
+                data, spec, t.batch_size, recipe.seed, epoch, accelerator, t.channels_last, size
+            )
             stats = engine.train_one_epoch(
                 forward_model,
                 batches,
@@ -225,6 +228,7 @@ def train(
                 )
             line = {
                 "epoch": epoch + 1,
+                "resolution": size,
                 **{k: round(v, 6) for k, v in stats.items()},
                 "test_acc": round(test_acc, 6) if evaluated else None,
             }  # null: not evaluated this epoch

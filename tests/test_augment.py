@@ -87,3 +87,23 @@ def test_alternate_flip_shows_each_image_both_ways():
     assert not torch.equal(views[0]["dy"], views[2]["dy"])  # translations stay fresh
     other_seed = sample_views(500, spec, torch.Generator().manual_seed(10), index=0, seed=4)
     assert not torch.equal(other_seed["flip"], views[0]["flip"])
+
+
+def test_progressive_resizing_schedule():
+    from distill.engine import epoch_resolution
+
+    sizes = [epoch_resolution(e, 10, 16, 0.5) for e in range(10)]
+    assert sizes == [16, 16, 20, 24, 28, 32, 32, 32, 32, 32]  # rising to 32 at half the epochs, multiples of 4
+    assert {epoch_resolution(e, 10, 0, 0.5) for e in range(10)} == {32}  # off
+
+
+def test_progressive_resizing_trains_at_the_scheduled_resolution(synthetic_dir, tmp_path):
+    import json
+
+    from distill import train_student
+    from tests.conftest import tiny
+
+    overrides = tiny(synthetic_dir, "train.epochs=3", "train.progressive_min_size=16", "train.progressive_until=0.6")
+    train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "run"), *overrides])
+    metrics = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["resolution"] for m in metrics] == [16, 24, 32]
