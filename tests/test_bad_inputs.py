@@ -368,6 +368,11 @@ def case_checkpoint_runs_code(ctx: Ctx) -> Call:
 
 
 @case
+def case_export_unfinished_run(ctx: Ctx) -> Call:
+    return export_call(ctx, {b"data": np.zeros((4, 32, 32, 3), np.uint8)}, run=ctx.unfinished_student())
+
+
+@case
 def case_weights_corrupt(ctx: Ctx) -> Call:
     run = ctx.tmp / "student"
     shutil.copytree(ctx.student, run)
