@@ -160,10 +160,8 @@ def train(
     optimizer = create_optimizer_v2(model, opt=opt_name, lr=t.lr, weight_decay=t.weight_decay, **opt_args)
     model, optimizer = accelerator.prepare(model, optimizer)
     ema = None
-    if t.ema_decay > 0:
-        ema = ModelEmaV3(
-            accelerator.unwrap_model(model), decay=t.ema_decay, device=device
-        )  # checkpointed as safetensors
+    if t.ema_decay > 0:  # checkpointed by save_checkpoint as safetensors, not as an Accelerate custom pickle
+        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=t.ema_decay, device=device)
     forward_model = torch.compile(model) if t.compile else model
     steps = engine.steps_per_epoch(len(train_split), t.batch_size, accelerator.num_processes)
     scheduler = make_scheduler(recipe, optimizer, steps * t.epochs, steps)
