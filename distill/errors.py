@@ -18,6 +18,14 @@ class UserError(Exception):
     """A problem the user can fix; its message names the problem and the fix."""
 
 
+class Stopped(Exception):
+    """The run was asked to stop (SIGTERM, SIGUSR1: a pre-emption or a time limit) and checkpointed first."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # as if killed by that signal, which is what schedulers expect
+
+
 def _is_main_process() -> bool:
     # torchrun / accelerate launch set RANK; every process meets the same bad input, one of them says so.
     return os.environ.get("RANK", "0") == "0"
@@ -34,6 +42,10 @@ def cli_main(main: Callable[[], object]) -> None:
         if _is_main_process():
             print(f"error: {err}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
+    except Stopped as stop:
+        if _is_main_process():
+            print(f"stopped: {stop}", file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
     except KeyboardInterrupt:
         if _is_main_process():
             print("error: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)

@@ -208,9 +208,10 @@ def _first_line(err: BaseException) -> str:
     return (text[0] if text else type(err).__name__)[:200]
 
 
-def run_info(recipe: Recipe, device: str, role: str) -> dict:
+def run_info(recipe: Recipe, device: str, role: str, teacher_cache: str | Path | None = None) -> dict:
     return {
         "role": role,
+        "teacher_cache": str(Path(teacher_cache).resolve()) if teacher_cache else None,
         "recipe": recipe.name,
         "seed": recipe.seed,
         "commit": git_commit(),
@@ -219,6 +220,14 @@ def run_info(recipe: Recipe, device: str, role: str) -> dict:
         "torch": torch.__version__,
         "timm": timm.__version__,
     }
+
+
+def started_with(run_dir: Path, key: str):
+    """A field of the run's ``run.json`` (what it was started with), or None."""
+    try:
+        return json.loads((Path(run_dir) / "run.json").read_text()).get(key)
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def create_model(recipe: Recipe) -> torch.nn.Module:

@@ -12,17 +12,24 @@ from __future__ import annotations
 
 from distill.cli import dry_run, parse, training_parser
 from distill.errors import cli_main
+from distill.runs import started_with
 from distill.trainer import Result, train
 
 
 def main(argv: list[str] | None = None) -> Result | None:
     parser = training_parser("Train a student from a teacher's logit cache.", default_recipe="kd_t4")
-    parser.add_argument("--teacher-cache", help="cache directory written by train_teacher.py or cache_logits.py")
+    parser.add_argument(
+        "--teacher-cache",
+        help="cache directory written by train_teacher.py or cache_logits.py (with --resume: the run's own)",
+    )
     args, recipe, run_dir = parse(parser, argv)
     if args.dry_run:
         dry_run(recipe)
         return None
-    return train(recipe, "student", run_dir, resume=args.resume, teacher_cache=args.teacher_cache)
+    cache = args.teacher_cache
+    if cache is None and args.resume:
+        cache = started_with(run_dir, "teacher_cache")  # resume from the cache the run started with
+    return train(recipe, "student", run_dir, resume=args.resume, teacher_cache=cache)
 
 
 if __name__ == "__main__":

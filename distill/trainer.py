@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from timm.utils import ModelEmaV3
 from distill import engine
 from distill.augment import normalize
 from distill.data import Split, load_cifar10
-from distill.errors import UserError
+from distill.errors import Stopped, UserError
 from distill.failpoints import failpoint
 from distill.logit_cache import LogitCache
 from distill.losses import KDLoss
@@ -99,6 +101,40 @@ def _rewrite_metrics(run_dir: Path, upto_epoch: int) -> None:
             except (json.JSONDecodeError, KeyError, TypeError):
                 pass  # a line cut short by a kill
         write_atomic(path, "".join(ln + "\n" for ln in kept))
+
+
+class StopRequest:
+    """Catch SIGTERM / SIGUSR1 (a pre-emption, a scheduler's time-limit warning) during training.
+
+    The run then finishes its epoch, checkpoints and stops with :class:`~distill.errors.Stopped`
+    (exit code 128 + signal), instead of dying mid-epoch and losing the work since the last
+    checkpoint. Each process may receive the signal; :meth:`agreed` makes every process decide alike.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signum = 0
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def agreed(self, accelerator: Accelerator) -> int:
+        """The signal any process received (0 if none): the same answer on every process."""
+        if accelerator.num_processes == 1:
+            return self.signum
+        flags = accelerator.gather(torch.tensor([self.signum], device=accelerator.device))
+        return int(flags.max().item())
 
 
 def _all_finite(model: torch.nn.Module) -> bool:
@@ -177,12 +213,12 @@ def train(
             _rewrite_metrics(run_dir, first_epoch)
         say(f"resuming {run_dir} after epoch {first_epoch}")
     if accelerator.is_main_process and not resume:
-        write_json(run_dir / "run.json", run_info(recipe, str(device), role))
+        write_json(run_dir / "run.json", run_info(recipe, str(device), role, teacher_cache if kd else None))
     scheduler.step_update(num_updates=step)
 
     eval_model = (lambda: ema.module) if ema is not None else (lambda: forward_model)
     progress = engine.make_progress(accelerator)
-    with progress:
+    with progress, StopRequest() as stop:
         for epoch in range(first_epoch, t.epochs):
             if cache is not None:
                 logits, views = cache.epoch_arrays(epoch)
@@ -238,7 +274,8 @@ def train(
                     f"{stats['seconds']:.1f}s"
                 )
             failpoint("epoch.logged")
-            if (epoch + 1) % t.checkpoint_every == 0 or last:
+            signum = stop.agreed(accelerator)
+            if (epoch + 1) % t.checkpoint_every == 0 or last or signum:
                 if not _all_finite(model):
                     raise UserError(
                         f"weights became NaN or inf in epoch {epoch + 1}; lower train.lr (the last good checkpoint "
@@ -246,6 +283,12 @@ def train(
                     )
                 record = {"epoch": epoch + 1, "step": step, "wall_seconds": elapsed, "test_acc": test_acc}
                 save_checkpoint(accelerator, run_dir, record, ema)
+            if signum and not last:
+                raise Stopped(
+                    f"{signal.Signals(signum).name} received; checkpoint saved after epoch {epoch + 1} of {t.epochs} "
+                    f"in {run_dir / 'state'}; rerun with --resume to continue",
+                    signum,
+                )
 
     final_model = ema.module if ema is not None else accelerator.unwrap_model(model)
     final_acc = engine.evaluate(

@@ -36,27 +36,33 @@ def test_bash_syntax(name):
     assert proc.returncode == 0, proc.stderr
 
 
+def fake_slurm(tmp_path: Path) -> Path:
+    """scontrol and srun as SLURM would answer on the first node of a 2-node job."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text("#!/bin/sh\nprintf 'gpu-017\\ngpu-018\\n'\n")
+    (fake / "srun").write_text('#!/bin/sh\nwhile [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    return fake
+
+
 def test_one_node_four_gpus_and_resume(tmp_path):
     out = tmp_path / "teacher"
     env = {"SLURM_JOB_NUM_NODES": "1", "SLURM_NODEID": "0", "SLURM_GPUS_ON_NODE": "4", "SLURM_CPUS_PER_TASK": "16"}
-    proc = run("one_node.sbatch", [*ENTRY, str(out)], env)
+    proc = run("one_node.sbatch", [*ENTRY, str(out)], env, path_dir=fake_slurm(tmp_path))
     assert proc.returncode == 0, proc.stderr
     args = launch_args(proc.stdout.strip())
     assert (args.multi_gpu, args.num_processes, args.num_machines, args.num_cpu_threads_per_process) == (True, 4, 1, 4)
     assert args.quiet and args.training_script == "distill/train_teacher.py"
     assert args.training_script_args == ["--recipe", "teacher", "--output-dir", str(out)]
     (out / "state").mkdir(parents=True)  # a checkpoint exists: the requeued job resumes
-    args = launch_args(run("one_node.sbatch", [*ENTRY, str(out)], env).stdout.strip())
+    args = launch_args(run("one_node.sbatch", [*ENTRY, str(out)], env, path_dir=tmp_path / "bin").stdout.strip())
     assert args.training_script_args[-1] == "--resume"
 
 
 def test_multi_node_rendezvous_from_slurm(tmp_path):
-    fake = tmp_path / "bin"  # scontrol and srun as SLURM would answer on the first node of a 2-node job
-    fake.mkdir()
-    (fake / "scontrol").write_text("#!/bin/sh\nprintf 'gpu-017\\ngpu-018\\n'\n")
-    (fake / "srun").write_text('#!/bin/sh\nwhile [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n')
-    for f in fake.iterdir():
-        f.chmod(0o755)
+    fake = fake_slurm(tmp_path)
     env = {
         "SLURM_JOB_NUM_NODES": "2",
         "SLURM_NODEID": "1",
