@@ -7,8 +7,10 @@ through torchrun and the entry points pick the gloo backend. (`accelerate launch
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 from tests.conftest import ROOT, tiny
 
@@ -55,6 +57,34 @@ def test_two_processes_teacher_cache_student(synthetic_dir, tmp_path):
     assert summary["num_processes"] == 2 and summary["test_images"] == 199
     # an odd test set split over 2 processes: each image counted once, so accuracy is k/199
     assert abs(summary["test_accuracy"] * 199 - round(summary["test_accuracy"] * 199)) < 1e-6
+
+
+def test_sigterm_stops_both_processes_after_the_same_epoch(synthetic_dir, tmp_path):
+    """A scheduler's SIGTERM to the launcher reaches both processes: they agree on the epoch, checkpoint, stop."""
+    run = tmp_path / "teacher"
+    args = ["distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(run)]
+    args += tiny(synthetic_dir, "train.epochs=12", "train.checkpoint_every=100")  # no checkpoint but the last
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    mode = ["--multi_gpu", "--num_processes", "2"]
+    launcher = subprocess.Popen(
+        [sys.executable, *LAUNCH, *mode, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True
+    )
+    metrics = run / "metrics.jsonl"
+    while launcher.poll() is None and not (metrics.is_file() and metrics.read_text().count("\n") >= 1):
+        time.sleep(0.01)
+    launcher.send_signal(signal.SIGTERM)
+    stderr = launcher.communicate(timeout=120)[1]
+    assert launcher.returncode != 0
+    assert stderr.count("stopped: SIGTERM received; checkpoint saved after epoch") == 1, stderr[-3000:]
+    done = json.loads((run / "state" / "progress.json").read_text())["epoch"]
+    assert 1 <= done < 12
+    assert [json.loads(ln)["epoch"] for ln in metrics.read_text().splitlines()] == list(range(1, done + 1))
+    proc = accelerate_launch(
+        "distill/train_teacher.py", "--output-dir", str(run), "--resume", f"data.dir={synthetic_dir}"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming" in proc.stdout
+    assert [json.loads(ln)["epoch"] for ln in metrics.read_text().splitlines()] == list(range(1, 13))
 
 
 def error_lines(stderr: str) -> list[str]:
