@@ -292,3 +292,28 @@ def test_ensemble_cache_is_the_mean_of_its_teachers(teacher_run, synthetic_dir, 
     shutil.copy(out / "model.safetensors", other / "model.safetensors")  # the second teacher changes
     with pytest.raises(UserError, match="is stale"):
         LogitCache.load(both)
+
+
+def test_sigterm_mid_epoch_stops_after_it_with_a_checkpoint(synthetic_dir, tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from distill import engine
+    from distill.errors import cli_main
+
+    real = engine.train_one_epoch
+
+    def signalled_in_epoch_2(*a, **k):
+        if k["epoch"] == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler would, in the middle of the epoch
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "train_one_epoch", signalled_in_epoch_2)
+    run = tmp_path / "run"
+    args = ["--recipe", "ce_smoke", "--output-dir", str(run), *tiny(synthetic_dir, "train.epochs=4")]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(lambda: train_student.main([*args, "train.checkpoint_every=100"]))
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert "stopped: SIGTERM received; checkpoint saved after epoch 2 of 4" in capsys.readouterr().err
+    assert json.loads((run / "state" / "progress.json").read_text())["epoch"] == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the run
