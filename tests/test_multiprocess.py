@@ -18,9 +18,13 @@ LAUNCH = ["-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_pr
 LAUNCH += ["--dynamo_backend", "no", "--main_process_port", "0"]  # port 0: a free one, so tests can overlap
 
 
-def accelerate_launch(*args: str, processes: int = 2, quiet: bool = False) -> subprocess.CompletedProcess:
+def accelerate_launch(
+    *args: str, processes: int = 2, quiet: bool = False, cpu: bool = False
+) -> subprocess.CompletedProcess:
+    """`accelerate launch` on this machine: --multi_gpu for several processes (gloo here), or --cpu."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    mode = ["--multi_gpu", "--num_processes", str(processes)] if processes > 1 else ["--cpu", "--num_processes", "1"]
+    cpu = cpu or processes == 1
+    mode = ["--cpu" if cpu else "--multi_gpu", "--num_processes", str(processes)]
     cmd = [sys.executable, *LAUNCH, *mode, *(["-q"] if quiet else []), *args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 
@@ -92,14 +96,19 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def test_what_a_user_sees_under_accelerate_launch(tmp_path):
-    """A bad input under `accelerate launch -q`: the one line, no traceback; exit 1 (Accelerate's code)."""
+    """A bad input under `accelerate launch -q`: the one line, no traceback; exit 1 (Accelerate's code).
+
+    Launched as `--cpu --num_processes 2`, which Accelerate runs as one process: a warning says so.
+    """
     bad = ["distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(tmp_path / "run")]
     bad += [f"data.dir={tmp_path / 'nodata'}", "data.download=false"]
-    proc = accelerate_launch(*bad, processes=1, quiet=True)
+    proc = accelerate_launch(*bad, processes=2, cpu=True, quiet=True)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: ") and "put the official python batches there" in lines[0]
+    warning = "warning: accelerate launch --cpu --num_processes 2 started 1 process"
+    assert proc.stderr.count(warning) == 1 and "accelerate launch --multi_gpu --num_processes 2" in proc.stderr
     # two processes: both stop with exit 2, only the main one prints the line (then torchrun's report)
     proc = accelerate_launch(*bad, processes=2)
     assert proc.returncode == 1
