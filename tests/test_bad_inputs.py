@@ -295,8 +295,8 @@ def case_disk_full(ctx: Ctx) -> Call:
 
     # 200 KB: the recipe and logs fit, the teacher's 312 KB of weights in the first checkpoint do not.
     argv = teacher_args(ctx, ctx.data)
-    return Call(None, argv, [run / "state", run / "summary.json"], script="train_teacher.py",
-                preexec=limit_file_size(200_000), check=check)  # fmt: skip
+    absent = [run / "state", run / "summary.json"]
+    return Call(None, argv, absent, script="train_teacher.py", preexec=limit_file_size(200_000), check=check)
 
 
 @case
@@ -354,8 +354,8 @@ def case_loss_nan(ctx: Ctx) -> Call:
         result = train_teacher.main(["--output-dir", str(run), "--resume", f"data.dir={ctx.data}"])
         assert result.summary["epochs"] == 2  # and --resume finishes from it
 
-    return Call(train_teacher.main, teacher_args(ctx, ctx.data), [run / "summary.json", run / "model.safetensors"],
-                check=check)  # fmt: skip
+    absent = [run / "summary.json", run / "model.safetensors"]
+    return Call(train_teacher.main, teacher_args(ctx, ctx.data), absent, check=check)
 
 
 @case
