@@ -15,7 +15,20 @@ EXIT_USER_ERROR = 2
 
 
 class UserError(Exception):
-    """A problem the user can fix; its message names the problem and the fix."""
+    """A problem the user can fix; its message names the problem and the fix.
+
+    Every process of a multi-process run meets the same bad input, so only the main one prints it;
+    ``every_process`` errors concern a process's own files (its part of a checkpoint) and are
+    printed by each process that meets them, with its rank.
+    """
+
+    every_process = False
+
+
+class ProcessFileError(UserError):
+    """A file that this process itself reads or writes (its part of a checkpoint) failed."""
+
+    every_process = True
 
 
 class Stopped(Exception):
@@ -41,6 +54,8 @@ def cli_main(main: Callable[[], object]) -> None:
     except UserError as err:
         if _is_main_process():
             print(f"error: {err}", file=sys.stderr, flush=True)
+        elif err.every_process:
+            print(f"error: [rank {os.environ.get('RANK')}] {err}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except Stopped as stop:
         if _is_main_process():

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 import students  # noqa: F401  (registers the students with timm)
 import teachers  # noqa: F401  (registers the teachers with timm)
-from distill.errors import UserError
+from distill.errors import ProcessFileError, UserError
 from distill.failpoints import failpoint
 from distill.recipe import Recipe, dump_recipe, load_recipe
 
@@ -162,7 +162,11 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict, ema
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     try:
+        failpoint("checkpoint.save")
         accelerator.save_state(str(tmp))
+        # Every process writes its own RNG file and save_state does not wait for the others: wait here,
+        # or the main process could swap state.tmp in before another process's part of it is written.
+        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             if ema is not None:
                 save_weights(ema.module, tmp / EMA_WEIGHTS)
@@ -170,7 +174,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict, ema
     except (OSError, RuntimeError, SafetensorError) as err:
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(
+        raise ProcessFileError(
             f"cannot write the checkpoint in {tmp} ({_first_line(err)}); free disk space, then --resume continues "
             f"from the last complete checkpoint"
         ) from None
@@ -197,7 +201,7 @@ def load_checkpoint(accelerator: Accelerator, run_dir: Path, ema=None) -> dict:
             ema.module.load_state_dict(load_file(str(state / EMA_WEIGHTS)))
         return json.loads((state / PROGRESS).read_text())
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, KeyError, SafetensorError) as err:
-        raise UserError(
+        raise ProcessFileError(
             f"checkpoint {state} cannot be loaded safely ({_first_line(err)}); restore it, or start the run "
             f"again in a new --output-dir"
         ) from None

@@ -436,3 +436,24 @@ def test_bad_input(name, runs, synthetic_dir, tmp_path, monkeypatch, capsys):
     assert {str(p): snapshot(p) for p in call.unchanged} == before
     if call.check:
         call.check()
+
+
+def test_only_the_main_process_prints_a_shared_error_but_each_prints_its_own(monkeypatch, capsys):
+    from distill.errors import ProcessFileError, UserError
+
+    def fails(err):
+        def main():
+            raise err
+
+        return main
+
+    for rank, err, printed in [
+        ("0", UserError("bad input"), "error: bad input\n"),
+        ("1", UserError("bad input"), ""),  # rank 0 says it
+        ("1", ProcessFileError("state/random_states_1.pkl is damaged"), "error: [rank 1] state/random_states_1.pkl"),
+    ]:
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(fails(err))
+        err_text = capsys.readouterr().err
+        assert exit_info.value.code == 2 and (err_text.startswith(printed) if printed else err_text == "")

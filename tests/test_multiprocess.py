@@ -19,10 +19,10 @@ LAUNCH += ["--dynamo_backend", "no", "--main_process_port", "0"]  # port 0: a fr
 
 
 def accelerate_launch(
-    *args: str, processes: int = 2, quiet: bool = False, cpu: bool = False
+    *args: str, processes: int = 2, quiet: bool = False, cpu: bool = False, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """`accelerate launch` on this machine: --multi_gpu for several processes (gloo here), or --cpu."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     cpu = cpu or processes == 1
     mode = ["--cpu" if cpu else "--multi_gpu", "--num_processes", str(processes)]
     cmd = [sys.executable, *LAUNCH, *mode, *(["-q"] if quiet else []), *args]
@@ -33,10 +33,15 @@ def test_two_processes_teacher_cache_student(synthetic_dir, tmp_path):
     from distill import cache_logits
 
     teacher = tmp_path / "teacher"
+    late = {"DISTILL_FAILPOINT": "checkpoint.save@2:stall=2", "DISTILL_FAILPOINT_RANK": "1"}  # rank 1 writes late
     proc = accelerate_launch(
-        "distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(teacher), *tiny(synthetic_dir)
-    )
+        "distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(teacher), *tiny(synthetic_dir),
+        env=late,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # the last checkpoint holds both processes' parts, although rank 1 wrote its part 2 s after rank 0
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (teacher / "state").iterdir()}
+    assert not (teacher / "state.tmp").exists()
     assert "x2" in proc.stdout  # one run over two processes
     assert proc.stdout.count("Final test accuracy:") == 1  # only the main process prints
     metrics = [json.loads(ln) for ln in (teacher / "metrics.jsonl").read_text().splitlines()]
