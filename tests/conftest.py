@@ -46,6 +46,33 @@ def real_data_dir(tmp_path_factory) -> Path:
     return root
 
 
+def python(*args: str, env: dict | None = None, preexec=None) -> subprocess.CompletedProcess:
+    """``python ARGS`` from the repository root, as a user runs it: the repo on PYTHONPATH, no
+    failpoint inherited from this process, ``env`` on top; output captured as text."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_FAILPOINT")}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=preexec,
+    )
+
+
+LAUNCH = ["-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no"]
+LAUNCH += ["--dynamo_backend", "no", "--main_process_port", "0"]  # port 0: a free one, so tests can overlap
+
+
+def accelerate_launch(
+    *args: str, processes: int = 2, quiet: bool = False, cpu: bool = False, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`accelerate launch` on this machine: --multi_gpu for several processes (gloo here), or --cpu."""
+    mode = ["--cpu" if cpu or processes == 1 else "--multi_gpu", "--num_processes", str(processes)]
+    return python(*LAUNCH, *mode, *(["-q"] if quiet else []), *args, env={"OMP_NUM_THREADS": "1", **(env or {})})
+
+
 def tiny(data_dir: Path, *extra: str) -> list[str]:
     """Overrides that make any recipe run in a second or two on the synthetic data."""
     return [

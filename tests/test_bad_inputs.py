@@ -15,8 +15,6 @@ import re
 import resource
 import shutil
 import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from distill import cache_logits, export, train_student, train_teacher
 from distill.data import BATCH_DIR, write_batches
 from distill.errors import cli_main
-from tests.conftest import ROOT, synthetic_split, tiny
+from tests.conftest import ROOT, python, synthetic_split, tiny
 
 
 def readme_cases() -> dict[str, str]:
@@ -397,16 +395,7 @@ def snapshot(path: Path) -> dict[str, str]:
 
 def run_call(call: Call, capsys) -> tuple[int, str]:
     if call.script:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.run(
-            [sys.executable, f"distill/{call.script}", *call.argv],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            preexec_fn=call.preexec,
-        )
+        proc = python(f"distill/{call.script}", *call.argv, preexec=call.preexec)
         return proc.returncode, proc.stderr
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:

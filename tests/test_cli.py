@@ -1,20 +1,12 @@
 """What a user sees on the command line: one clear line and exit code 2 for their mistakes."""
 
-import os
 import pickle
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, tiny
-
-
-def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+from tests.conftest import ROOT, accelerate_launch, python, tiny
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, text: str) -> None:
@@ -25,7 +17,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, text: str) -> None:
 
 
 def test_dry_run_prints_recipe_and_params(tmp_path):
-    proc = run("distill/train_student.py", "--recipe", "kd_t4", "--dry-run", "--data-dir", str(tmp_path / "nodata"))
+    proc = python("distill/train_student.py", "--recipe", "kd_t4", "--dry-run", "--data-dir", str(tmp_path / "nodata"))
     assert proc.returncode == 0, proc.stderr
     assert "Trainable parameters: 4676202" in proc.stdout
     assert "temperature: 4.0" in proc.stdout
@@ -44,12 +36,12 @@ def test_dry_run_over_cap(capsys):
 
 def test_unknown_recipe_from_the_command_line():
     """The entry point's own `__main__` path: one line, exit 2 (tests/test_bad_inputs.py covers the cases)."""
-    assert_one_line_error(run("distill/train_student.py", "--recipe", "nope"), "recipe 'nope' not found")
+    assert_one_line_error(python("distill/train_student.py", "--recipe", "nope"), "recipe 'nope' not found")
 
 
 def test_missing_data_offline(tmp_path):
     out = tmp_path / "run"
-    proc = run(
+    proc = python(
         "distill/train_teacher.py",
         "--recipe",
         "teacher_smoke",
@@ -66,7 +58,7 @@ def test_missing_data_offline(tmp_path):
 def test_export_errors(tmp_path, synthetic_dir):
     bad = tmp_path / "test.pkl"
     bad.write_bytes(pickle.dumps({b"data": np.zeros((4, 32, 32, 3), np.float64)}))
-    proc = run(
+    proc = python(
         "distill/export.py", "--run", str(tmp_path / "norun"), "--test-pkl", str(bad), "--out", str(tmp_path / "s.csv")
     )
     assert_one_line_error(proc, "'data' must be uint8")
@@ -75,33 +67,19 @@ def test_export_errors(tmp_path, synthetic_dir):
 
 def test_accelerate_launch_end_to_end(synthetic_dir, tmp_path):
     """The README's commands, under `accelerate launch`, on CPU: teacher -> cache -> student -> CSV."""
-    launch = [
-        "-m",
-        "accelerate.commands.launch",
-        "--cpu",
-        "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ]
     teacher, student = tmp_path / "teacher", tmp_path / "student"
-    proc = run(
-        *launch,
+    proc = accelerate_launch(
         "distill/train_teacher.py",
         "--recipe",
         "teacher_smoke",
         "--output-dir",
         str(teacher),
         *tiny(synthetic_dir),
+        processes=1,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Final test accuracy:" in proc.stdout and "Trainable parameters: 78042" in proc.stdout
-    proc = run(
-        *launch,
+    proc = accelerate_launch(
         "distill/train_student.py",
         "--recipe",
         "kd_smoke",
@@ -110,12 +88,15 @@ def test_accelerate_launch_end_to_end(synthetic_dir, tmp_path):
         "--output-dir",
         str(student),
         *tiny(synthetic_dir),
+        processes=1,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Trainable parameters: 19954" in proc.stdout
     pkl = tmp_path / "test.pkl"
     pkl.write_bytes(pickle.dumps({b"data": np.zeros((7, 3072), np.uint8)}))
-    proc = run("distill/export.py", "--run", str(student), "--test-pkl", str(pkl), "--out", str(tmp_path / "sub.csv"))
+    proc = python(
+        "distill/export.py", "--run", str(student), "--test-pkl", str(pkl), "--out", str(tmp_path / "sub.csv")
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "sub.csv").read_text().splitlines()[0] == "ID,Labels"
     assert "7 rows, ids 0..6" in proc.stdout

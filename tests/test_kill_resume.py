@@ -8,29 +8,21 @@ must equal an uninterrupted one: the same metrics (each epoch once), weights and
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from distill.logit_cache import LogitCache
-from tests.conftest import ROOT, tiny
+from tests.conftest import python, tiny
 
 TIMING = ("img_per_s", "seconds")
 
 
 def launch(script: str, *args: str, failpoint: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("DISTILL_FAILPOINT", None)
-    if failpoint:
-        env["DISTILL_FAILPOINT"] = failpoint
-    return subprocess.run(
-        [sys.executable, f"distill/{script}", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
-    )
+    return python(f"distill/{script}", *args, env={"DISTILL_FAILPOINT": failpoint} if failpoint else None)
 
 
 def teacher(out: Path, data: Path, *extra: str, failpoint: str | None = None) -> subprocess.CompletedProcess:

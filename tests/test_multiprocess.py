@@ -12,21 +12,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import ROOT, tiny
-
-LAUNCH = ["-m", "accelerate.commands.launch", "--num_machines", "1", "--mixed_precision", "no"]
-LAUNCH += ["--dynamo_backend", "no", "--main_process_port", "0"]  # port 0: a free one, so tests can overlap
-
-
-def accelerate_launch(
-    *args: str, processes: int = 2, quiet: bool = False, cpu: bool = False, env: dict | None = None
-) -> subprocess.CompletedProcess:
-    """`accelerate launch` on this machine: --multi_gpu for several processes (gloo here), or --cpu."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
-    cpu = cpu or processes == 1
-    mode = ["--cpu" if cpu else "--multi_gpu", "--num_processes", str(processes)]
-    cmd = [sys.executable, *LAUNCH, *mode, *(["-q"] if quiet else []), *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+from tests.conftest import LAUNCH, ROOT, accelerate_launch, tiny
 
 
 def test_two_processes_teacher_cache_student(synthetic_dir, tmp_path):
