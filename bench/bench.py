@@ -49,9 +49,8 @@ def _throughput(run_dir: Path) -> float:
 TTA_VARIANTS = {"none": None, "flip": TTASpec(flip=True), "flip+shift1": TTASpec(flip=True, translate=1)}
 
 
-def _accuracy_by_tta(res, recipe: Recipe) -> dict[str, float]:
-    _, test = load_data(recipe)
-    images, labels = engine.to_device_data(test.images, test.labels, res.accelerator.device)
+def _accuracy_by_tta(res, recipe: Recipe, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Test accuracy of ``res.model`` under each of TTA_VARIANTS; ``images``/``labels``: the test set on the device."""
     t = recipe.train
     return {
         name: engine.evaluate(res.model, images, labels, res.accelerator, t.eval_batch_size, tta, t.channels_last)
@@ -134,6 +133,8 @@ def bench(
             teacher_cache=cache_dir,
         )
         result["student_warmup_seconds"] = w.summary["wall_seconds"]
+    _, test = load_data(student_base)  # the same for every run (they differ in seed only): read it once
+    test_images, test_labels = engine.to_device_data(test.images, test.labels, accelerator.device)
     per_run = []
     for i in range(runs):
         recipe = load_recipe(student_recipe, [*overrides, f"seed={student_base.seed + i}"])
@@ -145,7 +146,7 @@ def bench(
                 "seed": recipe.seed,
                 "train_seconds": res.summary["wall_seconds"],
                 "test_accuracy": res.test_accuracy,
-                "test_accuracy_by_tta": _accuracy_by_tta(res, recipe),
+                "test_accuracy_by_tta": _accuracy_by_tta(res, recipe, test_images, test_labels),
                 "img_per_s": _throughput(res.run_dir),
             }
         )
