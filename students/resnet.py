@@ -100,6 +100,12 @@ class PatchWhitening(nn.Module):
 class CifarResNet(nn.Module):
     """A stem conv, then stages of :class:`ResidualBlock`; stage i > 0 halves the resolution.
 
+    Every conv runs inside a block or the stem; what differs between variants is only where the
+    resolution drops. ``downsample="stride"`` is ResNet's way (the first block of a stage has a
+    stride-2 conv1 and a stride-2 1x1 shortcut); ``"pool"`` puts a 2x2 max-pool between stages and
+    keeps every block at stride 1, as the fast CIFAR trainers do. With ``stem_pool`` the stem's
+    output is max-pooled too, so no block runs at 32x32: a quarter of the activations to move.
+
     Args:
         widths: channels of each stage.
         blocks: residual blocks in each stage.
@@ -108,6 +114,8 @@ class CifarResNet(nn.Module):
         zero_init_last: start each block's last BN at gamma = 0, so blocks begin as the identity.
         whiten: put a frozen 2x2 patch-whitening conv (:class:`PatchWhitening`) and a ReLU before the
             stem conv; the trainer sets it from the training images (:meth:`init_from_data`).
+        downsample: ``"stride"`` or ``"pool"``: how stages i > 0 halve the resolution (see above).
+        stem_pool: a 2x2 max-pool after the stem.
     """
 
     def __init__(
@@ -120,12 +128,16 @@ class CifarResNet(nn.Module):
         zero_init_last: bool = True,
         drop_rate: float = 0.0,
         whiten: bool = False,
+        downsample: str = "stride",
+        stem_pool: bool = False,
     ):
         super().__init__()
         if len(widths) != len(blocks) or not widths:
             raise UserError(
                 f"model widths {tuple(widths)} and blocks {tuple(blocks)} must be non-empty and of equal length"
             )
+        if downsample not in ("stride", "pool"):
+            raise UserError(f"model downsample '{downsample}' is not one of 'stride', 'pool'")
         stem_width = stem_width or widths[0]
         self.num_classes = num_classes
         self.num_features = widths[-1]
@@ -136,12 +148,15 @@ class CifarResNet(nn.Module):
             nn.Conv2d(stem_in, stem_width, 3, padding=1, bias=False),
             nn.BatchNorm2d(stem_width),
             nn.ReLU(inplace=True),
+            *([nn.MaxPool2d(2)] if stem_pool else []),
         )
         stages, in_ch = [], stem_width
         for i, (width, depth) in enumerate(zip(widths, blocks)):
-            layers = []
+            halve = i > 0
+            layers = [nn.MaxPool2d(2)] if halve and downsample == "pool" else []
             for j in range(depth):
-                layers.append(ResidualBlock(in_ch, width, stride=2 if (i > 0 and j == 0) else 1))
+                stride = 2 if halve and j == 0 and downsample == "stride" else 1
+                layers.append(ResidualBlock(in_ch, width, stride=stride))
                 in_ch = width
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
