@@ -21,7 +21,9 @@ def training_parser(description: str, default_recipe: str) -> argparse.ArgumentP
         "--resume", action="store_true", help="continue the run in --output-dir from its last checkpoint"
     )
     parser.add_argument(
-        "--dry-run", action="store_true", help="print the resolved recipe and parameter count, then exit"
+        "--dry-run",
+        action="store_true",
+        help="print the resolved recipe, parameter count and FLOPs per image, then exit",
     )
     parser.add_argument(
         "overrides", nargs="*", metavar="key=value", help="dotted recipe overrides, e.g. train.epochs=5"
@@ -44,9 +46,12 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tup
 
 
 def dry_run(recipe: Recipe) -> None:
-    """Print the resolved recipe and the model's trainable parameters; touches no data."""
+    """Print the resolved recipe, the model's trainable parameters and FLOPs per image; touches no data."""
     from distill.runs import create_model
-    from students import count_trainable
+    from students import count_flops, count_trainable
 
+    model = create_model(recipe)
+    flops = count_flops(model)
     print(dump_recipe(recipe), end="")
-    print(f"Trainable parameters: {count_trainable(create_model(recipe))}")
+    print(f"Trainable parameters: {count_trainable(model)}")
+    print(f"GFLOP per image: forward {flops['forward'] / 1e9:.3f}, training step {flops['train_step'] / 1e9:.3f}")

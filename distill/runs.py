@@ -268,7 +268,6 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module]:
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError, OSError) as err:
         raise UserError(
-            f"{weights} does not fit model '{recipe.model.name}' ({_first_line(err)}); "
-            f"retrain or restore the file"
+            f"{weights} does not fit model '{recipe.model.name}' ({_first_line(err)}); retrain or restore the file"
         ) from None
     return recipe, model.eval()

@@ -14,10 +14,19 @@ from students.resnet import (
     ResidualBlock,
     build_resnet,
     check_param_cap,
+    count_flops,
     count_trainable,
 )
 
-__all__ = ["PARAM_CAP", "CifarResNet", "ParamCapError", "ResidualBlock", "check_param_cap", "count_trainable"]
+__all__ = [
+    "PARAM_CAP",
+    "CifarResNet",
+    "ParamCapError",
+    "ResidualBlock",
+    "check_param_cap",
+    "count_flops",
+    "count_trainable",
+]
 
 
 @register_model

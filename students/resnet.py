@@ -7,10 +7,12 @@ the ``forward_features`` / ``forward_head(x, pre_logits=False)`` API so feature 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from distill.errors import UserError
 
@@ -23,6 +25,27 @@ class ParamCapError(UserError):
 
 def count_trainable(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_flops(model: nn.Module, image_size: int = 32, in_chans: int = 3) -> dict[str, float]:
+    """FLOPs per image of one forward pass and of one training step (forward + backward).
+
+    Counted by PyTorch's :class:`~torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix
+    products; a multiply-add is 2 FLOPs; BatchNorm, ReLU and pooling are not counted) on a copy of
+    the model in train mode, so frozen weights (a whitening stem) get no weight gradient. Returns
+    ``{"forward": ..., "train_step": ...}``; divide the training step by seconds per image for the
+    achieved FLOP/s.
+    """
+    probe = copy.deepcopy(model).cpu().float().train()
+    x = torch.randn(2, in_chans, image_size, image_size)
+    with FlopCounterMode(display=False) as forward:
+        out = probe(x)
+    with FlopCounterMode(display=False) as backward:
+        out.float().sum().backward()
+    return {
+        "forward": forward.get_total_flops() / 2,
+        "train_step": (forward.get_total_flops() + backward.get_total_flops()) / 2,
+    }
 
 
 def check_param_cap(model: nn.Module, name: str, cap: int = PARAM_CAP) -> int:

@@ -20,6 +20,7 @@ def test_dry_run_prints_recipe_and_params(tmp_path):
     proc = python("distill/train_student.py", "--recipe", "kd_t4", "--dry-run", "--data-dir", str(tmp_path / "nodata"))
     assert proc.returncode == 0, proc.stderr
     assert "Trainable parameters: 4676202" in proc.stdout
+    assert "GFLOP per image: forward 0.881, training step 2.638" in proc.stdout
     assert "temperature: 4.0" in proc.stdout
     assert not (tmp_path / "nodata").exists() and not (ROOT / "runs" / "kd_t4").exists()
 

@@ -4,9 +4,10 @@ import torch
 
 import students  # noqa: F401
 import teachers  # noqa: F401
-from students import PARAM_CAP, CifarResNet, ParamCapError, ResidualBlock, count_trainable
+from distill.errors import UserError
+from students import PARAM_CAP, CifarResNet, ParamCapError, ResidualBlock, count_flops, count_trainable
 
-STUDENTS = ["cifar_resnet_s", "cifar_resnet_m", "cifar_resnet_fast", "cifar_resnet_tiny"]
+STUDENTS = ["cifar_resnet_s", "cifar_resnet_m", "cifar_resnet_fast", "cifar_resnet_lite", "cifar_resnet_tiny"]
 TEACHERS = ["cifar_resnet_t", "cifar_resnet_t_wide", "cifar_resnet_t_tiny"]
 
 
@@ -96,3 +97,24 @@ def test_whitening_stem_is_frozen_and_set_by_the_trainer(synthetic_dir, tmp_path
     weight = result.model.whiten.conv.weight
     assert weight.abs().sum() > 0 and not weight.requires_grad  # set from the data, then left alone
     assert result.test_accuracy > 0.3
+
+
+def test_count_flops_counts_convs_and_the_head_by_hand():
+    model = CifarResNet(widths=(8,), blocks=(1,), stem_width=8)
+    stem, conv, head = 8 * 3 * 9 * 32 * 32, 8 * 8 * 9 * 32 * 32, 8 * 10  # multiply-adds per image
+    flops = count_flops(model)
+    assert flops["forward"] == 2 * (stem + 2 * conv + head)
+    # backward: weight gradients everywhere, input gradients everywhere but the stem (the image needs none)
+    assert flops["train_step"] == flops["forward"] + 2 * (stem + 2 * 2 * conv + 2 * head)
+    model.stem[0].weight.requires_grad_(False)  # a frozen layer gets no weight gradient
+    assert count_flops(model)["train_step"] == flops["train_step"] - 2 * stem
+
+
+def test_pool_downsampling_keeps_blocks_at_stride_one():
+    model = timm.create_model("cifar_resnet_lite", num_classes=10)
+    blocks = [m for m in model.modules() if isinstance(m, ResidualBlock)]
+    assert all(b.conv1.stride == (1, 1) for b in blocks)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 3
+    assert model.forward_features(torch.randn(2, 3, 32, 32)).shape == (2, 256, 4, 4)
+    with pytest.raises(UserError, match="downsample 'avg' is not one of"):
+        CifarResNet(widths=(8,), blocks=(1,), downsample="avg")
