@@ -6,7 +6,8 @@
 Prints a table and writes a JSON with: device, commit, teacher training seconds / accuracy / img/s,
 cache seconds, a warm-up student run (reported on its own, not in the statistics), then per-run
 student training seconds (CUDA events around each epoch's training steps; evaluation excluded),
-test accuracy, img/s, their mean and std, and the student's parameters. ``pipeline_seconds`` is the
+test accuracy, img/s, their mean and std, and the student's parameters. Each model's FLOPs per image
+(``students.count_flops``, at 32x32) times its img/s gives the TFLOP/s it achieved. ``pipeline_seconds`` is the
 wall clock from the start of teacher training to the end of the first timed student run, everything
 included (evaluations, caching, warm-up). Trailing ``key=value`` overrides go to both recipes.
 """
@@ -30,8 +31,9 @@ from distill.cache_logits import TeacherRun, cache_runs, cache_teachers
 from distill.errors import UserError, cli_main
 from distill.logit_cache import LogitCache
 from distill.recipe import Recipe, load_recipe
-from distill.runs import git_commit, write_json
+from distill.runs import create_model, git_commit, write_json
 from distill.trainer import load_data, make_accelerator, train
+from students import count_flops
 
 
 def _stats(values: list[float]) -> dict:
@@ -58,8 +60,15 @@ def _accuracy_by_tta(res, recipe: Recipe, images: torch.Tensor, labels: torch.Te
     }
 
 
+def _compute(model: torch.nn.Module, img_per_s: float) -> dict:
+    """GFLOPs of one training image and the TFLOP/s that ``img_per_s`` of them achieve."""
+    flops = count_flops(model)["train_step"]
+    return {"train_gflop_per_image": flops / 1e9, "train_tflop_per_s": flops * img_per_s / 1e12}
+
+
 def _describe_teacher(run_dir: Path, reused: bool) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())  # what train() wrote, trained here or reused
+    img_per_s = _throughput(run_dir)
     return {
         "recipe": summary["recipe"]["name"],
         "model": summary["model"],
@@ -67,7 +76,8 @@ def _describe_teacher(run_dir: Path, reused: bool) -> dict:
         "params": summary["trainable_params"],
         "train_seconds": summary["wall_seconds"],
         "test_accuracy": summary["test_accuracy"],
-        "img_per_s": _throughput(run_dir),
+        "img_per_s": img_per_s,
+        **_compute(create_model(load_recipe(run_dir / "recipe.yaml")), img_per_s),
     }
 
 
@@ -155,6 +165,7 @@ def bench(
     result["student_train_seconds"] = _stats([r["train_seconds"] for r in per_run])
     result["student_test_accuracy"] = _stats([r["test_accuracy"] for r in per_run])
     result["student_img_per_s"] = statistics.median(r["img_per_s"] for r in per_run)
+    result["student_compute"] = _compute(res.model, result["student_img_per_s"])
     result["student_test_accuracy_by_tta"] = {
         name: _stats([r["test_accuracy_by_tta"][name] for r in per_run]) for name in TTA_VARIANTS
     }
@@ -165,7 +176,7 @@ def bench(
 def _print_table(console: Console, r: dict) -> None:
     t = r["teacher"]
     table = Table(title=f"bench on {r['device']} @ {str(r['commit'])[:10]}")
-    for col in ("stage", "params", "seconds", "test accuracy", "img/s"):
+    for col in ("stage", "params", "seconds", "test accuracy", "img/s", "TFLOP/s"):
         table.add_column(col, justify="right" if col != "stage" else "left")
     table.add_row(
         f"teacher {t['recipe']}" + (" (reused)" if "reused" in t else ""),
@@ -173,6 +184,7 @@ def _print_table(console: Console, r: dict) -> None:
         f"{t['train_seconds']:.2f}",
         f"{t['test_accuracy']:.2%}",
         f"{t['img_per_s']:,.0f}",
+        f"{t['train_tflop_per_s']:.2f}",
     )
     if "cache_seconds" in r:
         table.add_row("cache", "", f"{r['cache_seconds']:.2f}", "", "")
@@ -193,6 +205,7 @@ def _print_table(console: Console, r: dict) -> None:
         f"{s['mean']:.2f} ± {s['std']:.2f}",
         f"{a['mean']:.2%} ± {a['std']:.2%}",
         f"{r['student_img_per_s']:,.0f}",
+        f"{r['student_compute']['train_tflop_per_s']:.2f}",
     )
     by_tta = "  ".join(f"{k} {v['mean']:.2%}" for k, v in r["student_test_accuracy_by_tta"].items())
     table.add_row("student accuracy by TTA (mean)", "", "", by_tta, "")

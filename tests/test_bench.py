@@ -1,6 +1,10 @@
 import json
 
+import pytest
+import timm
+
 from bench import bench
+from students import count_flops
 from tests.conftest import tiny
 
 
@@ -29,6 +33,12 @@ def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
     assert [r["seed"] for r in saved["student_runs"]] == [0, 1]
     assert saved["student_params"] == 19954
     assert saved["student_train_seconds"]["mean"] > 0 and saved["student_img_per_s"] > 0
+    student_flops = saved["student_compute"]["train_gflop_per_image"] * 1e9
+    assert student_flops == count_flops(timm.create_model("cifar_resnet_tiny", num_classes=10))["train_step"]
+    assert saved["student_compute"]["train_tflop_per_s"] == pytest.approx(
+        student_flops * saved["student_img_per_s"] / 1e12
+    )
+    assert saved["teacher"]["train_gflop_per_image"] > saved["student_compute"]["train_gflop_per_image"]
     assert saved["pipeline_seconds"] >= saved["teacher"]["train_seconds"]
     by_tta = saved["student_runs"][0]["test_accuracy_by_tta"]
     assert (
