@@ -8,7 +8,8 @@
 # PART 1 (~5 min): teacher_fast + cache + kd_fast94 (the baseline; every run also reports accuracy with
 #   no TTA, flip TTA and flip + 1-pixel-shift TTA on the same weights), then kd_fast94 on the same teacher
 #   with one trick at a time: alternating flips (the cache is rebuilt with them), the whitening stem,
-#   Lookahead, label smoothing, progressive resizing, torch.compile (its compile time is in the warm-up, reported apart).
+#   Lookahead, label smoothing, progressive resizing, the max-pool student cifar_resnet_lite, torch.compile
+#   (its compile time is in the warm-up, reported apart).
 # PART 2 (~5 min): a teacher with the tricks (whitening, alternating flips, label smoothing, 40 epochs),
 #   a second teacher_fast seed, and kd_fast96 distilled from the 2-teacher ensemble and from one teacher.
 #
@@ -34,6 +35,7 @@ if [[ "$P" == 1 ]]; then
   bench lookahead94 40 "${T[@]}" --work-dir "$W/s3" train.lookahead=true
   bench smooth94 40 "${T[@]}" --work-dir "$W/s4" train.label_smoothing=0.1
   bench progressive94 40 "${T[@]}" --work-dir "$W/s9" train.progressive_min_size=20
+  bench lite94 40 "${T[@]}" --work-dir "$W/s10" model.name=cifar_resnet_lite
   [[ -n "${NO_COMPILE:-}" ]] || bench compile94 90 "${T[@]}" --work-dir "$W/s5" train.compile=true
 else
   teacher() { local out=$1 limit=$2; shift 2
