@@ -7,6 +7,7 @@ through torchrun and the entry points pick the gloo backend. (`accelerate launch
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,12 +75,18 @@ def test_sigterm_stops_both_processes_after_the_same_epoch(synthetic_dir, tmp_pa
     done = json.loads((run / "state" / "progress.json").read_text())["epoch"]
     assert 1 <= done < 12
     assert [json.loads(ln)["epoch"] for ln in metrics.read_text().splitlines()] == list(range(1, done + 1))
-    proc = accelerate_launch(
-        "distill/train_teacher.py", "--output-dir", str(run), "--resume", f"data.dir={synthetic_dir}"
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resuming" in proc.stdout
-    assert [json.loads(ln)["epoch"] for ln in metrics.read_text().splitlines()] == list(range(1, 13))
+    single = tmp_path / "single"
+    shutil.copytree(run, single)  # the same checkpoint, resumed on one process (a requeue onto a smaller node)
+    for resumed, processes in ((run, 2), (single, 1)):
+        proc = accelerate_launch(
+            "distill/train_teacher.py", "--output-dir", str(resumed), "--resume", f"data.dir={synthetic_dir}",
+            processes=processes,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "resuming" in proc.stdout and f"after epoch {done}" in proc.stdout  # (rich wraps the long path)
+        lines = [json.loads(ln) for ln in (resumed / "metrics.jsonl").read_text().splitlines()]
+        assert [m["epoch"] for m in lines] == list(range(1, 13))
+        assert json.loads((resumed / "summary.json").read_text())["num_processes"] == processes
 
 
 def error_lines(stderr: str) -> list[str]:
