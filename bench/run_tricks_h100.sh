@@ -11,7 +11,8 @@
 #   Lookahead, label smoothing, progressive resizing, the max-pool student cifar_resnet_lite, torch.compile
 #   (its compile time is in the warm-up, reported apart).
 # PART 2 (~5 min): a teacher with the tricks (whitening, alternating flips, label smoothing, 40 epochs),
-#   a second teacher_fast seed, and kd_fast96 distilled from the 2-teacher ensemble and from one teacher.
+#   a second teacher_fast seed, and kd_fast96 distilled from the 2-teacher ensemble and from one teacher,
+#   and with cifar_resnet_m's widths in the max-pool layout (4.9M, 0.39 GFLOP per image forward).
 #
 # A rehearsal on a CPU, before spending device time (smoke recipes, tiny data, no compile):
 #   TEACHER=teacher_smoke S94=kd_smoke S96=kd_smoke W=/tmp/rehearsal NO_COMPILE=1 \
@@ -48,4 +49,6 @@ else
   bench ensemble96 90 --teacher-run "$W/t1/teacher" --teacher-run "$W/t3" --student-recipe "$S96" --runs 2 \
     --work-dir "$W/s6"
   bench single96 60 --teacher-run "$W/t1/teacher" --student-recipe "$S96" --runs 2 --work-dir "$W/s7"
+  bench pool96 60 --teacher-run "$W/t1/teacher" --student-recipe "$S96" --runs 2 --work-dir "$W/s11" \
+    model.name=cifar_resnet_m model.kwargs.downsample=pool model.kwargs.stem_pool=true
 fi
