@@ -4,7 +4,8 @@
     python bench/bench.py --teacher-recipe teacher_smoke --student-recipe kd_smoke --runs 2 data.train_limit=500
 
 Prints a table and writes a JSON with: device, commit, teacher training seconds / accuracy / img/s,
-cache seconds, a warm-up student run (reported on its own, not in the statistics), then per-run
+cache seconds (the teacher's logits on the student's views, which may differ from the teacher's own
+training augmentation), a warm-up student run (reported on its own, not in the statistics), then per-run
 student training seconds (CUDA events around each epoch's training steps; evaluation excluded),
 test accuracy, img/s, their mean and std, and the student's parameters. Each model's FLOPs per image
 (``students.count_flops``, at 32x32) times its img/s gives the TFLOP/s it achieved. ``pipeline_seconds`` is the
@@ -30,7 +31,7 @@ from distill.augment import TTASpec
 from distill.cache_logits import TeacherRun, cache_runs, cache_teachers
 from distill.errors import UserError, cli_main
 from distill.logit_cache import LogitCache
-from distill.recipe import Recipe, load_recipe
+from distill.recipe import Recipe, load_recipe, recipe_from_dict
 from distill.runs import create_model, git_commit, write_json
 from distill.trainer import load_data, make_accelerator, train
 from students import count_flops
@@ -81,6 +82,15 @@ def _describe_teacher(run_dir: Path, reused: bool) -> dict:
     }
 
 
+def _student_views(student: Recipe) -> list[str]:
+    """Overrides that give a teacher's recipe the student's views: its augmentation and cache settings."""
+    return [
+        f"{section}.{k}={json.dumps(v)}"
+        for section in ("augment", "cache")
+        for k, v in vars(getattr(student, section)).items()
+    ]
+
+
 def _reusable_cache(teacher_runs: list[Path], student: Recipe, work_dir: Path, overrides: list[str], result: dict):
     """A single teacher's own cache if it fits the student recipe; else (or for an ensemble) a new one, timed."""
     if len(teacher_runs) == 1:
@@ -92,9 +102,7 @@ def _reusable_cache(teacher_runs: list[Path], student: Recipe, work_dir: Path, o
             pass  # e.g. the student asks for alternating flips or other views: cache again
     start = time.perf_counter()
     keep = ("data.", "augment.", "cache.")  # what the cache must share with the student
-    cache_overrides = [o for o in overrides if o.startswith(keep)]
-    for section in ("augment", "cache"):
-        cache_overrides += [f"{section}.{k}={json.dumps(v)}" for k, v in getattr(student, section).__dict__.items()]
+    cache_overrides = [o for o in overrides if o.startswith(keep)] + _student_views(student)
     cache_dir = cache_runs(teacher_runs, work_dir / "cache", cache_overrides)
     result["cache_seconds"] = time.perf_counter() - start
     return cache_dir
@@ -128,7 +136,9 @@ def bench(
         t_res = train(t_recipe, "teacher", teacher_runs[0])
         t_cache = time.perf_counter()
         teacher = TeacherRun(t_res.model, teacher_runs[0], t_recipe, t_res.test_accuracy)
-        cache_dir = cache_teachers([teacher], t_recipe, t_res.accelerator)
+        # one cache, with the student's views (which may differ from the teacher's training augmentation)
+        cache_recipe = recipe_from_dict(t_recipe.to_dict(), _student_views(student_base))
+        cache_dir = cache_teachers([teacher], cache_recipe, t_res.accelerator)
         result["cache_seconds"] = time.perf_counter() - t_cache
     result["teachers"] = [_describe_teacher(run, reused) for run in teacher_runs]
     result["teacher"] = result["teachers"][0]

@@ -4,18 +4,21 @@ import pytest
 import timm
 
 from bench import bench
+from distill.recipe import dump_recipe, load_recipe
 from students import count_flops
 from tests.conftest import tiny
 
 
 def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
     out = tmp_path / "bench.json"
+    student = tmp_path / "kd_smoke_t2.yaml"  # a student whose views differ from the teacher's augmentation
+    student.write_text(dump_recipe(load_recipe("kd_smoke", ["augment.translate=2"])))
     result = bench.main(
         [
             "--teacher-recipe",
             "teacher_smoke",
             "--student-recipe",
-            "kd_smoke",
+            str(student),
             "--runs",
             "2",
             "--work-dir",
@@ -40,6 +43,9 @@ def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
     )
     assert saved["teacher"]["train_gflop_per_image"] > saved["student_compute"]["train_gflop_per_image"]
     assert saved["pipeline_seconds"] >= saved["teacher"]["train_seconds"]
+    # the teacher trained with translations of 4 pixels; its one cache holds the student's views
+    assert "translate: 4" in (tmp_path / "runs" / "teacher" / "recipe.yaml").read_text()
+    assert json.loads((tmp_path / "runs" / "teacher" / "cache" / "meta.json").read_text())["augment"]["translate"] == 2
     by_tta = saved["student_runs"][0]["test_accuracy_by_tta"]
     assert (
         set(by_tta) == {"none", "flip", "flip+shift1"} and by_tta["flip"] == saved["student_runs"][0]["test_accuracy"]
@@ -50,7 +56,7 @@ def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
             "--teacher-run",
             str(tmp_path / "runs" / "teacher"),
             "--student-recipe",
-            "kd_smoke",
+            str(student),
             "--runs",
             "1",
             "--no-warmup",
