@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distill import engine
-from distill.augment import TTASpec
+from distill.augment import TTA_VARIANTS
 from distill.cache_logits import TeacherRun, cache_runs, cache_teachers
 from distill.errors import UserError, cli_main
 from distill.logit_cache import LogitCache
@@ -46,10 +46,6 @@ def _throughput(run_dir: Path) -> float:
     lines = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     values = [ln["img_per_s"] for ln in lines[1:] or lines]
     return statistics.median(values)
-
-
-# What test-time augmentation buys, measured on the same trained weights.
-TTA_VARIANTS = {"none": None, "flip": TTASpec(flip=True), "flip+shift1": TTASpec(flip=True, translate=1)}
 
 
 def _accuracy_by_tta(res, recipe: Recipe, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

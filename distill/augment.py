@@ -46,6 +46,14 @@ class TTASpec:
         return (2 if self.flip else 1) * (3 if self.translate else 1)
 
 
+# The test-time augmentations that evaluate.py and bench.py compare on the same weights.
+TTA_VARIANTS: dict[str, TTASpec | None] = {
+    "none": None,
+    "flip": TTASpec(flip=True),
+    "flip+shift1": TTASpec(flip=True, translate=1),
+}
+
+
 def sample_views(
     n: int, spec: AugmentSpec, generator: torch.Generator, index: int = 0, seed: int = 0
 ) -> dict[str, torch.Tensor]:

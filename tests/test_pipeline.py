@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill import cache_logits, export, train_student, train_teacher
+from distill import cache_logits, evaluate, export, train_student, train_teacher
 from distill.augment import AugmentSpec
 from distill.data import load_cifar10
 from distill.engine import EpochData, epoch_batches
@@ -69,6 +69,11 @@ def test_end_to_end_student_and_csv(teacher_run, synthetic_dir, tmp_path, capsys
     assert report["rows"] == len(test) and sum(report["histogram"]) == len(test)
     accuracy = np.mean([int(r[1]) for r in rows[1:]] == test.labels)
     assert accuracy == pytest.approx(student.test_accuracy, abs=0.02)  # same weights, same TTA
+    # evaluate.py scores the saved weights under each TTA; the recipe's (flip) is what the run reported
+    by_tta = evaluate.main(["--run", str(tmp_path / "kd")])
+    assert set(by_tta) == {"none", "flip", "flip+shift1"} and all(0 <= v <= 1 for v in by_tta.values())
+    assert by_tta["flip"] == pytest.approx(student.test_accuracy, abs=1e-6)
+    assert "flip+shift1" in capsys.readouterr().out
 
 
 def test_ce_baseline_needs_no_cache(synthetic_dir, tmp_path):
