@@ -127,7 +127,7 @@ class CifarResNet(nn.Module):
     resolution drops. ``downsample="stride"`` is ResNet's way (the first block of a stage has a
     stride-2 conv1 and a stride-2 1x1 shortcut); ``"pool"`` puts a 2x2 max-pool between stages and
     keeps every block at stride 1, as the fast CIFAR trainers do. With ``stem_pool`` the stem's
-    output is max-pooled too, so no block runs at 32x32: a quarter of the activations to move.
+    output is max-pooled too, so no block runs at 32x32 (the first stage's maps are a quarter the size).
 
     Args:
         widths: channels of each stage.
