@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from rich.table import Table
 
-from distill import engine
 from distill.augment import TTA_VARIANTS
 from distill.data import load_cifar10
 from distill.errors import cli_main
+from distill.export import predict
 from distill.runs import load_run
 
 
@@ -28,12 +27,8 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
     recipe, model = load_run(run_dir)
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
     test = test.head(recipe.data.test_limit)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    images, labels = engine.to_device_data(test.images, test.labels, device)
-    model = model.to(device)
-    batch = recipe.train.eval_batch_size
     return {
-        name: (engine.predict_logits(model, images, batch, tta=tta).argmax(-1) == labels).float().mean().item()
+        name: float((predict(model, test.images, tta, recipe.train.eval_batch_size) == test.labels).mean())
         for name, tta in TTA_VARIANTS.items()
     }
 
