@@ -56,13 +56,19 @@ class TrainConfig:
     lr: float = 0.2  # peak learning rate for batch_size
     lr_min: float = 0.0  # end of the decay
     schedule: str = "cosine"  # "cosine" or "linear" decay after warm-up (timm schedulers)
-    warmup_epochs: float = 1.0  # linear warm-up from ~0 to lr, in epochs (fractions allowed)
+    warmup_epochs: float = 1.0  # linear warm-up to lr, in epochs (fractions allowed)
+    warmup_from: float = 1e-3  # the LR at the start of warm-up, as a fraction of lr (airbench: 0.2)
     optimizer: str = "sgd"  # Nesterov SGD; "adamw" also accepted
     momentum: float = 0.9
     nesterov: bool = True
-    weight_decay: float = 5e-4  # applied to conv/linear weights only, not to BN or biases
+    weight_decay: float = 5e-4  # on conv/linear weights (and, without filter_bias_and_bn, on everything)
+    filter_bias_and_bn: bool = True  # timm's default: no weight decay on biases and norm parameters
+    norm_bias_lr_scale: float = 1.0  # LR multiplier of BatchNorm biases (airbench: 64)
     label_smoothing: float = 0.0
-    lookahead: bool = False  # wrap the optimiser in timm's Lookahead (slow weights every 6 steps)
+    lookahead: bool = False  # wrap the optimiser in timm's Lookahead: every k steps slow += alpha (fast - slow)
+    lookahead_k: int = 6
+    lookahead_alpha: float = 0.5  # the slow weights' step; with lookahead_ramp, its value at the end
+    lookahead_ramp: float = 0.0  # > 0: alpha falls from 1 to lookahead_alpha as (step / total)^ramp (airbench: 3)
     ema_decay: float = 0.0  # >0 keeps timm ModelEmaV3 weights, evaluated and saved instead of the raw ones
     mixed_precision: str = "bf16"  # Accelerate's mixed_precision: "no", "bf16" or "fp16" (ignored on CPU)
     channels_last: bool = True
@@ -234,6 +240,10 @@ def validate(recipe: Recipe) -> None:
         (t.epochs >= 1, "train.epochs must be >= 1"),
         (t.batch_size >= 1, "train.batch_size must be >= 1"),
         (t.lr > 0, "train.lr must be > 0"),
+        (0.0 <= t.warmup_from <= 1.0, "train.warmup_from must be in [0, 1]"),
+        (t.norm_bias_lr_scale > 0, "train.norm_bias_lr_scale must be > 0"),
+        (t.lookahead_k >= 1 and 0.0 < t.lookahead_alpha <= 1.0, "train.lookahead_k >= 1, lookahead_alpha in (0, 1]"),
+        (t.lookahead_ramp >= 0, "train.lookahead_ramp must be >= 0"),
         (t.schedule in ("cosine", "linear"), "train.schedule must be 'cosine' or 'linear'"),
         (t.optimizer in ("sgd", "adamw"), "train.optimizer must be 'sgd' or 'adamw'"),
         (t.mixed_precision in ("no", "bf16", "fp16"), "train.mixed_precision must be 'no', 'bf16' or 'fp16'"),

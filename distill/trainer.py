@@ -20,8 +20,6 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
 from rich.console import Console
 from rich.table import Table
-from timm.optim import create_optimizer_v2
-from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 from timm.utils import ModelEmaV3
 
 from distill import engine
@@ -31,6 +29,7 @@ from distill.errors import Stopped, UserError
 from distill.failpoints import failpoint
 from distill.logit_cache import LogitCache
 from distill.losses import KDLoss
+from distill.optim import StepSchedule, make_optimizer
 from distill.recipe import Recipe
 from distill.runs import (
     WEIGHTS,
@@ -106,23 +105,6 @@ def _warn_if_processes_were_dropped() -> None:
 def load_data(recipe: Recipe) -> tuple[Split, Split]:
     train, test = load_cifar10(recipe.data.dir, recipe.data.download)
     return train.head(recipe.data.train_limit), test.head(recipe.data.test_limit)
-
-
-def make_scheduler(recipe: Recipe, optimizer, total_steps: int, steps_per_epoch: int):
-    """Per-update schedule from timm: linear warm-up, then cosine or linear decay to ``lr_min``."""
-    t = recipe.train
-    warmup = min(int(round(t.warmup_epochs * steps_per_epoch)), total_steps - 1)
-    common = dict(
-        t_initial=max(total_steps - warmup, 1),
-        warmup_t=warmup,
-        warmup_lr_init=t.lr * 1e-3,
-        warmup_prefix=True,
-        t_in_epochs=False,
-        lr_min=t.lr_min,
-    )
-    if t.schedule == "cosine":
-        return CosineLRScheduler(optimizer, **common)
-    return PolyLRScheduler(optimizer, power=1.0, **common)
 
 
 def _rewrite_metrics(run_dir: Path, upto_epoch: int) -> None:
@@ -226,17 +208,14 @@ def train(
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
-    opt_name = "adamw" if t.optimizer == "adamw" else ("sgd" if t.nesterov else "momentum")
-    opt_name = f"lookahead_{opt_name}" if t.lookahead else opt_name  # timm's Lookahead wrapper (k=6, alpha=0.5)
-    opt_args = {"momentum": t.momentum} if t.optimizer == "sgd" else {}
-    optimizer = create_optimizer_v2(model, opt=opt_name, lr=t.lr, weight_decay=t.weight_decay, **opt_args)
+    optimizer = make_optimizer(model, t)
     model, optimizer = accelerator.prepare(model, optimizer)
     ema = None
     if t.ema_decay > 0:  # checkpointed by save_checkpoint as safetensors, not as an Accelerate custom pickle
         ema = ModelEmaV3(accelerator.unwrap_model(model), decay=t.ema_decay, device=device)
     forward_model = torch.compile(model) if t.compile else model
     steps = engine.steps_per_epoch(len(train_split), t.batch_size, accelerator.num_processes)
-    scheduler = make_scheduler(recipe, optimizer, steps * t.epochs, steps)
+    scheduler = StepSchedule(t, optimizer, steps * t.epochs, steps)
     criterion = KDLoss(
         alpha=recipe.kd.alpha if kd else 0.0, temperature=recipe.kd.temperature, label_smoothing=t.label_smoothing
     )
