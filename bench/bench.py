@@ -92,7 +92,7 @@ def _reusable_cache(teacher_runs: list[Path], student: Recipe, work_dir: Path, o
     if len(teacher_runs) == 1:
         try:
             cache = LogitCache.load(teacher_runs[0] / "cache")
-            cache.check_matches(load_data(student)[0], student.augment.spec(), student.cache.views)
+            cache.check_matches(load_data(student)[0], student.augment, student.cache.views)
             return cache.path
         except UserError:
             pass  # e.g. the student asks for alternating flips or other views: cache again

@@ -67,7 +67,7 @@ def cache_teachers(
     build_cache(
         [t.model for t in teachers],
         train_split,
-        recipe.augment.spec(),
+        recipe.augment,
         recipe.cache.views,
         recipe.cache.seed,
         recipe.cache.batch_size,
@@ -77,9 +77,10 @@ def cache_teachers(
     )
     if accelerator.is_main_process:
         who = f"{len(teachers)} teachers (mean logits)" if len(teachers) > 1 else "teacher"
+        size = sum(f.stat().st_size for f in out_dir.iterdir()) / 2**20
         print(
             f"cache: {who}, {recipe.cache.views} view sets x {len(train_split):,} images -> {out_dir} "
-            f"({time.perf_counter() - start:.1f}s)",
+            f"({size:,.1f} MiB, {time.perf_counter() - start:.1f}s)",
             flush=True,
         )
     return out_dir

@@ -17,14 +17,18 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from distill.augment import AugmentSpec, TTASpec, apply_views, normalize, sample_views, shift
+from distill.augment import (
+    AugmentSpec,
+    TTASpec,
+    apply_views,
+    mix_targets,
+    normalize,
+    sample_views,
+    seeded_generator,
+    shift,
+)
 from distill.errors import UserError
 from distill.failpoints import failpoint
-
-
-def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
-    """A CPU generator for (seed, epoch, stream): identical on every process, and again after --resume."""
-    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 7 + stream) % (2**63))
 
 
 @dataclass
@@ -37,6 +41,18 @@ class EpochData:
     teacher_logits: torch.Tensor | None  # (N, 10) float16 on the device, from the cache
 
 
+@dataclass
+class Batch:
+    """One process's part of a global batch: the views, their labels, and what mixing and the cache add."""
+
+    index: torch.Tensor  # (B,) the images' positions in the training set
+    x: torch.Tensor  # (B, 3, H, W) float32, normalised
+    y: torch.Tensor  # (B,) labels of the images themselves
+    teacher_logits: torch.Tensor | None = None  # (B, 10) float16: the teacher's logits on exactly x
+    y_partner: torch.Tensor | None = None  # (B,) labels of the images mixed in (mixup / cutmix)
+    lam: torch.Tensor | None = None  # (B,) weight of y in the loss; 1 - lam weighs y_partner
+
+
 def epoch_batches(
     data: EpochData,
     spec: AugmentSpec,
@@ -47,7 +63,7 @@ def epoch_batches(
     channels_last: bool = True,
     size: int = 32,
 ):
-    """Yield this process's ``(x, y, teacher_logits)`` for each global batch of one epoch.
+    """Yield this process's :class:`Batch` of each global batch of one epoch.
 
     The permutation is drawn from a generator seeded by (seed, epoch), the same on all processes;
     each process keeps ``indices[rank::world]`` of every global batch. A final batch too small to
@@ -55,19 +71,18 @@ def epoch_batches(
     batch is downscaled (antialiased bilinear) to ``size`` x ``size`` (progressive resizing).
     """
     n = len(data.labels)
-    perm = torch.randperm(n, generator=epoch_generator(seed, epoch, 0)).to(data.images.device)
+    perm = torch.randperm(n, generator=seeded_generator("order", seed, epoch)).to(data.images.device)
     rank, world = accelerator.process_index, accelerator.num_processes
     for start in range(0, n, batch_size):
         index = perm[start : start + batch_size]
         if len(index) < 2 * world and start > 0:
             break
         index = index[rank::world]
-        views = {k: v[index] for k, v in data.views.items()}
-        x = apply_views(data.images[index], views, spec, channels_last)
+        x = apply_views(data.images, data.views, index, spec, channels_last)
         if size != x.shape[-1]:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        t = data.teacher_logits[index] if data.teacher_logits is not None else None
-        yield x, data.labels[index], t
+        teacher = data.teacher_logits[index] if data.teacher_logits is not None else None
+        yield Batch(index, x, data.labels[index], teacher, *mix_targets(data.labels, data.views, index))
 
 
 def epoch_resolution(epoch: int, epochs: int, min_size: int, until: float) -> int:
@@ -87,7 +102,7 @@ def steps_per_epoch(n: int, batch_size: int, world: int) -> int:
 
 
 def fresh_views(n: int, spec: AugmentSpec, seed: int, epoch: int, device: torch.device) -> dict[str, torch.Tensor]:
-    views = sample_views(n, spec, epoch_generator(seed, epoch, 1), index=epoch, seed=seed)
+    views = sample_views(n, spec, seeded_generator("views", seed, epoch), index=epoch, seed=seed)
     return {k: v.to(device) for k, v in views.items()}
 
 
@@ -139,21 +154,20 @@ def train_one_epoch(
     """Train for one epoch; returns metrics, and raises UserError on a non-finite loss.
 
     Args:
-        batches: iterable of ``(x, y, teacher_logits | None)`` from :func:`epoch_batches`.
+        batches: iterable of :class:`Batch` from :func:`epoch_batches`.
         num_steps: batches in the epoch (for the progress bar).
         step: optimiser updates done before this epoch (drives the per-update schedule).
     """
     model.train()
     task = progress.add_task(f"epoch {epoch + 1}", total=num_steps, loss=0.0, acc=0.0, ips=0.0)
-    loss_sum = torch.zeros((), device=accelerator.device)
-    correct = torch.zeros((), device=accelerator.device, dtype=torch.long)
+    sums = torch.zeros(4, device=accelerator.device, dtype=torch.float64)  # loss, ce, kd, correct (x images)
     seen = 0
     timer = EpochTimer(accelerator.device)
     start = time.perf_counter()
-    for i, (x, y, teacher_logits) in enumerate(batches):
+    for i, batch in enumerate(batches):
         with accelerator.autocast():
-            logits = model(x)
-        losses = criterion(logits, y, teacher_logits)
+            logits = model(batch.x)
+        losses = criterion(logits, batch.y, batch.teacher_logits, batch.y_partner, batch.lam)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(losses["loss"])
         optimizer.step()
@@ -163,33 +177,29 @@ def train_one_epoch(
             ema.update(model, step=step)
         failpoint("train.step")
 
-        loss_sum += losses["loss"].detach() * len(y)
-        correct += (logits.detach().argmax(-1) == y).sum()
-        seen += len(y)
+        n = len(batch.y)
+        correct = (logits.detach().argmax(-1) == batch.y).sum()
+        sums += torch.stack([losses["loss"].detach() * n, losses["ce"] * n, losses["kd"] * n, correct]).double()
+        seen += n
         if (i + 1) % log_every == 0 or i + 1 == num_steps:
-            loss_now = (loss_sum / max(seen, 1)).item()  # one sync every log_every steps
+            loss_now, acc_now = (sums[[0, 3]] / max(seen, 1)).tolist()  # one sync every log_every steps
             if not math.isfinite(loss_now):
                 raise UserError(
                     f"loss became {loss_now} in epoch {epoch + 1}, step {i + 1}; lower train.lr or use "
                     f"train.mixed_precision=no (the last good checkpoint is kept for --resume)"
                 )
-            elapsed = time.perf_counter() - start
-            progress.update(
-                task,
-                completed=i + 1,
-                loss=loss_now,
-                acc=correct.item() / max(seen, 1),
-                ips=seen * accelerator.num_processes / max(elapsed, 1e-9),
-            )
+            ips = seen * accelerator.num_processes / max(time.perf_counter() - start, 1e-9)
+            progress.update(task, completed=i + 1, loss=loss_now, acc=acc_now, ips=ips)
     seconds = timer.stop()
-    totals = accelerator.reduce(
-        torch.stack([loss_sum.float(), correct.float(), torch.tensor(float(seen), device=accelerator.device)]), "sum"
-    )
+    totals = accelerator.reduce(torch.cat([sums, sums.new_tensor([seen])]).float(), "sum")
+    loss, ce, kd, correct, images = totals.tolist()
     progress.remove_task(task)
     return {
-        "train_loss": (totals[0] / totals[2]).item(),
-        "train_acc": (totals[1] / totals[2]).item(),
-        "img_per_s": totals[2].item() / seconds,
+        "train_loss": loss / images,
+        "train_ce": ce / images,
+        "train_kd": kd / images,
+        "train_acc": correct / images,
+        "img_per_s": images / seconds,
         "seconds": seconds,
         "lr": optimizer.param_groups[0]["lr"],
         "step": step,

@@ -6,9 +6,10 @@ Layout of a cache directory (all arrays are ``.npy``, memory-mappable with ``np.
                       data (fingerprint, images), augmentation spec, views K, seed, files' sha256
     logits.npy        (max(K, 1), N, 10) float16: teacher logits of view set k for image n (the mean
                       over the teachers when the cache is built from an ensemble)
-    dy.npy dx.npy     (K, N) int8: translation of each view (absent when K = 0)
-    flip.npy          (K, N) bool
-    cy.npy cx.npy     (K, N) uint8: cutout centre
+    <key>.npy         (K, N): one array per view parameter of the augmentation spec (absent when K = 0):
+                      dy dx (int8) and flip (bool) always; cy cx (uint8) with cutout; op (uint8) mag
+                      (int8) with a policy; partner (int32) lam (float32) by bx bh bw (uint8) with
+                      mixup / cutmix (see :mod:`distill.augment`)
 
 With ``K = 0`` the logits are of the un-augmented images (classic offline KD). A student replays
 view set ``e mod K`` in epoch ``e``. The cache is written to a temporary directory and renamed at
@@ -28,12 +29,12 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from distill.augment import VIEW_KEYS, AugmentSpec, apply_views, normalize, sample_views
+from distill.augment import AugmentSpec, apply_views, normalize, sample_views, seeded_generator, view_keys
 from distill.data import Split
 from distill.errors import UserError
 from distill.failpoints import failpoint
 
-FORMAT_VERSION = 2  # 2: a list of teachers (an ensemble's logits are averaged)
+FORMAT_VERSION = 3  # 2: a list of teachers (an ensemble's logits are averaged); 3: view keys follow the spec
 
 
 def sha256_file(path: Path) -> str:
@@ -42,10 +43,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def view_generator(seed: int, view: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 100_003 + view)
 
 
 @torch.inference_mode()
@@ -68,11 +65,10 @@ def _teacher_logits(
     outputs = []
     for start in range(lo, hi, batch_size):
         stop = min(start + batch_size, hi)
-        batch = images[start:stop]
         if views is None:
-            x = normalize(batch)
+            x = normalize(images[start:stop])
         else:
-            x = apply_views(batch, {k: v[start:stop] for k, v in views.items()}, spec)
+            x = apply_views(images, views, torch.arange(start, stop, device=images.device), spec)
         with accelerator.autocast():
             outputs.append(teacher(x).float().half())
     local = torch.cat(outputs) if outputs else torch.empty(0, 10, device=accelerator.device, dtype=torch.float16)
@@ -111,11 +107,11 @@ def build_cache(
     if views == 0:
         arrays["logits"] = mean_logits(None)[None]
     else:
-        logits, params = [], {k: [] for k in VIEW_KEYS}
+        logits, params = [], {k: [] for k in view_keys(spec)}
         for k in range(views):
-            view = sample_views(len(train), spec, view_generator(seed, k), index=k, seed=seed)
+            view = sample_views(len(train), spec, seeded_generator("cache", seed, k), index=k, seed=seed)
             logits.append(mean_logits({key: v.to(accelerator.device) for key, v in view.items()}))
-            for key in VIEW_KEYS:
+            for key in params:
                 params[key].append(view[key].numpy())
             failpoint("cache.view")
         arrays["logits"] = np.stack(logits)
@@ -228,12 +224,9 @@ class LogitCache:
                 raise UserError(f"cache file {f} is missing or does not match meta.json; rebuild the cache")
         try:
             logits = np.load(path / "logits.npy", mmap_mode="r", allow_pickle=False)
-            views = (
-                {k: np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in VIEW_KEYS}
-                if meta["views"] > 0
-                else {}
-            )
-        except (OSError, ValueError, KeyError) as err:
+            keys = view_keys(AugmentSpec(**meta["augment"])) if meta["views"] > 0 else ()
+            views = {k: np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in keys}
+        except (OSError, ValueError, KeyError, TypeError) as err:
             raise UserError(f"cache {path} is unreadable ({err}); rebuild it") from None
         n, k = meta["data"]["num_images"], max(meta["views"], 1)
         if logits.shape != (k, n, meta["num_classes"]) or any(v.shape != (k, n) for v in views.values()):

@@ -12,8 +12,10 @@ class KDLoss(nn.Module):
 
     ``p_x,T = softmax(logits_x / T)``. The KL term is summed over classes and averaged over the
     batch (``reduction='batchmean'``, not over every element as DeiT's issue 61 warns); the ``T^2``
-    factor keeps its gradient scale independent of ``T``. The CE term uses ``label_smoothing``.
-    With ``alpha = 0`` or no teacher logits, it is plain cross-entropy.
+    factor keeps its gradient scale independent of ``T``. The CE term uses ``label_smoothing``; on a
+    mixed image (mixup / cutmix) it is ``lam * CE(label) + (1 - lam) * CE(partner's label)``, while
+    the teacher's logits are already those of the mixed image. With ``alpha = 0`` or no teacher
+    logits, it is plain cross-entropy.
 
     Returns a dict with ``loss`` (to optimise), ``ce`` and ``kd`` (detached, for logging).
     """
@@ -25,10 +27,21 @@ class KDLoss(nn.Module):
         self.label_smoothing = label_smoothing
 
     def forward(
-        self, student_logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None = None
+        self,
+        student_logits: torch.Tensor,
+        labels: torch.Tensor,
+        teacher_logits: torch.Tensor | None = None,
+        partner_labels: torch.Tensor | None = None,
+        lam: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         student_logits = student_logits.float()
-        ce = F.cross_entropy(student_logits, labels, label_smoothing=self.label_smoothing)
+        ce = F.cross_entropy(student_logits, labels, label_smoothing=self.label_smoothing, reduction="none")
+        if partner_labels is not None:
+            other = F.cross_entropy(
+                student_logits, partner_labels, label_smoothing=self.label_smoothing, reduction="none"
+            )
+            ce = lam * ce + (1 - lam) * other
+        ce = ce.mean()
         if teacher_logits is None or self.alpha == 0.0:
             if self.alpha == 1.0:
                 raise ValueError("kd.alpha = 1 needs teacher logits")

@@ -17,7 +17,7 @@ from typing import Any, Union
 
 import yaml
 
-from distill.augment import AugmentSpec, TTASpec
+from distill.augment import POLICIES, AugmentSpec, TTASpec
 from distill.errors import UserError
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -29,18 +29,6 @@ class DataConfig:
     download: bool = True  # fetch the official archive (md5-checked) when the batches are missing
     train_limit: int | None = None  # use only the first N training images (smoke runs, tests)
     test_limit: int | None = None  # use only the first N test images
-
-
-@dataclass
-class AugmentConfig:
-    translate: int = 4  # random crop after reflect-padding by this many pixels (= integer translation)
-    flip: bool = True  # random horizontal flip
-    cutout: int = 0  # side of a square cut out of each image, in pixels; 0 = off
-    alternate_flip: bool = False  # flip each image in every other epoch / view set, not by a fresh coin
-
-    def spec(self) -> AugmentSpec:
-        """The frozen spec that the cache records and the student compares against."""
-        return AugmentSpec(self.translate, self.flip, self.cutout, self.alternate_flip)
 
 
 @dataclass
@@ -103,7 +91,7 @@ class Recipe:
     name: str = "unnamed"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)  # defined in distill.augment
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     kd: KDConfig = field(default_factory=KDConfig)
@@ -254,6 +242,12 @@ def validate(recipe: Recipe) -> None:
         (recipe.cache.views >= 0, "cache.views must be >= 0"),
         (0 <= recipe.augment.translate <= 16, "augment.translate must be in 0..16 pixels"),
         (0 <= recipe.augment.cutout <= 32, "augment.cutout must be in 0..32 pixels"),
+        (recipe.augment.policy in POLICIES, f"augment.policy must be one of {', '.join(POLICIES)}"),
+        (recipe.augment.mixup_alpha >= 0 and recipe.augment.cutmix_alpha >= 0, "augment.*_alpha must be >= 0"),
+        (
+            0 <= recipe.augment.mix_prob <= 1 and 0 <= recipe.augment.cutmix_switch_prob <= 1,
+            "augment.mix_prob and augment.cutmix_switch_prob must be in [0, 1]",
+        ),
         (0 <= t.tta_translate <= 4, "train.tta_translate must be in 0..4 pixels"),
         (t.progressive_min_size == 0 or 8 <= t.progressive_min_size <= 32, "train.progressive_min_size: 0 or 8..32"),
         (0.0 < t.progressive_until <= 1.0, "train.progressive_until must be in (0, 1]"),

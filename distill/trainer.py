@@ -188,7 +188,7 @@ def train(
     accelerator.wait_for_everyone()
     check_run_dir(run_dir, recipe, resume)
     train_split, test_split = load_data(recipe)
-    spec = recipe.augment.spec()
+    spec = recipe.augment
     cache = None
     if kd:
         cache = LogitCache.load(teacher_cache)

@@ -53,3 +53,19 @@ def test_alpha_zero_is_cross_entropy_with_smoothing():
 def test_same_logits_give_zero_kd():
     s = torch.randn(4, 10)
     assert KDLoss(alpha=1.0)(s, torch.zeros(4, dtype=torch.long), s.clone())["kd"].item() == pytest.approx(0, abs=1e-6)
+
+
+def test_mixed_images_weigh_both_labels():
+    """Mixup / cutmix: CE = lam * CE(label) + (1 - lam) * CE(partner's label), per image, then the batch mean."""
+    torch.manual_seed(1)
+    s, t = torch.randn(3, 10), torch.randn(3, 10)
+    y, y2, lam = torch.tensor([1, 2, 3]), torch.tensor([4, 2, 0]), torch.tensor([0.25, 1.0, 0.6])
+    out = KDLoss(alpha=0.3, temperature=2.0, label_smoothing=0.1)(s, y, t, y2, lam)
+    ce = lambda labels: torch.nn.functional.cross_entropy(s, labels, label_smoothing=0.1, reduction="none")  # noqa: E731
+    expected_ce = (lam * ce(y) + (1 - lam) * ce(y2)).mean()
+    assert out["ce"].item() == pytest.approx(expected_ce.item(), rel=1e-6)
+    plain = KDLoss(alpha=0.3, temperature=2.0, label_smoothing=0.1)(s, y, t)
+    assert out["kd"].item() == pytest.approx(plain["kd"].item())  # the teacher's logits are already the mix's
+    assert out["loss"].item() == pytest.approx(0.3 * plain["kd"].item() + 0.7 * expected_ce.item(), rel=1e-6)
+    unmixed = KDLoss(alpha=0.3, temperature=2.0)(s, y, t, y2, torch.ones(3))
+    assert unmixed["loss"].item() == pytest.approx(KDLoss(alpha=0.3, temperature=2.0)(s, y, t)["loss"].item())

@@ -7,10 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
+import timm
 import torch
 
 from distill import cache_logits, evaluate, export, train_student, train_teacher
-from distill.augment import AugmentSpec
+from distill.augment import POLICY_OPS, AugmentSpec
 from distill.data import load_cifar10
 from distill.engine import EpochData, epoch_batches
 from distill.errors import UserError
@@ -98,58 +99,66 @@ def test_kd_without_cache_is_refused(synthetic_dir, tmp_path):
     assert not (tmp_path / "kd").exists()
 
 
-class Recorder(torch.nn.Module):
-    """A 'teacher' that remembers every input it saw and returns fixed logits."""
+class Recording(torch.nn.Module):
+    """A tiny real teacher that remembers every input it was given."""
 
     def __init__(self):
         super().__init__()
+        torch.manual_seed(0)
+        self.net = timm.create_model("cifar_air_tiny", num_classes=10)
         self.seen = []
-        self.head = torch.nn.Linear(3, 10)
 
     def forward(self, x):
         self.seen.append(x.clone())
-        return self.head(x.mean((2, 3)))
+        return self.net(x)
 
 
-def test_replay_is_bit_identical(tmp_path):
-    """The student's augmented batch for view set e equals, bit for bit, what the teacher saw."""
-    split = synthetic_split(64, 5)
-    spec = AugmentSpec(translate=4, flip=True, cutout=8)
+REPLAY_SPECS = {
+    "translate_flip": AugmentSpec(translate=4),
+    "alternate_flip": AugmentSpec(translate=2, alternate_flip=True),
+    "cutout": AugmentSpec(translate=2, cutout=8),
+    **{f"policy_{op}": AugmentSpec(translate=2, policy="trivial") for op in POLICY_OPS},
+    "policy_wide": AugmentSpec(policy="trivial_wide"),
+    "mixup": AugmentSpec(translate=2, mixup_alpha=1.0),
+    "cutmix": AugmentSpec(translate=2, cutmix_alpha=1.0),
+    "everything": AugmentSpec(translate=4, cutout=12, policy="trivial", mixup_alpha=0.3, cutmix_alpha=1.0),
+}
+
+
+@pytest.mark.parametrize("case", REPLAY_SPECS)
+def test_replay_is_bit_identical_and_logits_are_the_teachers(case, tmp_path):
+    """For each op: the student's view of an image in any epoch equals, bit for bit, what the teacher saw
+    for that view set, and its cached logit equals a fresh forward pass of the teacher on it."""
+    spec, n, views = REPLAY_SPECS[case], 96, 2
+    split = synthetic_split(n, 5)
     accelerator = make_accelerator(load_recipe("kd_smoke"))
-    teacher = Recorder()
-    build_cache(
-        [teacher],
-        split,
-        spec,
-        views=3,
-        seed=7,
-        batch_size=64,
-        accelerator=accelerator,
-        out_dir=tmp_path / "cache",
-        teacher_info=[{"model": "recorder", "weights_sha256": "x"}],
-    )
+    teacher = Recording()
+    info = [{"model": "cifar_air_tiny", "weights_sha256": "x"}]
+    build_cache([teacher], split, spec, views, seed=7, batch_size=32, accelerator=accelerator,
+                out_dir=tmp_path / "cache", teacher_info=info)  # fmt: skip
     cache = LogitCache.load(tmp_path / "cache")
-    images = torch.from_numpy(split.images)
-    for epoch in range(5):
-        seen = teacher.seen[epoch % 3]  # the teacher saw view set k as one batch of all 64 images
-        logits, views = cache.epoch_arrays(epoch)
-        data = EpochData(
-            images,
-            torch.from_numpy(split.labels),
-            {k: torch.from_numpy(v) for k, v in views.items()},
-            torch.from_numpy(logits),
-        )
-        perm_seen = 0
-        for x, y, t in epoch_batches(data, spec, 16, seed=1, epoch=epoch, accelerator=accelerator):
-            # find which images this batch holds via the labels' positions: recompute the index from the views
-            perm_seen += len(x)
-            matches = [(seen == xi).flatten(1).all(1).nonzero().flatten() for xi in x]
-            assert all(len(m) >= 1 for m in matches)
-            index = torch.stack([m[0] for m in matches])
-            assert torch.equal(x, seen[index])
-            assert torch.equal(t, torch.from_numpy(logits)[index])
-            assert torch.equal(y, torch.from_numpy(split.labels)[index])
-        assert perm_seen == 64
+    images, labels = torch.from_numpy(split.images), torch.from_numpy(split.labels)
+    checked = 0
+    for epoch in range(2 * views):
+        seen = torch.cat(teacher.seen[(epoch % views) * 3 : (epoch % views + 1) * 3])  # view set k, in image order
+        logits, arrays = cache.epoch_arrays(epoch)
+        view = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        data = EpochData(images, labels, view, torch.from_numpy(logits))
+        for batch in epoch_batches(data, spec, 24, seed=1, epoch=epoch, accelerator=accelerator):  # other batches
+            keep = torch.ones(len(batch.index), dtype=torch.bool)
+            if case.startswith("policy_") and case != "policy_wide":
+                keep = view["op"][batch.index] == POLICY_OPS.index(case.removeprefix("policy_"))
+            assert torch.equal(batch.x[keep], seen[batch.index[keep]])
+            with torch.inference_mode():
+                fresh = teacher.net(batch.x[keep]).half()
+            torch.testing.assert_close(batch.teacher_logits[keep], fresh, atol=2e-3, rtol=2e-3)
+            if spec.mixes:
+                assert torch.equal(batch.y_partner, labels[view["partner"][batch.index].long()])
+                assert torch.equal(batch.lam, view["lam"][batch.index])
+            checked += int(keep.sum())
+    assert checked >= 4  # the op did occur
+    if spec.mixes:
+        assert (view["lam"] < 1).any()
 
 
 @pytest.mark.parametrize(

@@ -74,6 +74,6 @@ def test_unknown_recipe_name_lists_the_known_ones():
 
 
 def test_alternate_flip_needs_an_even_number_of_cached_view_sets():
-    assert load_recipe("kd_t4", ["augment.alternate_flip=true"]).augment.spec().alternate_flip
+    assert load_recipe("kd_t4", ["augment.alternate_flip=true"]).augment.alternate_flip
     with pytest.raises(UserError, match="cache.views must be even"):
         load_recipe("kd_t4", ["augment.alternate_flip=true", "cache.views=3"])
