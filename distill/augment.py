@@ -316,15 +316,21 @@ def _policy_op(name: str, x: torch.Tensor, m: torch.Tensor, r: dict) -> torch.Te
 
 def apply_policy(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, policy: str) -> torch.Tensor:
     """One TrivialAugment op per image of a uint8 (B, H, W, C) batch: ``op`` indexes :data:`POLICY_OPS`,
-    ``mag`` is the signed bin (-30..30) of its magnitude. Each op runs on the whole batch and is kept
-    where chosen: no per-image Python and no host sync (the images are tiny; the ops are cheap)."""
+    ``mag`` is the signed bin (-30..30) of its magnitude. The batch is sorted by op so that each op runs
+    once, on its own images (one host sync per batch, for the group sizes); no per-image Python."""
     ranges = POLICY_RANGES[policy]
     m = (mag.to(x.device, torch.float64) / MAG_BINS).float()  # as PIL gets its factors: a double made float
-    op = op.to(x.device).long().view(-1, 1, 1, 1)
-    out = x
-    for i, name in enumerate(POLICY_OPS[1:], start=1):
-        out = torch.where(op == i, _policy_op(name, x, m, ranges), out)
-    return out.contiguous()  # (B, H, W, C)
+    op = op.to(x.device).long()
+    order = torch.argsort(op, stable=True)
+    counts = torch.bincount(op, minlength=len(POLICY_OPS)).tolist()
+    xs, ms, parts, start = x[order], m[order], [], 0
+    for name, count in zip(POLICY_OPS, counts):
+        if count:
+            parts.append(_policy_op(name, xs[start : start + count], ms[start : start + count], ranges))
+        start += count
+    out = torch.empty_like(x)
+    out[order] = torch.cat(parts)
+    return out  # (B, H, W, C), contiguous
 
 
 def _single_views(images: torch.Tensor, views: dict[str, torch.Tensor], spec: AugmentSpec, cl: bool) -> torch.Tensor:
