@@ -1,16 +1,20 @@
-"""Benchmark: teacher -> cache -> N student runs, timed, on whatever device is present.
+"""Benchmark: teacher(s) -> cache -> N student runs, timed, on whatever device is present.
 
-    python bench/bench.py --teacher-recipe teacher_fast --student-recipe kd_fast94 --runs 5 --json out.json
+    python bench/bench.py --teacher-recipe teacher_96 --student-recipe kd_fast94 --runs 3 --json out.json
+    python bench/bench.py --teacher-recipe teacher_97 --teacher-seeds 3 --student-recipe kd_max --runs 1
+    python bench/bench.py --student-recipe ce_fast96 --runs 1          # labels only: no teacher, no cache
     python bench/bench.py --teacher-recipe teacher_smoke --student-recipe kd_smoke --runs 2 data.train_limit=500
 
-Prints a table and writes a JSON with: device, commit, teacher training seconds / accuracy / img/s,
-cache seconds (the teacher's logits on the student's views, which may differ from the teacher's own
-training augmentation), a warm-up student run (reported on its own, not in the statistics), then per-run
-student training seconds (CUDA events around each epoch's training steps; evaluation excluded),
-test accuracy, img/s, their mean and std, and the student's parameters. Each model's FLOPs per image
-(``students.count_flops``, at 32x32) times its img/s gives the TFLOP/s it achieved. ``pipeline_seconds`` is the
-wall clock from the start of teacher training to the end of the first timed student run, everything
-included (evaluations, caching, warm-up). Trailing ``key=value`` overrides go to both recipes.
+Prints a table and writes a JSON with: device, commit, each teacher's training seconds / accuracy /
+img/s, the ensemble's accuracy (mean logits, with the teacher recipe's TTA) when there are several,
+cache seconds and size (the teachers' logits on the student's views, which may differ from the
+teachers' own training augmentation), a warm-up student run (reported on its own, not in the
+statistics), then per-run student training seconds (CUDA events around each epoch's training steps;
+evaluation excluded), test accuracy under each TTA, img/s, their mean and std, and the student's
+parameters. Each model's FLOPs per image (``distill.models.count_flops``, at 32x32) times its img/s
+gives the TFLOP/s it achieved. ``pipeline_seconds`` is the wall clock from the start of teacher
+training to the end of the first timed student run, everything included (evaluations, caching,
+warm-up). Trailing ``key=value`` overrides go to every recipe; ``--student-set`` ones to the student's.
 """
 
 from __future__ import annotations
@@ -28,13 +32,18 @@ from rich.table import Table
 
 from distill import engine
 from distill.augment import TTA_VARIANTS
-from distill.cache_logits import TeacherRun, cache_runs, cache_teachers
+from distill.cache_logits import TeacherRun, cache_runs
+from distill.cli import with_data_dir
+from distill.data import load_data
+from distill.devices import make_accelerator
 from distill.errors import UserError, cli_main
+from distill.files import write_json
 from distill.logit_cache import LogitCache
+from distill.models import count_flops, create_model
 from distill.recipe import Recipe, load_recipe, recipe_from_dict
-from distill.runs import create_model, git_commit, write_json
-from distill.trainer import load_data, make_accelerator, train
-from students import count_flops
+from distill.runs import git_commit
+from distill.train_teacher import train_teachers
+from distill.trainer import train
 
 
 def _stats(values: list[float]) -> dict:
@@ -69,13 +78,27 @@ def _describe_teacher(run_dir: Path, reused: bool) -> dict:
     return {
         "recipe": summary["recipe"]["name"],
         "model": summary["model"],
-        **({"reused": str(run_dir)} if reused else {}),
+        "run_dir": str(run_dir),
+        **({"reused": True} if reused else {}),
+        "seed": summary["recipe"]["seed"],
         "params": summary["trainable_params"],
         "train_seconds": summary["wall_seconds"],
         "test_accuracy": summary["test_accuracy"],
         "img_per_s": img_per_s,
-        **_compute(create_model(load_recipe(run_dir / "recipe.yaml")), img_per_s),
+        **_compute(create_model(load_recipe(run_dir / "recipe.yaml").model), img_per_s),
     }
+
+
+def _ensemble_accuracy(teachers: list[TeacherRun], test, accelerator) -> float:
+    """Accuracy of the teachers' mean logits (each with its recipe's TTA) on the test set: what the cache averages."""
+    images = torch.from_numpy(test.images).to(accelerator.device)
+    total = 0
+    for t in teachers:
+        model = t.model.to(accelerator.device).eval()
+        total = total + engine.predict_logits(
+            model, images, 1000, accelerator, t.recipe.tta, t.recipe.train.channels_last
+        )
+    return float((total.argmax(-1).cpu().numpy() == test.labels).mean())
 
 
 def _student_views(student: Recipe) -> list[str]:
@@ -87,75 +110,70 @@ def _student_views(student: Recipe) -> list[str]:
     ]
 
 
-def _reusable_cache(teacher_runs: list[Path], student: Recipe, work_dir: Path, overrides: list[str], result: dict):
-    """A single teacher's own cache if it fits the student recipe; else (or for an ensemble) a new one, timed."""
-    if len(teacher_runs) == 1:
-        try:
-            cache = LogitCache.load(teacher_runs[0] / "cache")
-            cache.check_matches(load_data(student)[0], student.augment, student.cache.views)
-            return cache.path
-        except UserError:
-            pass  # e.g. the student asks for alternating flips or other views: cache again
-    start = time.perf_counter()
+def _teachers_and_cache(args, student: Recipe, overrides: list[str], accelerator, result: dict) -> Path | None:
+    """Train the teachers (or reuse ``--teacher-run``s) and return a cache of them on the student's views."""
+    if student.kd.alpha == 0:
+        return None  # labels only: no teacher, no cache
     keep = ("data.", "augment.", "cache.")  # what the cache must share with the student
     cache_overrides = [o for o in overrides if o.startswith(keep)] + _student_views(student)
-    cache_dir = cache_runs(teacher_runs, work_dir / "cache", cache_overrides)
-    result["cache_seconds"] = time.perf_counter() - start
-    return cache_dir
+    if args.teacher_run:
+        runs = [Path(t) for t in args.teacher_run]
+        result["teachers"] = [_describe_teacher(run, reused=True) for run in runs]
+        own = runs[0] / "cache"
+        try:  # a single teacher's own cache, if it fits the student
+            if len(runs) == 1:
+                LogitCache.load(own).check_matches(
+                    load_data(student.data)[0], student.augment, student.cache.views, student.data
+                )
+                return own
+        except UserError:
+            pass  # e.g. the student asks for alternating flips or other views: cache again
+        cache = cache_runs(runs, args.work_dir / "cache", cache_overrides)
+        teachers = [TeacherRun.load(run) for run in runs]
+    else:
+        t_recipe = load_recipe(args.teacher_recipe, overrides)
+        cache_recipe = recipe_from_dict(t_recipe.to_dict(), cache_overrides)
+        _, teachers, cache = train_teachers(
+            t_recipe, args.work_dir / "teacher", accelerator, args.teacher_seeds, cache_recipe=cache_recipe
+        )
+        result["teachers"] = [_describe_teacher(t.run_dir, reused=False) for t in teachers]
+    meta = LogitCache.load(cache).meta
+    result["cache_seconds"] = meta["build_seconds"]
+    result["cache"] = {"views": meta["views"], "mib": sum(f.stat().st_size for f in cache.iterdir()) / 2**20}
+    if len(teachers) > 1:
+        result["ensemble_test_accuracy"] = _ensemble_accuracy(teachers, load_data(student.data)[2], accelerator)
+    return cache
 
 
-def bench(
-    teacher_recipe: str,
-    student_recipe: str,
-    runs: int,
-    work_dir: Path,
-    overrides: list[str],
-    teacher_runs: list[Path] | None = None,
-    warmup: bool = True,
-) -> dict:
+def bench(args: argparse.Namespace, overrides: list[str]) -> dict:
     """Run the benchmark; see the module docstring for what is measured."""
-    console = Console()
-    student_base = load_recipe(student_recipe, overrides)
+    student_overrides = [*overrides, *args.student_set]
+    student_base = load_recipe(args.student_recipe, student_overrides)
+    accelerator = make_accelerator(student_base)
     result: dict = {
         "commit": git_commit(),
         "command": " ".join(["bench/bench.py", *sys.argv[1:]]),
         "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else str(accelerator.device),
         "student_recipe": student_base.name,
     }
     t0 = time.perf_counter()
-    reused = bool(teacher_runs)
-    if reused:
-        cache_dir = _reusable_cache(teacher_runs, student_base, work_dir, overrides, result)
-    else:
-        t_recipe = load_recipe(teacher_recipe, overrides)
-        teacher_runs = [work_dir / "teacher"]
-        t_res = train(t_recipe, "teacher", teacher_runs[0])
-        t_cache = time.perf_counter()
-        teacher = TeacherRun(t_res.model, teacher_runs[0], t_recipe, t_res.test_accuracy)
-        # one cache, with the student's views (which may differ from the teacher's training augmentation)
-        cache_recipe = recipe_from_dict(t_recipe.to_dict(), _student_views(student_base))
-        cache_dir = cache_teachers([teacher], cache_recipe, t_res.accelerator)
-        result["cache_seconds"] = time.perf_counter() - t_cache
-    result["teachers"] = [_describe_teacher(run, reused) for run in teacher_runs]
-    result["teacher"] = result["teachers"][0]
-    accelerator = make_accelerator(student_base)
-    result["device"] = torch.cuda.get_device_name() if accelerator.device.type == "cuda" else str(accelerator.device)
+    cache = _teachers_and_cache(args, student_base, overrides, accelerator, result)
+    if "teachers" in result:
+        result["teacher"] = result["teachers"][0]
 
-    if warmup:  # compile, cuDNN autotuning and allocator warm-up, timed apart from the runs
-        w = train(
-            load_recipe(student_recipe, [*overrides, "train.epochs=1"]),
-            "student",
-            work_dir / "student_warmup",
-            teacher_cache=cache_dir,
-        )
-        result["student_warmup_seconds"] = w.summary["wall_seconds"]
-    _, test = load_data(student_base)  # the same for every run (they differ in seed only): read it once
+    def student(name: str, extra: list[str]):
+        recipe = load_recipe(args.student_recipe, [*student_overrides, *extra])
+        return recipe, train(recipe, "student", args.work_dir / name, accelerator, teacher_cache=cache)
+
+    if not args.no_warmup:  # compile, cuDNN autotuning and allocator warm-up, timed apart from the runs
+        result["student_warmup_seconds"] = student("student_warmup", ["train.epochs=1"])[1].summary["wall_seconds"]
+    test = load_data(student_base.data)[2]  # the same for every run (they differ in seed only): read it once
     test_images, test_labels = engine.to_device_data(test.images, test.labels, accelerator.device)
     per_run = []
-    for i in range(runs):
-        recipe = load_recipe(student_recipe, [*overrides, f"seed={student_base.seed + i}"])
-        res = train(recipe, "student", work_dir / f"student_{i}", teacher_cache=cache_dir)
-        if i == 0 and "cache_seconds" in result:
+    for i in range(args.runs):
+        recipe, res = student(f"student_{i}", [f"seed={student_base.seed + i}"])
+        if i == 0:
             result["pipeline_seconds"] = time.perf_counter() - t0
         per_run.append(
             {
@@ -175,25 +193,29 @@ def bench(
     result["student_test_accuracy_by_tta"] = {
         name: _stats([r["test_accuracy_by_tta"][name] for r in per_run]) for name in TTA_VARIANTS
     }
-    _print_table(console, result)
+    _print_table(Console(), result)
     return result
 
 
 def _print_table(console: Console, r: dict) -> None:
-    t = r["teacher"]
     table = Table(title=f"bench on {r['device']} @ {str(r['commit'])[:10]}")
     for col in ("stage", "params", "seconds", "test accuracy", "img/s", "TFLOP/s"):
         table.add_column(col, justify="right" if col != "stage" else "left")
-    table.add_row(
-        f"teacher {t['recipe']}" + (" (reused)" if "reused" in t else ""),
-        f"{t['params']:,}",
-        f"{t['train_seconds']:.2f}",
-        f"{t['test_accuracy']:.2%}",
-        f"{t['img_per_s']:,.0f}",
-        f"{t['train_tflop_per_s']:.2f}",
-    )
-    if "cache_seconds" in r:
-        table.add_row("cache", "", f"{r['cache_seconds']:.2f}", "", "")
+    for t in r.get("teachers", []):
+        table.add_row(
+            f"teacher {t['recipe']} seed {t['seed']}" + (" (reused)" if t.get("reused") else ""),
+            f"{t['params']:,}",
+            f"{t['train_seconds']:.2f}",
+            f"{t['test_accuracy']:.2%}",
+            f"{t['img_per_s']:,.0f}",
+            f"{t['train_tflop_per_s']:.2f}",
+        )
+    if "ensemble_test_accuracy" in r:
+        table.add_row(f"ensemble of {len(r['teachers'])} (mean logits)", "", "", f"{r['ensemble_test_accuracy']:.2%}")
+    if "cache" in r:
+        table.add_row(
+            f"cache: {r['cache']['views']} view sets, {r['cache']['mib']:.0f} MiB", "", f"{r['cache_seconds']:.2f}"
+        )
     if "student_warmup_seconds" in r:
         table.add_row("student warm-up (1 epoch)", "", f"{r['student_warmup_seconds']:.2f}", "", "")
     for run in r["student_runs"]:
@@ -215,18 +237,18 @@ def _print_table(console: Console, r: dict) -> None:
     )
     by_tta = "  ".join(f"{k} {v['mean']:.2%}" for k, v in r["student_test_accuracy_by_tta"].items())
     table.add_row("student accuracy by TTA (mean)", "", "", by_tta, "")
-    if "pipeline_seconds" in r:
-        table.add_row("teacher + cache + first student, wall", "", f"{r['pipeline_seconds']:.1f}", "", "")
+    table.add_row("everything up to the first student, wall", "", f"{r['pipeline_seconds']:.1f}", "", "")
     console.print(table)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="Time teacher, cache and student runs on this device.")
-    parser.add_argument("--teacher-recipe", default="teacher_fast")
+    parser.add_argument("--teacher-recipe", default="teacher_96")
+    parser.add_argument("--teacher-seeds", type=int, default=1, help="train N teachers and cache their mean logits")
     parser.add_argument("--student-recipe", default="kd_fast94")
     parser.add_argument("--runs", type=int, default=5, help="timed student runs (seeds seed, seed+1, ...)")
     parser.add_argument("--json", help="write the results here")
-    parser.add_argument("--work-dir", default="runs/bench", help="where the runs are written (must not hold runs)")
+    parser.add_argument("--work-dir", default="runs/bench", type=Path, help="where the runs go (must not hold runs)")
     parser.add_argument(
         "--teacher-run",
         action="append",
@@ -234,19 +256,13 @@ def main(argv: list[str] | None = None) -> dict:
         "repeat it for an ensemble, whose cache is built in WORK_DIR/cache",
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed 1-epoch student warm-up run")
-    parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (sets data.dir for both recipes)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_intermixed_args(argv)
-    overrides = list(args.overrides) + ([f"data.dir={args.data_dir}"] if args.data_dir else [])
-    result = bench(
-        args.teacher_recipe,
-        args.student_recipe,
-        args.runs,
-        Path(args.work_dir),
-        overrides,
-        [Path(t) for t in args.teacher_run or []],
-        warmup=not args.no_warmup,
+    parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (sets data.dir for every recipe)")
+    parser.add_argument(
+        "--student-set", action="append", default=[], metavar="key=value", help="an override for the student only"
     )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every recipe")
+    args = parser.parse_intermixed_args(argv)
+    result = bench(args, with_data_dir(args.overrides, args.data_dir))
     if args.json:
         write_json(Path(args.json), result)
     return result

@@ -103,6 +103,16 @@ class TTASpec:
     def forward_passes(self) -> int:
         return (2 if self.flip else 1) * (3 if self.translate else 1)
 
+    @property
+    def label(self) -> str:
+        """``"flip, +-1px"``, ``"flip"``, ... or ``"none"``."""
+        return (
+            ", ".join((["flip"] if self.flip else []) + ([f"+-{self.translate}px"] if self.translate else [])) or "none"
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
 
 # The test-time augmentations that evaluate.py and bench.py compare on the same weights.
 TTA_VARIANTS: dict[str, TTASpec | None] = {

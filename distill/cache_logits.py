@@ -21,10 +21,14 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
+from distill.cli import with_data_dir
+from distill.data import load_data
+from distill.devices import make_accelerator
 from distill.errors import UserError, cli_main
-from distill.logit_cache import build_cache, sha256_file
+from distill.files import check_writable, sha256_file
+from distill.logit_cache import build_cache
 from distill.recipe import Recipe, recipe_from_dict
-from distill.runs import WEIGHTS, check_writable, load_run
+from distill.runs import WEIGHTS, load_run
 
 
 @dataclass
@@ -56,13 +60,11 @@ def cache_teachers(
     teachers: list[TeacherRun], recipe: Recipe, accelerator: Accelerator, out_dir: Path | None = None
 ) -> Path:
     """Write the cache of ``teachers`` (one, or an ensemble averaged) for ``recipe``'s data and views."""
-    from distill.trainer import load_data  # the trainer's data loading, so the fingerprint is the same
-
     if out_dir is None and len(teachers) > 1:
         raise UserError("an ensemble's cache needs --out DIR (it belongs to no single teacher run)")
     out_dir = Path(out_dir) if out_dir else teachers[0].run_dir / "cache"
-    check_writable(out_dir.parent)
-    train_split, _ = load_data(recipe)
+    check_writable(out_dir.parent, flag="--out")
+    train_split = load_data(recipe.data)[0]  # the trainer's split, so the fingerprint is the same
     start = time.perf_counter()
     build_cache(
         [t.model for t in teachers],
@@ -74,6 +76,7 @@ def cache_teachers(
         accelerator,
         out_dir,
         [t.info() for t in teachers],
+        held_out={"val_size": recipe.data.val_size, "val_seed": recipe.data.val_seed},
     )
     if accelerator.is_main_process:
         who = f"{len(teachers)} teachers (mean logits)" if len(teachers) > 1 else "teacher"
@@ -90,8 +93,6 @@ def cache_runs(run_dirs: list[Path], out_dir: Path | None = None, overrides: lis
     """(Re)build the cache of finished teacher runs from their recipes and weights alone."""
     teachers = [TeacherRun.load(d) for d in run_dirs]
     recipe = recipe_from_dict(teachers[0].recipe.to_dict(), overrides)
-    from distill.trainer import make_accelerator
-
     return cache_teachers(teachers, recipe, make_accelerator(recipe), out_dir)
 
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (overrides data.dir)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. cache.views=16 data.train_limit=2000")
     args = parser.parse_intermixed_args(argv)
-    overrides = list(args.overrides) + ([f"data.dir={args.data_dir}"] if args.data_dir else [])
+    overrides = with_data_dir(args.overrides, args.data_dir)
     return cache_runs([Path(t) for t in args.teacher], args.out, overrides)
 
 

@@ -31,11 +31,14 @@ def training_parser(description: str, default_recipe: str) -> argparse.ArgumentP
     return parser
 
 
+def with_data_dir(overrides: list[str], data_dir: str | Path | None) -> list[str]:
+    """The overrides plus ``data.dir=DIR`` for a ``--data-dir DIR`` flag (the one place that turns it into one)."""
+    return [*overrides, f"data.dir={data_dir}"] if data_dir else list(overrides)
+
+
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[argparse.Namespace, Recipe, Path]:
     args = parser.parse_intermixed_args(argv)
-    overrides = list(args.overrides)
-    if args.data_dir:
-        overrides.append(f"data.dir={args.data_dir}")
+    overrides = with_data_dir(args.overrides, args.data_dir)
     source = args.recipe or args.default_recipe
     if args.recipe is None and args.resume and args.output_dir:
         stored = Path(args.output_dir) / "recipe.yaml"  # resume with the recipe the run started with
@@ -45,12 +48,11 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tup
     return args, recipe, run_dir
 
 
-def dry_run(recipe: Recipe) -> None:
+def dry_run(recipe: Recipe, student: bool) -> None:
     """Print the resolved recipe, the model's trainable parameters and FLOPs per image; touches no data."""
-    from distill.runs import create_model
-    from students import count_flops, count_trainable
+    from distill.models import count_flops, count_trainable, create_model
 
-    model = create_model(recipe)
+    model = create_model(recipe.model, student=student)
     flops = count_flops(model)
     print(dump_recipe(recipe), end="")
     print(f"Trainable parameters: {count_trainable(model)}")

@@ -30,6 +30,18 @@ MEAN = (125.307, 122.961, 113.8575)
 STD = (62.9932, 62.0887, 66.7048)
 
 
+@dataclass
+class DataConfig:
+    """The recipe's ``data`` section: where the batches are, and which images a run uses."""
+
+    dir: str = "data"  # holds, or receives, cifar-10-batches-py/
+    download: bool = True  # fetch the official archive (md5-checked) when the batches are missing
+    train_limit: int | None = None  # use only the first N training images (smoke runs, tests)
+    test_limit: int | None = None  # use only the first N test images
+    val_size: int = 0  # hold out N training images, stratified by class, for per-epoch evaluation (0 = off)
+    val_seed: int = 0  # which images are held out
+
+
 class SafeUnpickler(pickle.Unpickler):
     """Unpickler that resolves only the globals numpy arrays need; anything else is refused.
 
@@ -91,10 +103,46 @@ class Split:
         h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
         return h.hexdigest()
 
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.images, self.labels
+
     def head(self, limit: int | None) -> "Split":
         if limit is None or limit >= len(self):
             return self
         return Split(self.images[:limit], self.labels[:limit])
+
+
+def hold_out(train: Split, size: int, seed: int) -> tuple[Split, Split]:
+    """Split ``size`` images off ``train``, stratified by class: ``(rest, held out)``, both in the original order.
+
+    Each class gives ``size`` x its share of the images (largest remainders first, ties to the lower
+    class), chosen by a generator seeded with ``seed`` alone; the same images on every machine.
+    """
+    if size >= len(train):
+        raise UserError(
+            f"data.val_size={size} leaves no training images (there are {len(train)}); choose a smaller one"
+        )
+    counts = np.bincount(train.labels, minlength=10)
+    quota = counts * size / len(train)
+    take = np.floor(quota).astype(int)
+    for c in np.argsort(-(quota - take), kind="stable")[: size - take.sum()]:
+        take[c] += 1
+    rng = np.random.default_rng(seed)
+    chosen = np.concatenate([rng.permutation(np.flatnonzero(train.labels == c))[:k] for c, k in enumerate(take)])
+    held = np.zeros(len(train), dtype=bool)
+    held[chosen] = True
+    return Split(train.images[~held], train.labels[~held]), Split(train.images[held], train.labels[held])
+
+
+def load_data(cfg: DataConfig) -> tuple[Split, Split | None, Split]:
+    """``(train, val, test)`` as the recipe's ``data`` section asks: limits first, then the held-out split
+    (None when ``val_size`` is 0)."""
+    train, test = load_cifar10(cfg.dir, cfg.download)
+    train, test = train.head(cfg.train_limit), test.head(cfg.test_limit)
+    if not cfg.val_size:
+        return train, None, test
+    train, val = hold_out(train, cfg.val_size, cfg.val_seed)
+    return train, val, test
 
 
 def rows_to_nhwc(rows: np.ndarray, source: str) -> np.ndarray:
@@ -173,10 +221,14 @@ def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         data = rows_to_nhwc(data, str(path))
     if data.ndim != 4 or data.shape[1:] != (32, 32, 3):
         raise UserError(f"{path}: 'data' must be (N, 32, 32, 3) or (N, 3072), got shape {data.shape}")
+    if len(data) == 0:
+        raise UserError(f"{path}: 'data' holds no images; pass the competition's test pickle")
     ids = _key(obj, "ids")
     ids = np.arange(len(data), dtype=np.int64) if ids is None else np.asarray(ids)
     if ids.shape != (len(data),) or not np.issubdtype(ids.dtype, np.integer):
         raise UserError(f"{path}: 'ids' must be {len(data)} integers, got {ids.dtype} {ids.shape}")
+    if ids.size and ids.max() > np.iinfo(np.int64).max:  # a uint64 id would wrap to a negative one
+        raise UserError(f"{path}: 'ids' go up to {ids.max()}, beyond 2^63-1 (int64); renumber them")
     if len(np.unique(ids)) != len(ids):
         raise UserError(f"{path}: 'ids' has duplicates; each test image needs its own id")
     return np.ascontiguousarray(data), ids.astype(np.int64)

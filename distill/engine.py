@@ -227,14 +227,38 @@ def predict_logits(
     accelerator: Accelerator | None = None,
     tta: TTASpec | None = None,
     channels_last: bool = True,
+    on_batch=None,
 ) -> torch.Tensor:
-    """Logits (N, C) in float32 for uint8 (N, 32, 32, 3) images on the model's device, with ``tta``'s views."""
+    """Logits (N, C) in float32 for uint8 (N, 32, 32, 3) images on the model's device, with ``tta``'s views.
+
+    ``on_batch(n)`` is called after each batch of n images (a progress bar)."""
     outputs = []
     for start in range(0, len(images), batch_size):
         x = normalize(images[start : start + batch_size], channels_last)
         with accelerator.autocast() if accelerator is not None else torch.autocast(x.device.type, enabled=False):
             outputs.append(tta_logits(model, x, tta))
+        if on_batch is not None:
+            on_batch(len(x))
     return torch.cat(outputs) if outputs else torch.empty(0, 10, device=images.device)
+
+
+def predict(
+    model: torch.nn.Module, images: np.ndarray, tta: TTASpec | None, batch_size: int = 256, what: str | None = None
+) -> np.ndarray:
+    """Class predictions (N,) for uint8 (N, 32, 32, 3) images, with ``tta``'s views, outside a training run.
+
+    Runs on the GPU if there is one. On a CPU the batches are small (256: larger ones spend a third
+    of the time in the kernel, mapping and unmapping activation memory) and channels-last (oneDNN's
+    fast layout). With ``what``, a progress bar of that name shows on the console.
+    """
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device, memory_format=torch.channels_last).eval()
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, disable=what is None, transient=True) as bar:
+        task = bar.add_task(f"{what} ({tta.forward_passes if tta else 1} views per image)", total=len(x))
+        logits = predict_logits(model, x, batch_size, tta=tta, on_batch=lambda n: bar.advance(task, n))
+    return logits.argmax(-1).cpu().numpy()
 
 
 def evaluate(

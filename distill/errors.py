@@ -61,7 +61,7 @@ def cli_main(main: Callable[[], object]) -> None:
         if _is_main_process():
             print(f"stopped: {stop}", file=sys.stderr, flush=True)
         sys.exit(stop.exit_code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # outside a training loop, which says what to do next itself (a Stopped)
         if _is_main_process():
-            print("error: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+            print("error: interrupted", file=sys.stderr)
         sys.exit(130)

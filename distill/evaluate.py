@@ -17,8 +17,8 @@ from rich.table import Table
 
 from distill.augment import TTA_VARIANTS
 from distill.data import load_cifar10
+from distill.engine import predict
 from distill.errors import cli_main
-from distill.export import predict
 from distill.runs import load_run
 
 
@@ -28,7 +28,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
     test = test.head(recipe.data.test_limit)
     return {
-        name: float((predict(model, test.images, tta, recipe.train.eval_batch_size) == test.labels).mean())
+        name: float((predict(model, test.images, tta, what=f"TTA {name}") == test.labels).mean())
         for name, tta in TTA_VARIANTS.items()
     }
 

@@ -3,7 +3,7 @@
     python distill/export.py --run runs/kd_t4 --test-pkl cifar_test_nolabel.pkl --out submission.csv
 
 The pickle is read with a restricted unpickler (numpy arrays only). Predictions use the run's
-weights from ``model.safetensors`` and, if the recipe enables it, flip TTA. The CSV is written to a
+weights from ``model.safetensors`` and the recipe's test-time augmentation (``tta``). The CSV is written to a
 temporary file and renamed, then checked and summarised (rows, id range, label histogram).
 """
 
@@ -15,23 +15,13 @@ import io
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from distill.augment import TTASpec
 from distill.data import CLASSES, load_test_pickle
-from distill.engine import predict_logits
+from distill.engine import predict
 from distill.errors import UserError, cli_main
-from distill.runs import load_run, write_atomic
-from students import PARAM_CAP, check_param_cap
-
-
-def predict(model: torch.nn.Module, images: np.ndarray, tta: TTASpec | None, batch_size: int = 1000) -> np.ndarray:
-    """Class predictions (N,) for uint8 (N, 32, 32, 3) images, with the recipe's test-time augmentation."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = model.to(device)
-    x = torch.from_numpy(images).to(device)
-    logits = predict_logits(model, x, batch_size, tta=tta, channels_last=False)
-    return logits.argmax(-1).cpu().numpy()
+from distill.files import write_atomic
+from distill.models import check_param_cap
+from distill.runs import load_run
 
 
 def validate_csv(text: str, ids: np.ndarray) -> dict:
@@ -54,16 +44,20 @@ def validate_csv(text: str, ids: np.ndarray) -> dict:
 
 def export(run_dir: str | Path, test_pkl: str | Path, out: str | Path) -> dict:
     """Predict the test pickle with the run's student and write ``out``; returns the CSV's check."""
-    images, ids = load_test_pickle(test_pkl)
-    recipe, model = load_run(run_dir)
-    check_param_cap(model, recipe.model.name, PARAM_CAP)  # a submission must come from a student under the cap
-    labels = predict(model, images, tta=recipe.train.tta_spec())
-    text = "ID,Labels\n" + "".join(f"{i},{y}\n" for i, y in zip(ids.tolist(), labels.tolist()))
-    report = validate_csv(text, ids)
     out = Path(out)
+    if out.is_dir():
+        raise UserError(
+            f"--out {out} is a directory; give the path of the CSV file to write, e.g. {out / 'submission.csv'}"
+        )
     if out.parent and not out.parent.exists():
         raise UserError(f"folder {out.parent} does not exist; create it or choose another --out")
-    write_atomic(out, text)
+    images, ids = load_test_pickle(test_pkl)
+    recipe, model = load_run(run_dir)
+    check_param_cap(model, recipe.model.name)  # a submission must come from a student under the cap
+    labels = predict(model, images, recipe.tta, what=f"predicting {len(images):,} test images")
+    text = "ID,Labels\n" + "".join(f"{i},{y}\n" for i, y in zip(ids.tolist(), labels.tolist()))
+    report = validate_csv(text, ids)
+    write_atomic(out, text, flag="--out")
     print(f"wrote {out}: {report['rows']} rows, ids {report['id_min']}..{report['id_max']}")
     hist = "  ".join(f"{name} {n}" for name, n in zip(CLASSES, report["histogram"]))
     print(f"labels: {hist}")

@@ -18,10 +18,10 @@ the end, so a reader never sees half of one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,16 +33,9 @@ from distill.augment import AugmentSpec, apply_views, normalize, sample_views, s
 from distill.data import Split
 from distill.errors import UserError
 from distill.failpoints import failpoint
+from distill.files import pid_alive, sha256_file, swap_in
 
 FORMAT_VERSION = 3  # 2: a list of teachers (an ensemble's logits are averaged); 3: view keys follow the spec
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @torch.inference_mode()
@@ -88,13 +81,16 @@ def build_cache(
     accelerator: Accelerator,
     out_dir: Path,
     teacher_info: list[dict],
+    held_out: dict | None = None,
 ) -> Path:
     """Run the frozen teachers over K view sets of the training images and write the cache to ``out_dir``.
 
     Each teacher runs in ``eval()`` mode under ``torch.inference_mode()``, unwrapped on
     ``accelerator.device``; with several teachers (an ensemble) the cache holds the mean of their
-    logits on each view. Only the main process writes.
+    logits on each view. Only the main process writes. ``held_out`` records the validation split the
+    training images exclude (``{"val_size": N, "val_seed": S}``), which a student must share.
     """
+    start = time.perf_counter()
     for teacher in teachers:
         teacher.eval().to(accelerator.device)
     images = torch.from_numpy(train.images).to(accelerator.device)
@@ -122,11 +118,12 @@ def build_cache(
         meta = {
             "format_version": FORMAT_VERSION,
             "teachers": teacher_info,
-            "data": {"fingerprint": train.fingerprint(), "num_images": len(train)},
+            "data": {"fingerprint": train.fingerprint(), "num_images": len(train), **(held_out or {})},
             "augment": spec.to_dict(),
             "views": views,
             "seed": seed,
             "num_classes": int(arrays["logits"].shape[-1]),
+            "build_seconds": round(time.perf_counter() - start, 3),  # the teachers' forward passes, on this device
         }
         _write_atomic(out_dir, arrays, meta)
     accelerator.wait_for_everyone()
@@ -160,30 +157,15 @@ def _write_atomic(out_dir: Path, arrays: dict[str, np.ndarray], meta: dict) -> N
             f"cannot write the cache {out_dir} ({err.strerror or err}); free disk space and rerun "
             f"distill/cache_logits.py --teacher TEACHER_RUN_DIR"
         ) from None
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        out_dir.rename(old)
-    failpoint("cache.swap")
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(tmp, out_dir, out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}"), "cache.swap")
 
 
 def _remove_leftovers(out_dir: Path) -> None:
     """Delete ``.<name>.tmp-PID`` / ``.<name>.old-PID`` siblings whose process is gone (killed builds)."""
     for path in out_dir.parent.glob(f".{out_dir.name}.*-*"):
         kind, _, pid = path.name[len(out_dir.name) + 2 :].partition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+        if kind in ("tmp", "old") and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass
@@ -250,10 +232,18 @@ class LogitCache:
                     f"rebuild it with distill/cache_logits.py --teacher {run_dir}"
                 )
 
-    def check_matches(self, train: Split, spec: AugmentSpec, views: int | None) -> None:
-        """Refuse a cache built on other training data, another augmentation spec or view count."""
+    def check_matches(self, train: Split, spec: AugmentSpec, views: int | None, data_cfg=None) -> None:
+        """Refuse a cache built on other training data (or another held-out split), another augmentation
+        spec or view count. ``data_cfg`` is the student's ``data`` section."""
         data = self.meta["data"]
         fix = "rebuild it with distill/cache_logits.py --teacher TEACHER_RUN_DIR and the same data/augment settings"
+        split = (data.get("val_size", 0), data.get("val_seed", 0))
+        if data_cfg is not None and split != (data_cfg.val_size, data_cfg.val_seed):
+            raise UserError(
+                f"cache {self.path} was built holding out data.val_size={split[0]} (data.val_seed={split[1]}), this "
+                f"run holds out data.val_size={data_cfg.val_size} (data.val_seed={data_cfg.val_seed}); teacher, cache "
+                f"and student must agree on the split: set both to the cache's, or {fix}"
+            )
         if data["num_images"] != len(train) or data["fingerprint"] != train.fingerprint():
             raise UserError(
                 f"cache {self.path} was built on {data['num_images']} training images "

@@ -18,17 +18,10 @@ from typing import Any, Union
 import yaml
 
 from distill.augment import POLICIES, AugmentSpec, TTASpec
+from distill.data import DataConfig
 from distill.errors import UserError
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
-
-
-@dataclass
-class DataConfig:
-    dir: str = "data"  # holds, or receives, cifar-10-batches-py/
-    download: bool = True  # fetch the official archive (md5-checked) when the batches are missing
-    train_limit: int | None = None  # use only the first N training images (smoke runs, tests)
-    test_limit: int | None = None  # use only the first N test images
 
 
 @dataclass
@@ -63,14 +56,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (default mode)
     progressive_min_size: int = 0  # progressive resizing: train from this resolution up to 32 (0 = off)
     progressive_until: float = 0.5  # ... reaching 32 at this fraction of the epochs
-    tta: bool = True  # flip test-time augmentation at the final evaluation (and in export.py)
-    tta_translate: int = 0  # also average over shifts by +-N pixels at test time (0 = off); see TTASpec
     eval_batch_size: int = 1024
     eval_every: int = 1  # evaluate on the test set every N epochs (and always after the last)
     checkpoint_every: int = 1  # save the Accelerate state every N epochs for --resume
-
-    def tta_spec(self) -> TTASpec:
-        return TTASpec(flip=self.tta, translate=self.tta_translate)
 
 
 @dataclass
@@ -96,6 +84,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    tta: TTASpec = field(default_factory=lambda: TTASpec(flip=True))  # at the final evaluation and in export.py
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -248,7 +237,8 @@ def validate(recipe: Recipe) -> None:
             0 <= recipe.augment.mix_prob <= 1 and 0 <= recipe.augment.cutmix_switch_prob <= 1,
             "augment.mix_prob and augment.cutmix_switch_prob must be in [0, 1]",
         ),
-        (0 <= t.tta_translate <= 4, "train.tta_translate must be in 0..4 pixels"),
+        (0 <= recipe.tta.translate <= 4, "tta.translate must be in 0..4 pixels"),
+        (recipe.data.val_size >= 0, "data.val_size must be >= 0"),
         (t.progressive_min_size == 0 or 8 <= t.progressive_min_size <= 32, "train.progressive_min_size: 0 or 8..32"),
         (0.0 < t.progressive_until <= 1.0, "train.progressive_until must be in (0, 1]"),
         (

@@ -23,10 +23,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from distill.augment import TTASpec  # noqa: E402
 from distill.data import CLASSES, load_cifar10  # noqa: E402
+from distill.engine import predict  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402
-from distill.export import predict  # noqa: E402
-from distill.runs import load_run, write_atomic  # noqa: E402
+from distill.files import write_atomic  # noqa: E402
+from distill.runs import load_run  # noqa: E402
 
 
 @dataclass
@@ -56,11 +58,14 @@ def plot_curves(runs: list[Run], out: Path) -> Path:
         epochs = [m["epoch"] for m in run.metrics]
         label = f"{run.name} ({run.summary['model']})"
         ax_loss.plot(epochs, [m["train_loss"] for m in run.metrics], marker="o", ms=3, label=label)
-        tested = [(m["epoch"], 100 * m["test_acc"]) for m in run.metrics if m.get("test_acc") is not None]
+        key = "val_acc" if any(m.get("val_acc") is not None for m in run.metrics) else "test_acc"
+        tested = [(m["epoch"], 100 * m[key]) for m in run.metrics if m.get(key) is not None]
         if tested:
             ax_acc.plot(*zip(*tested), marker="o", ms=3, label=label)
     ax_loss.set(title="Training loss (KD runs: KD + CE objective)", xlabel="epoch", ylabel="loss")
-    ax_acc.set(title="Test accuracy (no TTA)", xlabel="epoch", ylabel="accuracy (%)")
+    ax_acc.set(
+        title="Accuracy per epoch (no TTA; held-out split where set, else test)", xlabel="epoch", ylabel="accuracy (%)"
+    )
     for ax in (ax_loss, ax_acc):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -113,7 +118,7 @@ def plot_errors(images: np.ndarray, pred: np.ndarray, true: np.ndarray, title: s
 
 def predictions(run: Run, images: np.ndarray) -> np.ndarray:
     recipe, model = load_run(run.path)
-    return predict(model, images, tta=recipe.train.tta_spec())  # as the submission would be predicted
+    return predict(model, images, recipe.tta, what=f"predicting with {run.name}")  # as the submission would be
 
 
 def make_report(run_dirs: list[str | Path], out: str | Path, data_dir: str | None = None) -> Path:
@@ -146,7 +151,7 @@ def make_report(run_dirs: list[str | Path], out: str | Path, data_dir: str | Non
     lines += [
         "",
         f"Device: {runs[0].summary['device']}. Accuracy on {len(test):,} test images"
-        f"{' with flip TTA' if runs[0].summary.get('tta') else ''}.",
+        f" with TTA: {TTASpec(**runs[0].summary['tta']).label}.",
         "",
     ]
 

@@ -22,36 +22,17 @@ from accelerate import Accelerator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-import students  # noqa: F401  (registers the students with timm)
-import teachers  # noqa: F401  (registers the teachers with timm)
+from distill.data import Split
 from distill.errors import ProcessFileError, UserError
 from distill.failpoints import failpoint
+from distill.files import check_writable, swap_in, write_atomic, write_json
+from distill.models import create_model
 from distill.recipe import Recipe, dump_recipe, load_recipe
 
 WEIGHTS = "model.safetensors"
 STATE, STATE_TMP, STATE_OLD = "state", "state.tmp", "state.old"
 PROGRESS = "progress.json"  # written last into a checkpoint: {epoch, step, wall_seconds, test_acc}
 EMA_WEIGHTS = "ema.safetensors"
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise UserError(
-            f"cannot write {path} ({err.strerror or err}); free disk space or choose another --output-dir"
-        ) from None
-
-
-def write_json(path: Path, obj: dict) -> None:
-    write_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def git_commit() -> str | None:
@@ -65,19 +46,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         pass
     return os.environ.get("DISTILL_COMMIT")
-
-
-def check_writable(run_dir: Path) -> None:
-    """Create ``run_dir`` and prove a file can be written there, before any work starts."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as err:
-        raise UserError(
-            f"output dir {run_dir} cannot be written ({err.strerror or err}); choose another --output-dir"
-        ) from None
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
@@ -180,11 +148,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict, ema
         ) from None
     if accelerator.is_main_process:
         failpoint("checkpoint.staged")
-        if state.exists():
-            state.rename(old)
-        failpoint("checkpoint.swap")
-        tmp.rename(state)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(tmp, state, old, "checkpoint.swap")
     accelerator.wait_for_everyone()
 
 
@@ -212,12 +176,21 @@ def _first_line(err: BaseException) -> str:
     return (text[0] if text else type(err).__name__)[:200]
 
 
-def run_info(recipe: Recipe, device: str, role: str, teacher_cache: str | Path | None = None) -> dict:
+def run_info(
+    recipe: Recipe, device: str, role: str, train: Split, val: Split | None, teacher_cache: str | Path | None = None
+) -> dict:
     return {
         "role": role,
         "teacher_cache": str(Path(teacher_cache).resolve()) if teacher_cache else None,
         "recipe": recipe.name,
         "seed": recipe.seed,
+        "data": {
+            "train_fingerprint": train.fingerprint(),
+            "train_images": len(train),
+            "val_size": recipe.data.val_size,
+            "val_seed": recipe.data.val_seed,
+            "val_fingerprint": val.fingerprint() if val is not None else None,
+        },
         "commit": git_commit(),
         "device": device,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
@@ -226,20 +199,48 @@ def run_info(recipe: Recipe, device: str, role: str, teacher_cache: str | Path |
     }
 
 
+def check_same_data(run_dir: Path, train: Split) -> None:
+    """On --resume, the training images must be the ones the run started with (their place may change)."""
+    started = (started_with(run_dir, "data") or {}).get("train_fingerprint")
+    if started is not None and started != train.fingerprint():
+        raise UserError(
+            f"--resume with other training data than {run_dir} started with (fingerprint {started[:12]}, now "
+            f"{train.fingerprint()[:12]}); point --data-dir at the data the run started with, or start a new --output-dir"
+        )
+
+
+def rewrite_metrics(run_dir: Path, upto_epoch: int) -> None:
+    """On resume, keep metrics.jsonl lines of checkpointed epochs only, so each epoch appears once."""
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        kept = []
+        for ln in path.read_text().splitlines():
+            try:
+                if json.loads(ln)["epoch"] <= upto_epoch:
+                    kept.append(ln)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                pass  # a line cut short by a kill
+        write_atomic(path, "".join(ln + "\n" for ln in kept))
+
+
+def append_metrics(run_dir: Path, line: dict) -> None:
+    path = run_dir / "metrics.jsonl"
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+    except OSError as err:
+        raise UserError(
+            f"cannot write {path} ({err.strerror or err}); free disk space, then --resume continues from the last "
+            f"checkpoint"
+        ) from None
+
+
 def started_with(run_dir: Path, key: str):
     """A field of the run's ``run.json`` (what it was started with), or None."""
     try:
         return json.loads((Path(run_dir) / "run.json").read_text()).get(key)
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def create_model(recipe: Recipe) -> torch.nn.Module:
-    """Build the recipe's model from timm's registry (teachers and students are registered on import)."""
-    if not timm.is_model(recipe.model.name):
-        known = ", ".join(timm.list_models("cifar_*"))
-        raise UserError(f"unknown model.name '{recipe.model.name}'; registered here: {known}")
-    return timm.create_model(recipe.model.name, pretrained=False, num_classes=10, **recipe.model.kwargs)
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -262,7 +263,7 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module]:
     if not recipe_file.is_file() or not weights.is_file():
         raise UserError(f"{run_dir} is not a finished run (needs recipe.yaml and {WEIGHTS}); train it first")
     recipe = load_recipe(recipe_file)
-    model = create_model(recipe)
+    model = create_model(recipe.model)
     try:
         state = load_file(str(weights))
         model.load_state_dict(state)

@@ -11,6 +11,7 @@ images the teacher saw.
 from __future__ import annotations
 
 from distill.cli import dry_run, parse, training_parser
+from distill.devices import make_accelerator
 from distill.errors import cli_main
 from distill.runs import started_with
 from distill.trainer import Result, train
@@ -24,12 +25,12 @@ def main(argv: list[str] | None = None) -> Result | None:
     )
     args, recipe, run_dir = parse(parser, argv)
     if args.dry_run:
-        dry_run(recipe)
+        dry_run(recipe, student=True)
         return None
     cache = args.teacher_cache
     if cache is None and args.resume:
         cache = started_with(run_dir, "teacher_cache")  # resume from the cache the run started with
-    return train(recipe, "student", run_dir, resume=args.resume, teacher_cache=cache)
+    return train(recipe, "student", run_dir, make_accelerator(recipe), resume=args.resume, teacher_cache=cache)
 
 
 if __name__ == "__main__":

@@ -1,36 +1,82 @@
 """Stage 1: train the teacher from scratch, then write its logit cache into ``<run>/cache/``.
 
-    accelerate launch distill/train_teacher.py --recipe teacher [--data-dir DIR] [--output-dir DIR] [key=value ...]
+    accelerate launch distill/train_teacher.py --recipe teacher_96 [--data-dir DIR] [--output-dir DIR] [key=value ...]
+    accelerate launch distill/train_teacher.py --recipe teacher_97 --seeds 3   # an ensemble: 3 seeds, mean logits
 
-No pretrained weights and no extra data: the teacher sees the CIFAR-10 training set only.
+No pretrained weights and no extra data: the teacher sees the CIFAR-10 training set only. With
+``--seeds N`` it trains N teachers (seeds ``seed .. seed+N-1``) into ``<run>/seed<k>/`` and caches
+the mean of their logits in ``<run>/cache/``; ``--resume`` skips the finished ones.
 """
 
 from __future__ import annotations
 
-from distill.cache_logits import TeacherRun, cache_runs, cache_teachers
+from dataclasses import replace
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from distill.cache_logits import TeacherRun, cache_teachers
 from distill.cli import dry_run, parse, training_parser
+from distill.devices import make_accelerator
 from distill.errors import UserError, cli_main
+from distill.recipe import Recipe
 from distill.runs import check_same_recipe
 from distill.trainer import Result, train
 
 
-def main(argv: list[str] | None = None) -> Result | None:
-    parser = training_parser("Train a teacher from scratch and cache its logits.", default_recipe="teacher")
+def train_teachers(
+    recipe: Recipe,
+    run_dir: Path,
+    accelerator: Accelerator,
+    seeds: int = 1,
+    resume: bool = False,
+    cache_recipe: Recipe | None = None,
+    cache: Path | None = None,
+) -> tuple[list[Result | None], list[TeacherRun], Path]:
+    """Train ``seeds`` teachers (one in ``run_dir`` itself, or ``run_dir/seed<k>``) and cache their mean logits.
+
+    The cache (``cache``, default ``run_dir/cache``) holds the views of ``cache_recipe`` (default the
+    teacher's own recipe: a student may ask for other views). With ``resume``, a teacher that finished
+    training is loaded from its run instead of trained again (None in the results), and an existing
+    complete cache ends the job. Returns the results, the teachers and the cache's path.
+    """
+    cache = cache or run_dir / "cache"
+    if resume and (cache / "meta.json").is_file():
+        raise UserError(f"teacher run {run_dir} and its cache are complete; nothing to resume")
+    members = [(replace(recipe, seed=recipe.seed + k), run_dir / f"seed{recipe.seed + k}") for k in range(seeds)]
+    if seeds == 1:
+        members = [(recipe, run_dir)]
+    if resume and seeds > 1 and not any((d / "state").is_dir() or (d / "summary.json").is_file() for _, d in members):
+        raise UserError(f"nothing to resume in {run_dir} (no teacher run in it); run without --resume")
+    results, teachers = [], []
+    for member, member_dir in members:
+        if resume and (member_dir / "summary.json").is_file():
+            # training finished before the job was stopped: load it and go on
+            check_same_recipe(member_dir, member)
+            print(f"teacher run {member_dir} finished training; reusing it", flush=True)
+            results.append(None)
+            teachers.append(TeacherRun.load(member_dir))
+            continue
+        resume_member = resume and (seeds == 1 or (member_dir / "state").is_dir())
+        result = train(member, "teacher", member_dir, accelerator, resume=resume_member)
+        results.append(result)
+        teachers.append(TeacherRun(result.model, member_dir, member, result.test_accuracy))
+    cache_teachers(teachers, cache_recipe or recipe, accelerator, cache)
+    return results, teachers, cache
+
+
+def main(argv: list[str] | None = None) -> list[Result | None] | None:
+    parser = training_parser("Train a teacher from scratch and cache its logits.", default_recipe="teacher_96")
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="train N teachers (seeds seed..seed+N-1) and cache their mean logits"
+    )
     args, recipe, run_dir = parse(parser, argv)
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds}: give a count of 1 or more")
     if args.dry_run:
-        dry_run(recipe)
+        dry_run(recipe, student=False)
         return None
-    if args.resume and (run_dir / "summary.json").is_file():
-        # Training finished before the job was stopped; what is left is the cache.
-        check_same_recipe(run_dir, recipe)
-        if (run_dir / "cache" / "meta.json").is_file():
-            raise UserError(f"teacher run {run_dir} and its cache are complete; nothing to resume")
-        print(f"teacher run {run_dir} finished training; building its cache", flush=True)
-        cache_runs([run_dir], overrides=[f"data.dir={recipe.data.dir}", f"data.download={recipe.data.download}"])
-        return None
-    result = train(recipe, "teacher", run_dir, resume=args.resume)
-    cache_teachers([TeacherRun(result.model, run_dir, recipe, result.test_accuracy)], recipe, result.accelerator)
-    return result
+    return train_teachers(recipe, run_dir, make_accelerator(recipe), args.seeds, args.resume)[0]
 
 
 if __name__ == "__main__":

@@ -7,56 +7,10 @@ the ``forward_features`` / ``forward_head(x, pre_logits=False)`` API so feature 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
-from distill.errors import UserError
-
-PARAM_CAP = 5_000_000  # the competition's hard limit on trainable parameters
-
-
-class ParamCapError(UserError):
-    """A student over :data:`PARAM_CAP` trainable parameters."""
-
-
-def count_trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def count_flops(model: nn.Module, image_size: int = 32, in_chans: int = 3) -> dict[str, float]:
-    """FLOPs per image of one forward pass and of one training step (forward + backward).
-
-    Counted by PyTorch's :class:`~torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix
-    products; a multiply-add is 2 FLOPs; BatchNorm, ReLU and pooling are not counted) on a copy of
-    the model in train mode, so frozen weights (a whitening stem) get no weight gradient. Returns
-    ``{"forward": ..., "train_step": ...}``; divide the training step by seconds per image for the
-    achieved FLOP/s.
-    """
-    probe = copy.deepcopy(model).cpu().float().train()
-    x = torch.randn(2, in_chans, image_size, image_size)
-    with FlopCounterMode(display=False) as forward:
-        out = probe(x)
-    with FlopCounterMode(display=False) as backward:
-        out.float().sum().backward()
-    return {
-        "forward": forward.get_total_flops() / 2,
-        "train_step": (forward.get_total_flops() + backward.get_total_flops()) / 2,
-    }
-
-
-def check_param_cap(model: nn.Module, name: str, cap: int = PARAM_CAP) -> int:
-    """Raise :class:`ParamCapError` if ``model`` has more than ``cap`` trainable parameters."""
-    n = count_trainable(model)
-    if n > cap:
-        raise ParamCapError(
-            f"student '{name}' has {n:,} trainable parameters, over the {cap:,} cap; "
-            f"use smaller model.kwargs (widths, blocks) or another student"
-        )
-    return n
 
 
 class ResidualBlock(nn.Module):
@@ -156,11 +110,9 @@ class CifarResNet(nn.Module):
     ):
         super().__init__()
         if len(widths) != len(blocks) or not widths:
-            raise UserError(
-                f"model widths {tuple(widths)} and blocks {tuple(blocks)} must be non-empty and of equal length"
-            )
+            raise ValueError(f"widths {tuple(widths)} and blocks {tuple(blocks)} must be non-empty and of equal length")
         if downsample not in ("stride", "pool"):
-            raise UserError(f"model downsample '{downsample}' is not one of 'stride', 'pool'")
+            raise ValueError(f"downsample '{downsample}' is not one of 'stride', 'pool'")
         stem_width = stem_width or widths[0]
         self.num_classes = num_classes
         self.num_features = widths[-1]
@@ -214,16 +166,8 @@ class CifarResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_resnet(name: str, model_args: dict, kwargs: dict, cap: int | None = None) -> CifarResNet:
-    """Shared builder: drop timm's factory keys, merge the variant's args with overrides, check the cap."""
-    kwargs.pop("pretrained", None)
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+def build_resnet(model_args: dict, kwargs: dict) -> CifarResNet:
+    """Shared builder: drop timm's factory keys and merge the variant's args with overrides."""
+    for key in ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(key, None)
-    args = {**model_args, **kwargs}
-    try:
-        model = CifarResNet(**args)
-    except TypeError as err:
-        raise UserError(f"bad model.kwargs for '{name}': {err}") from None
-    if cap is not None:
-        check_param_cap(model, name, cap)
-    return model
+    return CifarResNet(**{**model_args, **kwargs})

@@ -15,6 +15,8 @@ import re
 import resource
 import shutil
 import signal
+import socket
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -168,6 +170,26 @@ def case_test_pickle_duplicate_ids(ctx: Ctx) -> Call:
     return export_call(ctx, {b"data": np.zeros((3, 32, 32, 3), np.uint8), b"ids": np.array([0, 1, 1])})
 
 
+@case
+def case_test_pickle_empty(ctx: Ctx) -> Call:
+    return export_call(ctx, {b"data": np.zeros((0, 32, 32, 3), np.uint8)})
+
+
+@case
+def case_test_pickle_ids_overflow(ctx: Ctx) -> Call:
+    ids = np.array([0, 1, 2**63 + 5], dtype=np.uint64)  # would be written as a negative int64
+    return export_call(ctx, {b"data": np.zeros((3, 32, 32, 3), np.uint8), b"ids": ids})
+
+
+@case
+def case_export_out_is_directory(ctx: Ctx) -> Call:
+    folder = ctx.tmp / "subs"
+    folder.mkdir()
+    call = export_call(ctx, {b"data": np.zeros((2, 32, 32, 3), np.uint8)}, out=folder)
+    call.absent, call.unchanged = [], [folder]
+    return call
+
+
 class RunsCode:
     """Unpickling this calls os.system: what a malicious file would do."""
 
@@ -223,6 +245,12 @@ def case_cache_other_subset(ctx: Ctx) -> Call:
 @case
 def case_cache_other_augment(ctx: Ctx) -> Call:
     argv = student_args(ctx, ctx.teacher / "cache", "augment.translate=2")
+    return Call(train_student.main, argv, [ctx.tmp / "run"])
+
+
+@case
+def case_cache_other_split(ctx: Ctx) -> Call:
+    argv = student_args(ctx, ctx.teacher / "cache", "data.val_size=40")
     return Call(train_student.main, argv, [ctx.tmp / "run"])
 
 
@@ -310,6 +338,36 @@ def case_cache_disk_full(ctx: Ctx) -> Call:
 
 
 @case
+def case_val_split_too_large(ctx: Ctx) -> Call:
+    return Call(train_teacher.main, teacher_args(ctx, ctx.data, "data.val_size=400"), [ctx.tmp / "run"])
+
+
+@case
+def case_run_dir_in_use(ctx: Ctx) -> Call:
+    run = ctx.tmp / "run"
+    run.mkdir()
+    holder = subprocess.Popen(["sleep", "60"])  # a live process on this host holds the lock
+    (run / ".lock").write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "now"}))
+
+    def check() -> None:
+        holder.kill()
+        holder.wait()
+        train_teacher.main(teacher_args(ctx, ctx.data))  # the lock of a dead process is stale: taken over
+        assert not (run / ".lock").exists() and (run / "summary.json").is_file()
+
+    return Call(train_teacher.main, teacher_args(ctx, ctx.data), unchanged=[run], check=check)
+
+
+@case
+def case_resume_other_data(ctx: Ctx) -> Call:
+    run = ctx.unfinished_student()
+    other = ctx.tmp / "other-data"
+    write_batches(other, synthetic_split(400, 7), synthetic_split(200, 1))  # same size, other images
+    argv = [*student_args(ctx, ctx.teacher / "cache", out=run), "--resume", "--data-dir", str(other)]
+    return Call(train_student.main, argv, unchanged=[run])
+
+
+@case
 def case_resume_nothing(ctx: Ctx) -> Call:
     (ctx.tmp / "run").mkdir()
     return Call(train_teacher.main, [*teacher_args(ctx, ctx.data), "--resume"], unchanged=[ctx.tmp / "run"])
@@ -349,7 +407,7 @@ def case_loss_nan(ctx: Ctx) -> Call:
         assert progress["epoch"] == 1  # the last good checkpoint is kept
         assert [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [1]
         ctx.monkeypatch.setattr(trainer, "KDLoss", real)
-        result = train_teacher.main(["--output-dir", str(run), "--resume", f"data.dir={ctx.data}"])
+        [result] = train_teacher.main(["--output-dir", str(run), "--resume", f"data.dir={ctx.data}"])
         assert result.summary["epochs"] == 2  # and --resume finishes from it
 
     absent = [run / "summary.json", run / "model.safetensors"]

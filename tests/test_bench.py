@@ -4,8 +4,8 @@ import pytest
 import timm
 
 from bench import bench
+from distill.models import count_flops
 from distill.recipe import dump_recipe, load_recipe
-from students import count_flops
 from tests.conftest import tiny
 
 

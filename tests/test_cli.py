@@ -1,5 +1,6 @@
 """What a user sees on the command line: one clear line and exit code 2 for their mistakes."""
 
+import json
 import pickle
 import subprocess
 
@@ -101,3 +102,23 @@ def test_accelerate_launch_end_to_end(synthetic_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "sub.csv").read_text().splitlines()[0] == "ID,Labels"
     assert "7 rows, ids 0..6" in proc.stdout
+
+
+def test_two_runs_started_at_once_into_one_dir(synthetic_dir, tmp_path):
+    """One finishes; the other is refused (the run dir's lock, or the run it finds there); each epoch is logged once."""
+    import os
+    import sys
+
+    run = tmp_path / "run"
+    args = ["distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(run), *tiny(synthetic_dir)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outcomes = sorted((p.wait(timeout=300), p.stderr.read()) for p in procs)
+    assert [code for code, _ in outcomes] == [0, 2], outcomes
+    assert "is in use by PID" in outcomes[1][1] or "already holds a run" in outcomes[1][1]
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    assert not (run / ".lock").exists()

@@ -118,3 +118,18 @@ def test_bad_test_pickles(tmp_path, obj, message):
 def test_split_head():
     split = Split(np.zeros((10, 32, 32, 3), np.uint8), np.arange(10) % 10)
     assert len(split.head(3)) == 3 and len(split.head(None)) == 10
+
+
+def test_hold_out_is_stratified_seeded_and_disjoint():
+    from distill.data import hold_out
+    from tests.conftest import synthetic_split
+
+    train = synthetic_split(1000, 3)
+    rest, val = hold_out(train, 100, seed=5)
+    assert len(rest) == 900 and len(val) == 100
+    counts, share = np.bincount(val.labels, minlength=10), np.bincount(train.labels, minlength=10) / 10
+    assert np.abs(counts - share).max() < 1  # each class gives its share, rounded
+    again, other = hold_out(train, 100, seed=5)[1], hold_out(train, 100, seed=6)[1]
+    assert again.fingerprint() == val.fingerprint() and other.fingerprint() != val.fingerprint()
+    rows = {r.tobytes() for r in train.images.reshape(1000, -1)}
+    assert rows == {r.tobytes() for r in np.concatenate([rest.images, val.images]).reshape(1000, -1)}

@@ -85,7 +85,9 @@ def assert_same_run(run: Path, reference: Path) -> None:
 
 def same_cache(a: Path, b: Path) -> bool:
     files = lambda d: {p.name: p.read_bytes() for p in d.glob("*.npy")}  # noqa: E731
-    meta = lambda d: {k: v for k, v in json.loads((d / "meta.json").read_text()).items() if k != "teachers"}  # noqa: E731
+    meta = lambda d: {  # noqa: E731  (who built it, and how long it took, may differ)
+        k: v for k, v in json.loads((d / "meta.json").read_text()).items() if k not in ("teachers", "build_seconds")
+    }
     return files(a) == files(b) and meta(a) == meta(b)
 
 
@@ -160,3 +162,27 @@ def test_cache_build_killed_then_rerun(point, reference, older_cache, synthetic_
     assert same_cache(out, reference["cache"])
     assert LogitCache.load(out).num_views == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # the killed build's leftovers are gone
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_to_run_again(synthetic_dir, tmp_path):
+    """SIGINT mid epoch 1: nothing to resume, so the message says to run the command again, which works."""
+    import os
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    run = tmp_path / "teacher"
+    args = ["distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(run), *tiny(synthetic_dir)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DISTILL_FAILPOINT": "train.step@2:stall=60"}
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "run.json").exists() and time.time() < deadline:  # set up; epoch 1 stalls at its 2nd step
+        time.sleep(0.2)
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 130
+    err = proc.stderr.read()
+    assert "nothing to resume; run the same command again" in err and "Traceback" not in err, err
+    assert not (run / ".lock").exists() and not (run / "state").exists()
+    assert_ok(teacher(run, synthetic_dir))  # and running it again works

@@ -5,14 +5,15 @@ import torch
 import students  # noqa: F401
 import teachers  # noqa: F401
 from distill.errors import UserError
-from students import PARAM_CAP, CifarResNet, ParamCapError, ResidualBlock, count_flops, count_trainable
+from distill.models import PARAM_CAP, count_flops, count_trainable, create_model
+from distill.recipe import ModelConfig
+from students import STUDENTS, CifarResNet, ResidualBlock
 
-STUDENTS = ["cifar_resnet_s", "cifar_resnet_m", "cifar_resnet_fast", "cifar_resnet_lite", "cifar_resnet_tiny"]
-TEACHERS = ["cifar_resnet_t", "cifar_resnet_t_wide", "cifar_resnet_t_tiny"]
+TEACHERS = ["cifar_resnet_t", "cifar_resnet_t_wide", "cifar_resnet_t_tiny", "cifar_air94", "cifar_air95", "cifar_air96"]
 
 
 def test_registry_holds_every_model():
-    assert set(STUDENTS + TEACHERS) <= set(timm.list_models("cifar_*"))
+    assert set(STUDENTS + tuple(TEACHERS)) <= set(timm.list_models("cifar_*"))
 
 
 @pytest.mark.parametrize("name", timm.list_models("cifar_*"))
@@ -30,8 +31,12 @@ def test_forward_backward(name):
 
 
 @pytest.mark.parametrize("name", STUDENTS)
-def test_students_under_the_cap(name):
-    assert count_trainable(timm.create_model(name, num_classes=10)) <= PARAM_CAP
+def test_students_are_residual_networks_under_the_cap(name):
+    model = timm.create_model(name, num_classes=10)
+    assert count_trainable(model) <= PARAM_CAP
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad]
+    in_blocks = {id(c) for b in model.modules() if isinstance(b, ResidualBlock) for c in b.modules()}
+    assert len([c for c in convs if id(c) not in in_blocks]) == 1  # the stem; every other conv sits in a block
 
 
 def test_default_student_and_teacher_sizes():
@@ -40,8 +45,11 @@ def test_default_student_and_teacher_sizes():
 
 
 def test_over_cap_student_raises_with_count():
-    with pytest.raises(ParamCapError, match=r"5,205,066 trainable parameters, over the 5,000,000 cap"):
-        timm.create_model("cifar_resnet_s", num_classes=10, widths=(64, 128, 256, 256))
+    with pytest.raises(UserError, match=r"5,205,066 trainable parameters, over the 5,000,000 cap"):
+        create_model(ModelConfig("cifar_resnet_s", {"widths": [64, 128, 256, 256]}), student=True)
+    assert count_trainable(create_model(ModelConfig("cifar_resnet_t"), student=False)) > PARAM_CAP  # teachers: no cap
+    with pytest.raises(UserError, match="bad model.kwargs for 'cifar_air96'"):
+        create_model(ModelConfig("cifar_air96", {"convs": 4}))
 
 
 def test_block_is_the_assignments():
@@ -116,5 +124,33 @@ def test_pool_downsampling_keeps_blocks_at_stride_one():
     assert all(b.conv1.stride == (1, 1) for b in blocks)
     assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.modules()) == 3
     assert model.forward_features(torch.randn(2, 3, 32, 32)).shape == (2, 256, 4, 4)
-    with pytest.raises(UserError, match="downsample 'avg' is not one of"):
+    with pytest.raises(ValueError, match="downsample 'avg' is not one of"):
         CifarResNet(widths=(8,), blocks=(1,), downsample="avg")
+
+
+@pytest.mark.parametrize(
+    "name, params", [("cifar_air94", 1_971_352), ("cifar_air95", 4_604_440), ("cifar_air96", 9_915_416)]
+)
+def test_airnet_family_matches_airbench(name, params):
+    """airbench's nets: the published sizes, frozen whitening and BN weights, Dirac-initialised convs."""
+    from teachers.airnet import AirNet, ConvGroup
+
+    model = timm.create_model(name, num_classes=10)
+    assert isinstance(model, AirNet) and count_trainable(model) == params
+    assert not model.whiten.conv.weight.requires_grad
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not n.weight.requires_grad and n.bias.requires_grad for n in norms)
+    group = next(m for m in model.modules() if isinstance(m, ConvGroup))
+    w = group.convs[0].weight  # out == in: starts as the identity
+    torch.testing.assert_close(w[:, :, 1, 1], torch.eye(w.shape[0]))
+    assert model.forward_features(torch.randn(2, 3, 32, 32)).shape[-2:] == (3, 3)
+    assert group.residual == (name == "cifar_air96")
+
+
+def test_airnet_residual_group_adds_its_input():
+    from teachers.airnet import ConvGroup
+
+    group = ConvGroup(4, 8, convs=3).eval()
+    torch.nn.init.zeros_(group.convs[1].weight)  # the residual branch now outputs BN(0) = bias = 0
+    x = torch.randn(2, 4, 8, 8)
+    torch.testing.assert_close(group(x), group.act(group.act(group.norm1(group.pool(group.conv1(x))))))

@@ -13,18 +13,18 @@ import torch
 from distill import cache_logits, evaluate, export, train_student, train_teacher
 from distill.augment import POLICY_OPS, AugmentSpec
 from distill.data import load_cifar10
+from distill.devices import make_accelerator
 from distill.engine import EpochData, epoch_batches
 from distill.errors import UserError
 from distill.logit_cache import LogitCache, build_cache
 from distill.recipe import load_recipe
-from distill.trainer import make_accelerator
 from tests.conftest import synthetic_split, tiny
 
 
 @pytest.fixture(scope="module")
 def teacher_run(synthetic_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "teacher"
-    result = train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(out), *tiny(synthetic_dir)])
+    [result] = train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(out), *tiny(synthetic_dir)])
     return out, result
 
 
@@ -194,7 +194,7 @@ def test_cache_from_other_teacher_weights_or_version_is_refused(teacher_run, syn
     cache = LogitCache.load(run / "cache")
     assert cache.meta["teachers"][0]["run_dir"] == str(run.resolve())
     # the teacher is retrained (other weights): its old cache is stale
-    other = train_teacher.main(
+    [other] = train_teacher.main(
         ["--recipe", "teacher_smoke", "--output-dir", str(tmp_path / "t2"), *tiny(synthetic_dir, "seed=1")]
     )
     shutil.copy(other.run_dir / "model.safetensors", run / "model.safetensors")
@@ -331,3 +331,43 @@ def test_sigterm_mid_epoch_stops_after_it_with_a_checkpoint(synthetic_dir, tmp_p
     assert "stopped: SIGTERM received; checkpoint saved after epoch 2 of 4" in capsys.readouterr().err
     assert json.loads((run / "state" / "progress.json").read_text())["epoch"] == 2
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the run
+
+
+def test_validation_split_end_to_end(synthetic_dir, tmp_path):
+    """Teacher, cache and student hold out the same 40 images; epochs are scored on them, the test set once."""
+    held = ["data.val_size=40", "data.val_seed=3"]
+    [teacher] = train_teacher.main(
+        ["--recipe", "teacher_smoke", "--output-dir", str(tmp_path / "t"), *tiny(synthetic_dir, *held)]
+    )
+    meta = json.loads((tmp_path / "t" / "cache" / "meta.json").read_text())
+    assert meta["data"]["num_images"] == 360 and (meta["data"]["val_size"], meta["data"]["val_seed"]) == (40, 3)
+    run = tmp_path / "s"
+    student = train_student.main(
+        ["--recipe", "kd_smoke", "--teacher-cache", str(tmp_path / "t" / "cache"), "--output-dir", str(run),
+         *tiny(synthetic_dir, *held)]
+    )  # fmt: skip
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(ln["val_acc"] is not None and "test_acc" not in ln for ln in lines)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_accuracy"] == student.test_accuracy and summary["val_images"] == 40
+    assert summary["val_accuracy_no_tta"] == lines[-1]["val_acc"]
+    info = json.loads((run / "run.json").read_text())["data"]
+    assert (info["val_size"], info["val_seed"], info["train_images"]) == (40, 3, 360)
+
+
+def test_teacher_seeds_share_one_cache_of_mean_logits(synthetic_dir, tmp_path):
+    out = tmp_path / "ens"
+    args = ["--recipe", "teacher_smoke", "--seeds", "2", "--output-dir", str(out), *tiny(synthetic_dir, "seed=4")]
+    results = train_teacher.main(args)
+    assert [r.run_dir.name for r in results] == ["seed4", "seed5"]
+    cache = LogitCache.load(out / "cache")
+    assert [t["run_dir"] for t in cache.meta["teachers"]] == [str((out / f"seed{s}").resolve()) for s in (4, 5)]
+    # the cache holds the mean of the two teachers' logits on each view
+    single = [cache_logits.main(["--teacher", str(out / f"seed{s}"), "--out", str(tmp_path / f"c{s}")]) for s in (4, 5)]
+    each = [np.load(c / "logits.npy").astype(np.float32) for c in single]
+    np.testing.assert_allclose(np.load(out / "cache" / "logits.npy"), (each[0] + each[1]) / 2, rtol=1e-3, atol=2e-3)
+    with pytest.raises(UserError, match="and its cache are complete; nothing to resume"):
+        train_teacher.main([*args, "--resume"])
+    shutil.rmtree(out / "cache")
+    assert train_teacher.main([*args, "--resume"]) == [None, None]  # both finished: reused, only the cache is built
+    assert (out / "cache" / "meta.json").is_file()

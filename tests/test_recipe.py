@@ -50,7 +50,7 @@ def test_overrides_are_typed():
         ("nosuch.thing=1", "unknown recipe key 'nosuch'"),
         ("train.epochs=abc", "train.epochs' must be int"),
         ("train.epochs=2.5", "train.epochs' must be int"),
-        ("train.tta=maybe", "train.tta' must be bool"),
+        ("tta.flip=maybe", "tta.flip' must be bool"),
         ("train.lr=fast", "train.lr' must be float"),
         ("kd.alpha=2", "kd.alpha must be in [0, 1]"),
         ("train.epochs", "is not key=value"),

@@ -1,0 +1,142 @@
+"""Files written so that a kill at any instant never leaves one that looks complete but is not.
+
+A file is written under a temporary name, flushed and renamed into place (:func:`write_atomic`); a
+directory is built beside its target and swapped in (:func:`swap_in`), which the checkpoint and the
+logit cache both use. A run directory is held by one run at a time (:class:`RunLock`).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+from distill.errors import UserError
+from distill.failpoints import failpoint
+
+
+def write_atomic(path: Path, data: str | bytes, flag: str = "--output-dir") -> None:
+    """Write ``data`` to ``path`` via a temporary sibling and a rename; a write error is a UserError
+    naming its cause and ``flag``, the option that chose the path."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(write_error(path, err, flag)) from None
+
+
+def write_error(path: Path, err: OSError, flag: str) -> str:
+    """One line for a failed write: what happened, and the fix that fits the cause."""
+    if err.errno == errno.EISDIR or Path(path).is_dir():
+        return f"{path} is a directory; give {flag} the path of a file, not of a directory"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"cannot write {path} ({err.strerror}): the disk is full; free disk space and run again"
+    return f"cannot write {path} ({err.strerror or err}); choose another {flag}"
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_writable(folder: Path, flag: str = "--output-dir") -> None:
+    """Create ``folder`` and prove a file can be written there, before any work starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(
+            f"output dir {folder} cannot be written ({err.strerror or err}); choose another {flag}"
+        ) from None
+
+
+def swap_in(staged: Path, target: Path, old: Path, point: str) -> None:
+    """Put the complete directory ``staged`` in the place of ``target``.
+
+    ``target`` (if any) is renamed to ``old``, ``staged`` to ``target``, and ``old`` is deleted: a kill
+    at any instant leaves ``target`` whole, or ``old`` and ``staged`` both whole, never a mix. The
+    failpoint ``point`` sits between the two renames (see :mod:`distill.failpoints`).
+    """
+    if target.exists():
+        target.rename(old)
+    failpoint(point)
+    staged.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """``<run dir>/.lock`` holding the PID and host of the run writing there; removed when it ends.
+
+    Taken with ``O_EXCL``, so of two runs started at once into one directory exactly one gets it; the
+    other is refused. A lock whose process is gone (same host, PID not alive: a SIGKILL) is stale
+    and taken over. A lock from another host cannot be checked and is refused with how to clear it.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / self.NAME
+        self.held = False
+
+    def acquire(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and holder.get("host") == me["host"] and not pid_alive(int(holder["pid"])):
+                    self.path.unlink(missing_ok=True)  # stale: its run was killed
+                    continue
+                who = f"PID {holder['pid']} on {holder['host']} since {holder['started']}" if holder else "another run"
+                raise UserError(
+                    f"{self.path.parent} is in use by {who}; wait for that run to end, or, if it is dead, "
+                    f"delete {self.path}"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise UserError(f"cannot take {self.path}; delete it if no run is writing to {self.path.parent}")
+
+    def _holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.path.read_text())
+            return holder if {"pid", "host", "started"} <= set(holder) else None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
