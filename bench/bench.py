@@ -119,15 +119,17 @@ def _teachers_and_cache(args, student: Recipe, overrides: list[str], accelerator
     if args.teacher_run:
         runs = [Path(t) for t in args.teacher_run]
         result["teachers"] = [_describe_teacher(run, reused=True) for run in runs]
-        own = runs[0] / "cache"
-        try:  # a single teacher's own cache, if it fits the student
-            if len(runs) == 1:
-                LogitCache.load(own).check_matches(
-                    load_data(student.data)[0], student.augment, student.cache.views, student.data
-                )
-                return own
+        given = Path(args.teacher_cache) if args.teacher_cache else (runs[0] / "cache" if len(runs) == 1 else None)
+        try:  # the given cache (or a single teacher's own), if it fits the student
+            if given is not None:
+                cache = LogitCache.load(given)
+                cache.check_matches(load_data(student.data)[0], student.augment, student.cache.views, student.data)
+                result["cache"] = {"views": cache.num_views, "reused": str(given)}
+                return given
         except UserError:
-            pass  # e.g. the student asks for alternating flips or other views: cache again
+            if args.teacher_cache:
+                raise
+            # e.g. the student asks for alternating flips or other views: cache again
         cache = cache_runs(runs, args.work_dir / "cache", cache_overrides)
         teachers = [TeacherRun.load(run) for run in runs]
     else:
@@ -212,10 +214,11 @@ def _print_table(console: Console, r: dict) -> None:
         )
     if "ensemble_test_accuracy" in r:
         table.add_row(f"ensemble of {len(r['teachers'])} (mean logits)", "", "", f"{r['ensemble_test_accuracy']:.2%}")
-    if "cache" in r:
-        table.add_row(
-            f"cache: {r['cache']['views']} view sets, {r['cache']['mib']:.0f} MiB", "", f"{r['cache_seconds']:.2f}"
-        )
+    if "cache_seconds" in r:
+        cache = f"cache: {r['cache']['views']} view sets, {r['cache']['mib']:.0f} MiB"
+        table.add_row(cache, "", f"{r['cache_seconds']:.2f}")
+    elif "cache" in r:
+        table.add_row(f"cache: {r['cache']['views']} view sets, reused", "", "")
     if "student_warmup_seconds" in r:
         table.add_row("student warm-up (1 epoch)", "", f"{r['student_warmup_seconds']:.2f}", "", "")
     for run in r["student_runs"]:
@@ -255,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         help="reuse this finished teacher run (and its cache/, if it fits) instead of training one; "
         "repeat it for an ensemble, whose cache is built in WORK_DIR/cache",
     )
+    parser.add_argument("--teacher-cache", help="with --teacher-run: use this cache of those teachers as it is")
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed 1-epoch student warm-up run")
     parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (sets data.dir for every recipe)")
     parser.add_argument(

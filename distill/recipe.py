@@ -65,6 +65,8 @@ class TrainConfig:
 class KDConfig:
     temperature: float = 4.0  # T: softens both distributions
     alpha: float = 0.9  # weight of the KD term; (1 - alpha) weights the cross-entropy; 0 = plain CE
+    teacher: str = ""  # the teacher recipe this student is meant for (what distill-run trains first)
+    teacher_seeds: int = 1  # ... as an ensemble of this many seeds, whose mean logits are cached
 
 
 @dataclass
@@ -228,6 +230,7 @@ def validate(recipe: Recipe) -> None:
         (0.0 <= t.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (0.0 <= recipe.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),
         (recipe.kd.temperature > 0, "kd.temperature must be > 0"),
+        (recipe.kd.teacher_seeds >= 1, "kd.teacher_seeds must be >= 1"),
         (recipe.cache.views >= 0, "cache.views must be >= 0"),
         (0 <= recipe.augment.translate <= 16, "augment.translate must be in 0..16 pixels"),
         (0 <= recipe.augment.cutout <= 32, "augment.cutout must be in 0..32 pixels"),

@@ -76,6 +76,43 @@ def plot_curves(runs: list[Run], out: Path) -> Path:
     return path
 
 
+# Published speed runs to compare against: (label, seconds, accuracy). The H100 number is issue 10's
+# measurement; the A100 ones are the headers of airbench94.py and airbench96.py (mean of n runs).
+AIRBENCH_ANCHORS = [
+    ("airbench94, A100 (n=1000)", 3.83, 0.9401),
+    ("airbench96, A100 (n=200)", 46.3, 0.9605),
+    ("airbench96, our H100 (issue 10)", 16.7, 0.9597),
+]
+
+
+def plot_frontier(bench_results: list[dict], path: Path) -> Path:
+    """Test accuracy against training seconds: every teacher, ensemble and student of the bench JSONs,
+    with the airbench anchors. Students show the mean (and std) of their runs, named by ``label`` if set."""
+    fig, ax = plt.subplots(figsize=(9, 6), constrained_layout=True)
+    for r in bench_results:
+        fresh = [t for t in r.get("teachers", []) if not t.get("reused")]
+        for t in fresh:
+            ax.scatter(t["train_seconds"], 100 * t["test_accuracy"], marker="s", color="tab:blue", alpha=0.7)
+            ax.annotate(f"{t['recipe']} s{t['seed']}", (t["train_seconds"], 100 * t["test_accuracy"]), fontsize=7)
+        if "ensemble_test_accuracy" in r and fresh:
+            x, y = sum(t["train_seconds"] for t in fresh), 100 * r["ensemble_test_accuracy"]
+            ax.scatter(x, y, marker="*", s=140, color="tab:blue")
+            ax.annotate(f"ensemble of {len(fresh)}", (x, y), fontsize=7)
+        s, a = r["student_train_seconds"], r["student_test_accuracy"]
+        ax.errorbar(s["mean"], 100 * a["mean"], yerr=100 * a["std"], fmt="o", color="tab:orange", capsize=3)
+        ax.annotate(r.get("label", r["student_recipe"]), (s["mean"], 100 * a["mean"]), fontsize=8)
+    for label, seconds, accuracy in AIRBENCH_ANCHORS:
+        ax.scatter(seconds, 100 * accuracy, marker="D", color="grey")
+        ax.annotate(label, (seconds, 100 * accuracy), fontsize=7, color="grey")
+    device = bench_results[0].get("device", "?") if bench_results else "?"
+    ax.set(xscale="log", xlabel="training seconds (log)", ylabel="test accuracy (%)",
+           title=f"Accuracy per GPU-second on {device}: teachers (squares), students (circles), airbench (grey)")  # fmt: skip
+    ax.grid(alpha=0.3, which="both")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_confusion(cm: np.ndarray, title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)

@@ -77,3 +77,34 @@ def test_alternate_flip_needs_an_even_number_of_cached_view_sets():
     assert load_recipe("kd_t4", ["augment.alternate_flip=true"]).augment.alternate_flip
     with pytest.raises(UserError, match="cache.views must be even"):
         load_recipe("kd_t4", ["augment.alternate_flip=true", "cache.views=3"])
+
+
+def student_recipes() -> list[str]:
+    from distill.recipe import RECIPE_DIR
+
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml") if load_recipe(p.stem).kd.teacher)
+
+
+def test_every_distilling_recipe_names_its_teacher():
+    assert {"kd_t4", "kd_fast94", "kd_fast96", "kd_max", "kd_smoke"} <= set(student_recipes())
+    for name in ("ce", "ce_smoke"):
+        assert load_recipe(name).kd.alpha == 0  # labels only: no teacher needed
+
+
+@pytest.mark.parametrize("name", student_recipes())
+def test_student_recipe_fits_the_cache_of_its_teacher(name):
+    """The cache of kd.teacher (its own, or one built on the student's views) is one this student accepts:
+    the same training images and held-out split; the views' spec and count are the student's."""
+    student = load_recipe(name)
+    teacher = load_recipe(student.kd.teacher)
+    assert student.kd.alpha > 0 and student.kd.teacher_seeds >= 1
+    assert student.data == teacher.data  # the cache's fingerprint is over the same images
+    if (student.augment, student.cache.views) != (teacher.augment, teacher.cache.views):
+        # a cache on the student's views: the teacher's recipe with the student's augment and cache sections
+        assert name in {"kd_fast94", "kd_max", "kd_fast96"}, f"{name} needs a cache on its own views; say so"
+
+
+def test_the_smoke_pair_shares_the_teachers_own_cache():
+    student, teacher = load_recipe("kd_smoke"), load_recipe("teacher_smoke")
+    assert (student.augment, student.cache.views) == (teacher.augment, teacher.cache.views)
+    assert load_recipe("kd_fast94").augment == load_recipe("teacher_94").augment  # teacher_94's cache fits

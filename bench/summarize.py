@@ -1,0 +1,90 @@
+"""Issue 10's targets, met or missed, from the JSONs of bench/run_frontier_h100.sh; and the frontier plot.
+
+    python bench/summarize.py OUT_DIR      # reads OUT_DIR/{fast94,max,fast96,ce96,half}.json
+
+Prints a table, writes it to ``OUT_DIR/summary.md`` and plots test accuracy against GPU seconds (every
+teacher and student, with the airbench anchors) to ``OUT_DIR/frontier.png``. A missing step is shown
+as not measured.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from distill.report import plot_frontier
+
+# (what, step, where the accuracy is read, target accuracy, where the seconds are read, target seconds)
+TARGETS = [
+    ("teacher_96", "fast94", "teacher", 0.960, "teacher", 20.0),
+    ("teacher_97 ensemble", "max", "ensemble", 0.970, "teachers", 300.0),
+    ("kd_fast94", "fast94", "student", 0.940, "student", 2.0),
+    ("kd_fast96", "fast96", "student", 0.960, "student", 16.0),
+    ("kd_max (teachers + cache + student)", "max", "student", 0.968, "pipeline", 360.0),
+    ("kd_fast96's twin on labels alone", "ce96", "student", None, "student", None),
+    ("kd_max at half the epochs (student only)", "half", "student", None, "student", None),
+]
+
+
+def _accuracy(r: dict, where: str) -> float | None:
+    if where == "teacher":
+        return r["teacher"]["test_accuracy"]
+    if where == "ensemble":
+        return r.get("ensemble_test_accuracy", r["teacher"]["test_accuracy"])
+    return r["student_test_accuracy"]["mean"]
+
+
+def _seconds(r: dict, where: str) -> float | None:
+    teachers = sum(t["train_seconds"] for t in r.get("teachers", []) if not t.get("reused"))
+    if where == "teacher":
+        return r["teacher"]["train_seconds"]
+    if where == "teachers":
+        return teachers
+    if where == "pipeline":  # training and caching seconds on the device: teachers, cache, one student
+        return teachers + r.get("cache_seconds", 0.0) + r["student_runs"][0]["train_seconds"]
+    return r["student_train_seconds"]["mean"]
+
+
+def summarize(out: Path) -> str:
+    results = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    device = next((r["device"] for r in results.values()), "?")
+    commit = next((str(r["commit"])[:10] for r in results.values()), "?")
+    lines = [
+        f"Issue 10 on {device} at {commit}",
+        "",
+        "| what | test accuracy | target | seconds | target | met |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for what, step, acc_at, acc_target, sec_at, sec_target in TARGETS:
+        if step not in results:
+            lines.append(f"| {what} | not measured | {_fmt(acc_target, '{:.1%}')} | | {_fmt(sec_target, '{:.0f}')} | |")
+            continue
+        r = results[step]
+        acc, sec = _accuracy(r, acc_at), _seconds(r, sec_at)
+        met = "" if acc_target is None else ("yes" if acc >= acc_target and sec <= sec_target else "no")
+        n = len(r["student_runs"]) if acc_at == "student" else 1
+        spread = f" ± {r['student_test_accuracy']['std']:.2%} (n={n})" if acc_at == "student" and n > 1 else ""
+        lines.append(
+            f"| {what} | {acc:.2%}{spread} | {_fmt(acc_target, '{:.1%}')} | {sec:.1f} | "
+            f"{_fmt(sec_target, '{:.0f}')} | {met} |"
+        )
+    if "fast96" in results and "ce96" in results:
+        gain = results["fast96"]["student_test_accuracy"]["mean"] - results["ce96"]["student_test_accuracy"]["mean"]
+        lines += ["", f"KD bought {100 * gain:+.2f} points for kd_fast96 over its twin on labels alone."]
+    if results:
+        plot_frontier(
+            [{**r, "label": f"{r['student_recipe']} [{step}]"} for step, r in results.items()], out / "frontier.png"
+        )
+        lines += ["", f"Plot: {out / 'frontier.png'}"]
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    return text
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else spec.format(value)
+
+
+if __name__ == "__main__":
+    print(summarize(Path(sys.argv[1] if len(sys.argv) > 1 else "bench_out")))
