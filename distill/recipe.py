@@ -203,8 +203,17 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
     return recipe_from_dict(tree, overrides)
 
 
+def _upgrade(tree: dict[str, Any]) -> dict[str, Any]:
+    """Read recipes written before TTA had its own section (``train.tta``, ``train.tta_translate``), so that
+    older run dirs still load (export, evaluate, cache_logits, --resume)."""
+    train = tree.get("train")
+    if isinstance(train, dict) and ("tta" in train or "tta_translate" in train) and "tta" not in tree:
+        tree["tta"] = {"flip": train.pop("tta", True), "translate": train.pop("tta_translate", 0)}
+    return tree
+
+
 def recipe_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -> Recipe:
-    tree = yaml.safe_load(yaml.safe_dump(tree))  # deep copy of plain values
+    tree = _upgrade(yaml.safe_load(yaml.safe_dump(tree)))  # a deep copy of plain values
     for key, value in parse_overrides(overrides or []):
         _set_override(tree, key, value)
     recipe = _build(Recipe, tree)

@@ -108,3 +108,11 @@ def test_the_smoke_pair_shares_the_teachers_own_cache():
     student, teacher = load_recipe("kd_smoke"), load_recipe("teacher_smoke")
     assert (student.augment, student.cache.views) == (teacher.augment, teacher.cache.views)
     assert load_recipe("kd_fast94").augment == load_recipe("teacher_94").augment  # teacher_94's cache fits
+
+
+def test_recipes_of_older_runs_still_load(tmp_path):
+    """A run dir written before TTA had its own section: train.tta / train.tta_translate become tta.*."""
+    old = tmp_path / "recipe.yaml"
+    old.write_text("name: old\ntrain:\n  epochs: 3\n  tta: true\n  tta_translate: 1\n")
+    recipe = load_recipe(old)
+    assert (recipe.tta.flip, recipe.tta.translate, recipe.train.epochs) == (True, 1, 3)
