@@ -234,6 +234,44 @@ def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(data), ids.astype(np.int64)
 
 
+def load_shift_set(path: str | Path) -> Split:
+    """A natural-shift test set: CIFAR-10.1 (``*_data.npy`` with ``*_labels.npy`` beside it) or CIFAR-10.2
+    (an ``.npz`` holding ``images`` and ``labels``); arrays only (``allow_pickle=False``), checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                if "images" not in z or "labels" not in z:
+                    raise UserError(
+                        f"{path}: a CIFAR-10.2 .npz holds 'images' and 'labels', this one {sorted(z.files)}"
+                    )
+                images, labels = z["images"], z["labels"]
+        elif path.name.endswith("_data.npy"):
+            label_file = path.with_name(path.name.removesuffix("_data.npy") + "_labels.npy")
+            if not label_file.is_file():
+                raise UserError(f"{path}: no labels file {label_file.name} beside it (CIFAR-10.1 ships both)")
+            images, labels = np.load(path, allow_pickle=False), np.load(label_file, allow_pickle=False)
+        else:
+            raise UserError(
+                f"{path} is neither CIFAR-10.1 (*_data.npy with *_labels.npy) nor CIFAR-10.2 (.npz with images, labels)"
+            )
+    except (ValueError, OSError, EOFError) as err:
+        raise UserError(
+            f"{path} is not a plain numpy array file ({str(err).splitlines()[0]}); re-download it"
+        ) from None
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+        raise UserError(f"{path}: images must be uint8 (N, 32, 32, 3), got {images.dtype} {images.shape}")
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(
+            f"{path}: {len(images)} images need {len(images)} integer labels, got {labels.dtype} {labels.shape}"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise UserError(f"{path}: labels outside 0..9 (min {labels.min()}, max {labels.max()})")
+    return Split(np.ascontiguousarray(images), labels.astype(np.int64))
+
+
 def write_batches(root: str | Path, train: Split, test: Split, per_batch: int | None = None) -> Path:
     """Write arrays in the official python batch layout (used by tests and tools)."""
     folder = Path(root) / BATCH_DIR

@@ -1,10 +1,14 @@
-"""Score a finished run on the CIFAR-10 test set under each test-time augmentation.
+"""Score a finished run: on the CIFAR-10 test set under each test-time augmentation, or under shift.
 
     python distill/evaluate.py --run runs/kd_fast94 [--data-dir DIR]
+    python distill/evaluate.py --run runs/kd_fast94 --suite shift [--natural cifar10.1_v6_data.npy] [--natural cifar102_test.npz]
 
-Rebuilds the run from its ``recipe.yaml`` and ``model.safetensors`` (never a pickle) and prints its
-test accuracy with no TTA, flip TTA and flip + 1-pixel-shift TTA, all on the same weights: what a
-TTA buys, without training again. The test set is the recipe's (``data.test_limit`` included).
+Rebuilds the run from its ``recipe.yaml`` and ``model.safetensors`` (never a pickle). The default
+suite prints the test accuracy with no TTA, flip TTA and flip + 1-pixel-shift TTA, all on the same
+weights: what a TTA buys, without training again. ``--suite shift`` scores the clean test set, its 12
+corruptions x 5 severities (:mod:`distill.corruptions`) and the natural-shift files given, prints the
+table and writes ``shift.json`` and ``shift.png`` into ``--out`` (default ``RUN/shift``). The test set is
+the recipe's (``data.test_limit`` included; ``--images N`` keeps the first N).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from rich.table import Table
 from distill.augment import TTA_VARIANTS
 from distill.data import load_cifar10
 from distill.engine import predict
-from distill.errors import cli_main
+from distill.errors import UserError, cli_main
+from distill.files import check_writable, write_json
 from distill.runs import load_run
+from distill.shift import load_natural, plot_shift, score_shift, shift_table
 
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, float]:
@@ -33,11 +39,49 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
     }
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description="Test accuracy of a finished run under each test-time augmentation.")
+def evaluate_shift(
+    run_dir: str | Path,
+    data_dir: str | Path | None = None,
+    natural: list[str] | None = None,
+    tta: str = "none",
+    images: int | None = None,
+    out: str | Path | None = None,
+) -> dict:
+    """The shift suite of :mod:`distill.shift` for a finished run; writes ``shift.json`` and ``shift.png``."""
+    if tta not in TTA_VARIANTS:
+        raise UserError(f"--tta {tta!r} is not one of {', '.join(TTA_VARIANTS)}")
+    if images is not None and images < 1:
+        raise UserError(f"--images {images}: give a count of 1 or more")
+    out = Path(out) if out else Path(run_dir) / "shift"
+    recipe, model = load_run(run_dir)
+    sets = load_natural(natural or [])  # every input checked before anything is written
+    _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
+    test = test.head(recipe.data.test_limit).head(images)
+    check_writable(out, flag="--out")
+    result = score_shift(model, test, TTA_VARIANTS[tta], sets)
+    result["run"] = str(run_dir)
+    title = f"{Path(run_dir).name} ({recipe.model.name}) under shift, TTA {tta}"
+    Console().print(shift_table(result, title))
+    write_json(out / "shift.json", result)
+    plot_shift(result, out / "shift.png", title)
+    print(f"wrote {out / 'shift.json'} and {out / 'shift.png'}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description="Score a finished run under each test-time augmentation or shift.")
     parser.add_argument("--run", required=True, help="a finished run directory (teacher or student)")
     parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (default: the recipe's data.dir)")
+    parser.add_argument("--suite", choices=("tta", "shift"), default="tta", help="what to score (default tta)")
+    parser.add_argument(
+        "--natural", action="append", help="shift suite: a CIFAR-10.1 *_data.npy or CIFAR-10.2 .npz (repeatable)"
+    )
+    parser.add_argument("--tta", default="none", help=f"shift suite: one of {', '.join(TTA_VARIANTS)} (default none)")
+    parser.add_argument("--images", type=int, help="shift suite: score the first N test images only")
+    parser.add_argument("--out", help="shift suite: where shift.json and shift.png go (default RUN/shift)")
     args = parser.parse_args(argv)
+    if args.suite == "shift":
+        return evaluate_shift(args.run, args.data_dir, args.natural, args.tta, args.images, args.out)
     accuracy = evaluate_run(args.run, args.data_dir)
     table = Table(title=f"test accuracy of {args.run}")
     table.add_column("TTA")

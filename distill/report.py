@@ -27,8 +27,9 @@ from distill.augment import TTASpec  # noqa: E402
 from distill.data import CLASSES, load_cifar10  # noqa: E402
 from distill.engine import predict  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402
-from distill.files import write_atomic  # noqa: E402
+from distill.files import write_atomic, write_json  # noqa: E402
 from distill.runs import load_run  # noqa: E402
+from distill.shift import load_natural, plot_shift, score_shift, shift_markdown  # noqa: E402
 
 
 @dataclass
@@ -158,14 +159,24 @@ def predictions(run: Run, images: np.ndarray) -> np.ndarray:
     return predict(model, images, recipe.tta, what=f"predicting with {run.name}")  # as the submission would be
 
 
-def make_report(run_dirs: list[str | Path], out: str | Path, data_dir: str | None = None) -> Path:
-    """Write the plots and ``report.md`` for ``run_dirs`` into ``out``; returns the report's path."""
+def make_report(
+    run_dirs: list[str | Path],
+    out: str | Path,
+    data_dir: str | None = None,
+    suite: str = "tta",
+    natural: list[str] | None = None,
+) -> Path:
+    """Write the plots and ``report.md`` for ``run_dirs`` into ``out``; returns the report's path.
+
+    With ``suite="shift"`` each student also gets the shift suite of :mod:`distill.shift` (its table,
+    ``shift_<run>.png`` and ``shift_<run>.json``), on the natural-shift files given as well."""
     runs = [Run.read(p) for p in run_dirs]
     if not runs:
         raise UserError("give at least one run directory")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     recipe, _ = load_run(runs[0].path)
+    sets = load_natural(natural or []) if suite == "shift" else {}  # checked before any work
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
     test = test.head(recipe.data.test_limit)
 
@@ -228,6 +239,17 @@ def make_report(run_dirs: list[str | Path], out: str | Path, data_dir: str | Non
             f"![misclassified](errors_{run.name}.png)",
             "",
         ]
+        if suite == "shift":
+            shift = score_shift(load_run(run.path)[1], test, None, sets)
+            write_json(out / f"shift_{run.name}.json", shift)
+            plot_shift(shift, out / f"shift_{run.name}.png", f"{run.name} under shift (no TTA)")
+            lines += [
+                f"### {run.name} under shift (no TTA)",
+                "",
+                shift_markdown(shift),
+                f"![shift](shift_{run.name}.png)",
+                "",
+            ]
     report = out / "report.md"
     write_atomic(report, "\n".join(lines) + "\n")
     print(f"wrote {report} and {len(list(out.glob('*.png')))} plots")
@@ -239,8 +261,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("runs", nargs="+", help="run directories (teacher and students)")
     parser.add_argument("--out", required=True, help="report directory")
     parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (default: the first run's data.dir)")
+    parser.add_argument(
+        "--suite", choices=("tta", "shift"), default="tta", help="shift: add each student's shift suite"
+    )
+    parser.add_argument("--natural", action="append", help="with --suite shift: a CIFAR-10.1 / 10.2 file (repeatable)")
     args = parser.parse_args(argv)
-    return make_report(args.runs, args.out, args.data_dir)
+    return make_report(args.runs, args.out, args.data_dir, args.suite, args.natural)
 
 
 if __name__ == "__main__":

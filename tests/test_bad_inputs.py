@@ -26,7 +26,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from distill import cache_logits, export, train_student, train_teacher
+from distill import cache_logits, evaluate, export, train_student, train_teacher
 from distill.data import BATCH_DIR, write_batches
 from distill.errors import cli_main
 from tests.conftest import ROOT, python, synthetic_split, tiny
@@ -206,6 +206,48 @@ def case_test_pickle_runs_code(ctx: Ctx) -> Call:
     call = export_call(ctx, {b"data": RunsCode(sentinel)})
     call.absent.append(sentinel)
     return call
+
+
+# -- natural-shift sets (evaluate.py --suite shift) -------------------------------------------------
+
+
+def shift_call(ctx: Ctx, path: Path) -> Call:
+    out = ctx.tmp / "shift"
+    argv = ["--run", str(ctx.student), "--suite", "shift", "--natural", str(path), "--images", "20", "--out", str(out)]
+    return Call(evaluate.main, [*argv, "--data-dir", str(ctx.data)], [out])
+
+
+@case
+def case_shift_set_unknown_format(ctx: Ctx) -> Call:
+    path = ctx.tmp / "cifar101.txt"
+    path.write_text("not arrays")
+    return shift_call(ctx, path)
+
+
+@case
+def case_shift_set_no_labels(ctx: Ctx) -> Call:
+    np.save(ctx.tmp / "cifar10.1_v6_data.npy", np.zeros((4, 32, 32, 3), np.uint8))
+    return shift_call(ctx, ctx.tmp / "cifar10.1_v6_data.npy")
+
+
+@case
+def case_shift_set_wrong_shape(ctx: Ctx) -> Call:
+    np.savez(ctx.tmp / "cifar102_test.npz", images=np.zeros((4, 32, 32), np.uint8), labels=np.zeros(4, np.int64))
+    return shift_call(ctx, ctx.tmp / "cifar102_test.npz")
+
+
+@case
+def case_shift_set_labels_out_of_range(ctx: Ctx) -> Call:
+    np.save(ctx.tmp / "v4_data.npy", np.zeros((3, 32, 32, 3), np.uint8))
+    np.save(ctx.tmp / "v4_labels.npy", np.array([0, 3, 12]))
+    return shift_call(ctx, ctx.tmp / "v4_data.npy")
+
+
+@case
+def case_shift_set_pickled(ctx: Ctx) -> Call:
+    np.save(ctx.tmp / "odd_data.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(ctx.tmp / "odd_labels.npy", np.array([0]))
+    return shift_call(ctx, ctx.tmp / "odd_data.npy")
 
 
 # -- the logit cache -------------------------------------------------------------------------------

@@ -59,3 +59,18 @@ def test_notebook_executes_against_smoke_runs(runs, synthetic_dir, tmp_path, mon
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "Final test accuracy:" in text and "Trainable parameters: 19954" in text
     assert (tmp_path / "nb_report" / "curves.png").is_file()
+
+
+def test_report_adds_each_students_shift_suite(runs, synthetic_dir, tmp_path):
+    import numpy as np
+
+    from tests.conftest import synthetic_split
+
+    split = synthetic_split(20, 4)
+    np.savez(tmp_path / "cifar102_test.npz", images=split.images, labels=split.labels)
+    args = [str(runs[1]), "--out", str(tmp_path / "rep"), "--data-dir", str(synthetic_dir), "--suite", "shift"]
+    text = report.main([*args, "--natural", str(tmp_path / "cifar102_test.npz")]).read_text()
+    assert "### ce under shift (no TTA)" in text and "| mean corruption accuracy |" in text
+    assert "| cifar102_test.npz |" in text and (tmp_path / "rep" / "shift_ce.png").is_file()
+    saved = json.loads((tmp_path / "rep" / "shift_ce.json").read_text())
+    assert len(saved["corruptions"]) == 12
