@@ -59,9 +59,9 @@ def _throughput(run_dir: Path) -> float:
 
 def _accuracy_by_tta(res, recipe: Recipe, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Test accuracy of ``res.model`` under each of TTA_VARIANTS; ``images``/``labels``: the test set on the device."""
-    t = recipe.train
+    cfg = recipe.train
     return {
-        name: engine.evaluate(res.model, images, labels, res.accelerator, t.eval_batch_size, tta, t.channels_last)
+        name: engine.evaluate(res.model, images, labels, res.accelerator, cfg.eval_batch_size, tta, cfg.channels_last)
         for name, tta in TTA_VARIANTS.items()
     }
 
@@ -93,11 +93,9 @@ def _ensemble_accuracy(teachers: list[TeacherRun], test, accelerator) -> float:
     """Accuracy of the teachers' mean logits (each with its recipe's TTA) on the test set: what the cache averages."""
     images = torch.from_numpy(test.images).to(accelerator.device)
     total = 0
-    for t in teachers:
-        model = t.model.to(accelerator.device).eval()
-        total = total + engine.predict_logits(
-            model, images, 1000, accelerator, t.recipe.tta, t.recipe.train.channels_last
-        )
+    for teacher in teachers:
+        model, recipe = teacher.model.to(accelerator.device).eval(), teacher.recipe
+        total = total + engine.predict_logits(model, images, 1000, accelerator, recipe.tta, recipe.train.channels_last)
     return float((total.argmax(-1).cpu().numpy() == test.labels).mean())
 
 
@@ -117,7 +115,7 @@ def _teachers_and_cache(args, student: Recipe, overrides: list[str], accelerator
     keep = ("data.", "augment.", "cache.")  # what the cache must share with the student
     cache_overrides = [o for o in overrides if o.startswith(keep)] + _student_views(student)
     if args.teacher_run:
-        runs = [Path(t) for t in args.teacher_run]
+        runs = [Path(run) for run in args.teacher_run]
         result["teachers"] = [_describe_teacher(run, reused=True) for run in runs]
         given = Path(args.teacher_cache) if args.teacher_cache else (runs[0] / "cache" if len(runs) == 1 else None)
         try:  # the given cache (or a single teacher's own), if it fits the student
@@ -138,7 +136,7 @@ def _teachers_and_cache(args, student: Recipe, overrides: list[str], accelerator
         _, teachers, cache = train_teachers(
             t_recipe, args.work_dir / "teacher", accelerator, args.teacher_seeds, cache_recipe=cache_recipe
         )
-        result["teachers"] = [_describe_teacher(t.run_dir, reused=False) for t in teachers]
+        result["teachers"] = [_describe_teacher(teacher.run_dir, reused=False) for teacher in teachers]
     meta = LogitCache.load(cache).meta
     result["cache_seconds"] = meta["build_seconds"]
     result["cache"] = {"views": meta["views"], "mib": sum(f.stat().st_size for f in cache.iterdir()) / 2**20}
@@ -203,14 +201,14 @@ def _print_table(console: Console, r: dict) -> None:
     table = Table(title=f"bench on {r['device']} @ {str(r['commit'])[:10]}")
     for col in ("stage", "params", "seconds", "test accuracy", "img/s", "TFLOP/s"):
         table.add_column(col, justify="right" if col != "stage" else "left")
-    for t in r.get("teachers", []):
+    for teacher in r.get("teachers", []):
         table.add_row(
-            f"teacher {t['recipe']} seed {t['seed']}" + (" (reused)" if t.get("reused") else ""),
-            f"{t['params']:,}",
-            f"{t['train_seconds']:.2f}",
-            f"{t['test_accuracy']:.2%}",
-            f"{t['img_per_s']:,.0f}",
-            f"{t['train_tflop_per_s']:.2f}",
+            f"teacher {teacher['recipe']} seed {teacher['seed']}" + (" (reused)" if teacher.get("reused") else ""),
+            f"{teacher['params']:,}",
+            f"{teacher['train_seconds']:.2f}",
+            f"{teacher['test_accuracy']:.2%}",
+            f"{teacher['img_per_s']:,.0f}",
+            f"{teacher['train_tflop_per_s']:.2f}",
         )
     if "ensemble_test_accuracy" in r:
         table.add_row(f"ensemble of {len(r['teachers'])} (mean logits)", "", "", f"{r['ensemble_test_accuracy']:.2%}")

@@ -36,7 +36,7 @@ def _accuracy(r: dict, where: str) -> float | None:
 
 
 def _seconds(r: dict, where: str) -> float | None:
-    teachers = sum(t["train_seconds"] for t in r.get("teachers", []) if not t.get("reused"))
+    teachers = sum(teacher["train_seconds"] for teacher in r.get("teachers", []) if not teacher.get("reused"))
     if where == "teacher":
         return r["teacher"]["train_seconds"]
     if where == "teachers":

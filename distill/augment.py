@@ -138,12 +138,12 @@ def sample_views(
     matter only with ``spec.alternate_flip``, where view i flips exactly the images that view i - 1
     did not (a coin per image drawn from ``seed`` alone, inverted on odd ``index``).
     """
-    t = spec.translate
+    pad = spec.translate
 
     def randint(low: int, high: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
         return torch.randint(low, high, (n,), generator=generator).to(dtype)
 
-    views = {"dy": randint(-t, t + 1, torch.int8), "dx": randint(-t, t + 1, torch.int8)}
+    views = {"dy": randint(-pad, pad + 1, torch.int8), "dx": randint(-pad, pad + 1, torch.int8)}
     views["flip"] = randint(0, 2, torch.bool) if spec.flip else torch.zeros(n, dtype=torch.bool)
     if spec.flip and spec.alternate_flip:
         coin = torch.randint(0, 2, (n,), generator=seeded_generator("flip", seed)).bool()

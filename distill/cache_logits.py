@@ -67,7 +67,7 @@ def cache_teachers(
     train_split = load_data(recipe.data)[0]  # the trainer's split, so the fingerprint is the same
     start = time.perf_counter()
     build_cache(
-        [t.model for t in teachers],
+        [teacher.model for teacher in teachers],
         train_split,
         recipe.augment,
         recipe.cache.views,
@@ -75,7 +75,7 @@ def cache_teachers(
         recipe.cache.batch_size,
         accelerator,
         out_dir,
-        [t.info() for t in teachers],
+        [teacher.info() for teacher in teachers],
         held_out={"val_size": recipe.data.val_size, "val_seed": recipe.data.val_seed},
     )
     if accelerator.is_main_process:
@@ -106,8 +106,13 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. cache.views=16 data.train_limit=2000")
     args = parser.parse_intermixed_args(argv)
     overrides = with_data_dir(args.overrides, args.data_dir)
-    return cache_runs([Path(t) for t in args.teacher], args.out, overrides)
+    return cache_runs([Path(run) for run in args.teacher], args.out, overrides)
+
+
+def cli() -> None:
+    """The console script (see pyproject.toml): ``main`` with one-line errors and their exit codes."""
+    cli_main(main)
 
 
 if __name__ == "__main__":
-    cli_main(main)
+    cli()

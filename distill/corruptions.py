@@ -26,11 +26,12 @@ here. Pixel values are in [0, 1] below.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 import torch.nn.functional as F
+
+from distill.augment import seeded_generator
 
 SEVERITIES = (1, 2, 3, 4, 5)
 CORRUPTIONS = (
@@ -79,8 +80,7 @@ class _Draws:
         self.key, self.device = (seed, name, severity), device
 
     def generator(self, what: str) -> torch.Generator:
-        digest = hashlib.sha256(repr((*self.key, what)).encode()).digest()
-        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+        return seeded_generator("corruption", *self.key, what)
 
     def normal(self, what: str, shape: tuple) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator(what)).to(self.device)
@@ -112,8 +112,8 @@ def _conv_per_image(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
 
 
 def _gaussian_kernel1d(sigma: float, radius: int) -> torch.Tensor:
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-(t**2) / (2 * sigma**2))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(offsets**2) / (2 * sigma**2))
     return k / k.sum()
 
 

@@ -215,8 +215,8 @@ def tta_logits(model, x: torch.Tensor, tta: TTASpec | None) -> torch.Tensor:
 
     if tta is None or not tta.translate:
         return mirrored(x)
-    t = tta.translate
-    return 0.5 * mirrored(x) + 0.25 * (mirrored(shift(x, -t, -t)) + mirrored(shift(x, t, t)))
+    px = tta.translate
+    return 0.5 * mirrored(x) + 0.25 * (mirrored(shift(x, -px, -px)) + mirrored(shift(x, px, px)))
 
 
 @torch.inference_mode()

@@ -92,5 +92,10 @@ def main(argv: list[str] | None = None) -> dict:
     return accuracy
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (see pyproject.toml): ``main`` with one-line errors and their exit codes."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

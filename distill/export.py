@@ -42,6 +42,18 @@ def validate_csv(text: str, ids: np.ndarray) -> dict:
     }
 
 
+def check_out(out: str | Path) -> Path:
+    """The CSV path must be a file in an existing folder; checked before any work."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(
+            f"--out {out} is a directory; give the path of the CSV file to write, e.g. {out / 'submission.csv'}"
+        )
+    if out.parent and not out.parent.exists():
+        raise UserError(f"folder {out.parent} does not exist; create it or choose another --out")
+    return out
+
+
 def export(run_dir: str | Path, test_pkl: str | Path, out: str | Path) -> dict:
     """Predict the test pickle with the run's student and write ``out``; returns the CSV's check."""
     out = Path(out)
@@ -73,5 +85,10 @@ def main(argv: list[str] | None = None) -> dict:
     return export(args.run, args.test_pkl, args.out)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (see pyproject.toml): ``main`` with one-line errors and their exit codes."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -96,7 +96,7 @@ def build_cache(
     images = torch.from_numpy(train.images).to(accelerator.device)
 
     def mean_logits(device_views: dict[str, torch.Tensor] | None) -> np.ndarray:
-        each = [_teacher_logits(t, images, device_views, spec, batch_size, accelerator) for t in teachers]
+        each = [_teacher_logits(teacher, images, device_views, spec, batch_size, accelerator) for teacher in teachers]
         return each[0] if len(each) == 1 else np.mean([a.astype(np.float32) for a in each], axis=0).astype(np.float16)
 
     arrays: dict[str, np.ndarray] = {}

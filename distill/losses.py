@@ -46,9 +46,9 @@ class KDLoss(nn.Module):
             if self.alpha == 1.0:
                 raise ValueError("kd.alpha = 1 needs teacher logits")
             return {"loss": ce, "ce": ce.detach(), "kd": torch.zeros((), device=ce.device)}
-        t = self.temperature
-        log_p_student = F.log_softmax(student_logits / t, dim=-1)
-        log_p_teacher = F.log_softmax(teacher_logits.float() / t, dim=-1)
-        kd = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * (t * t)
+        temp = self.temperature
+        log_p_student = F.log_softmax(student_logits / temp, dim=-1)
+        log_p_teacher = F.log_softmax(teacher_logits.float() / temp, dim=-1)
+        kd = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * (temp * temp)
         loss = self.alpha * kd + (1.0 - self.alpha) * ce
         return {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}

@@ -47,13 +47,13 @@ def param_groups(model: nn.Module, weight_decay: float, filter_bias_and_bn: bool
     return [g for g in groups if g["params"]]
 
 
-def make_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Nesterov SGD (or momentum SGD, or AdamW), optionally in timm's Lookahead (k = 6, alpha = 0.5)."""
-    name = "adamw" if t.optimizer == "adamw" else ("sgd" if t.nesterov else "momentum")
-    name = f"lookahead_{name}" if t.lookahead else name
-    extra = {"momentum": t.momentum} if t.optimizer == "sgd" else {}
-    groups = param_groups(model, t.weight_decay, t.filter_bias_and_bn, t.norm_bias_lr_scale)
-    return create_optimizer_v2(groups, opt=name, lr=t.lr, weight_decay=t.weight_decay, **extra)
+    name = "adamw" if cfg.optimizer == "adamw" else ("sgd" if cfg.nesterov else "momentum")
+    name = f"lookahead_{name}" if cfg.lookahead else name
+    extra = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
+    groups = param_groups(model, cfg.weight_decay, cfg.filter_bias_and_bn, cfg.norm_bias_lr_scale)
+    return create_optimizer_v2(groups, opt=name, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
 
 
 class StepSchedule:
@@ -65,31 +65,31 @@ class StepSchedule:
     strongly only at the end. ``step_update(n)`` sets both for update n + 1.
     """
 
-    def __init__(self, t: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int):
-        warmup = min(int(round(t.warmup_epochs * steps_per_epoch)), total_steps - 1)
+    def __init__(self, cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int):
+        warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total_steps - 1)
         common = dict(
             t_initial=max(total_steps - warmup, 1),
             warmup_t=warmup,
-            warmup_lr_init=t.lr * t.warmup_from,
+            warmup_lr_init=cfg.lr * cfg.warmup_from,
             warmup_prefix=True,
             t_in_epochs=False,
-            lr_min=t.lr_min,
+            lr_min=cfg.lr_min,
         )
-        if t.schedule == "cosine":
+        if cfg.schedule == "cosine":
             self.lr = CosineLRScheduler(optimizer, **common)
         else:
             self.lr = PolyLRScheduler(optimizer, power=1.0, **common)
-        self.optimizer, self.total_steps, self.t = optimizer, total_steps, t
+        self.optimizer, self.total_steps, self.cfg = optimizer, total_steps, cfg
 
     def lookahead_alpha(self, step: int) -> float:
-        t = self.t
-        if not t.lookahead_ramp:
-            return t.lookahead_alpha
-        return 1.0 - (1.0 - t.lookahead_alpha) * min(step / self.total_steps, 1.0) ** t.lookahead_ramp
+        cfg = self.cfg
+        if not cfg.lookahead_ramp:
+            return cfg.lookahead_alpha
+        return 1.0 - (1.0 - cfg.lookahead_alpha) * min(step / self.total_steps, 1.0) ** cfg.lookahead_ramp
 
     def step_update(self, num_updates: int) -> None:
         self.lr.step_update(num_updates=num_updates)
-        if self.t.lookahead:
+        if self.cfg.lookahead:
             alpha = self.lookahead_alpha(num_updates)
             for group in self.optimizer.param_groups:
-                group["lookahead_alpha"], group["lookahead_k"] = alpha, self.t.lookahead_k
+                group["lookahead_alpha"], group["lookahead_k"] = alpha, self.cfg.lookahead_k

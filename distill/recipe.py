@@ -223,20 +223,23 @@ def recipe_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -
 
 def validate(recipe: Recipe) -> None:
     """Check value ranges that types alone cannot express."""
-    t = recipe.train
+    train = recipe.train
     checks = [
-        (t.epochs >= 1, "train.epochs must be >= 1"),
-        (t.batch_size >= 1, "train.batch_size must be >= 1"),
-        (t.lr > 0, "train.lr must be > 0"),
-        (0.0 <= t.warmup_from <= 1.0, "train.warmup_from must be in [0, 1]"),
-        (t.norm_bias_lr_scale > 0, "train.norm_bias_lr_scale must be > 0"),
-        (t.lookahead_k >= 1 and 0.0 < t.lookahead_alpha <= 1.0, "train.lookahead_k >= 1, lookahead_alpha in (0, 1]"),
-        (t.lookahead_ramp >= 0, "train.lookahead_ramp must be >= 0"),
-        (t.schedule in ("cosine", "linear"), "train.schedule must be 'cosine' or 'linear'"),
-        (t.optimizer in ("sgd", "adamw"), "train.optimizer must be 'sgd' or 'adamw'"),
-        (t.mixed_precision in ("no", "bf16", "fp16"), "train.mixed_precision must be 'no', 'bf16' or 'fp16'"),
-        (0.0 <= t.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
-        (0.0 <= t.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
+        (train.epochs >= 1, "train.epochs must be >= 1"),
+        (train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (train.lr > 0, "train.lr must be > 0"),
+        (0.0 <= train.warmup_from <= 1.0, "train.warmup_from must be in [0, 1]"),
+        (train.norm_bias_lr_scale > 0, "train.norm_bias_lr_scale must be > 0"),
+        (
+            train.lookahead_k >= 1 and 0.0 < train.lookahead_alpha <= 1.0,
+            "train.lookahead_k >= 1, lookahead_alpha in (0, 1]",
+        ),
+        (train.lookahead_ramp >= 0, "train.lookahead_ramp must be >= 0"),
+        (train.schedule in ("cosine", "linear"), "train.schedule must be 'cosine' or 'linear'"),
+        (train.optimizer in ("sgd", "adamw"), "train.optimizer must be 'sgd' or 'adamw'"),
+        (train.mixed_precision in ("no", "bf16", "fp16"), "train.mixed_precision must be 'no', 'bf16' or 'fp16'"),
+        (0.0 <= train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
+        (0.0 <= train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (0.0 <= recipe.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),
         (recipe.kd.temperature > 0, "kd.temperature must be > 0"),
         (recipe.kd.teacher_seeds >= 1, "kd.teacher_seeds must be >= 1"),
@@ -251,8 +254,11 @@ def validate(recipe: Recipe) -> None:
         ),
         (0 <= recipe.tta.translate <= 4, "tta.translate must be in 0..4 pixels"),
         (recipe.data.val_size >= 0, "data.val_size must be >= 0"),
-        (t.progressive_min_size == 0 or 8 <= t.progressive_min_size <= 32, "train.progressive_min_size: 0 or 8..32"),
-        (0.0 < t.progressive_until <= 1.0, "train.progressive_until must be in (0, 1]"),
+        (
+            train.progressive_min_size == 0 or 8 <= train.progressive_min_size <= 32,
+            "train.progressive_min_size: 0 or 8..32",
+        ),
+        (0.0 < train.progressive_until <= 1.0, "train.progressive_until must be in (0, 1]"),
         (
             not recipe.augment.alternate_flip or recipe.cache.views % 2 == 0,
             "cache.views must be even with augment.alternate_flip (view sets alternate like epochs)",

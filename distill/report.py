@@ -91,12 +91,13 @@ def plot_frontier(bench_results: list[dict], path: Path) -> Path:
     with the airbench anchors. Students show the mean (and std) of their runs, named by ``label`` if set."""
     fig, ax = plt.subplots(figsize=(9, 6), constrained_layout=True)
     for r in bench_results:
-        fresh = [t for t in r.get("teachers", []) if not t.get("reused")]
-        for t in fresh:
-            ax.scatter(t["train_seconds"], 100 * t["test_accuracy"], marker="s", color="tab:blue", alpha=0.7)
-            ax.annotate(f"{t['recipe']} s{t['seed']}", (t["train_seconds"], 100 * t["test_accuracy"]), fontsize=7)
+        fresh = [teacher for teacher in r.get("teachers", []) if not teacher.get("reused")]
+        for teacher in fresh:
+            point = (teacher["train_seconds"], 100 * teacher["test_accuracy"])
+            ax.scatter(*point, marker="s", color="tab:blue", alpha=0.7)
+            ax.annotate(f"{teacher['recipe']} s{teacher['seed']}", point, fontsize=7)
         if "ensemble_test_accuracy" in r and fresh:
-            x, y = sum(t["train_seconds"] for t in fresh), 100 * r["ensemble_test_accuracy"]
+            x, y = sum(teacher["train_seconds"] for teacher in fresh), 100 * r["ensemble_test_accuracy"]
             ax.scatter(x, y, marker="*", s=140, color="tab:blue")
             ax.annotate(f"ensemble of {len(fresh)}", (x, y), fontsize=7)
         s, a = r["student_train_seconds"], r["student_test_accuracy"]
@@ -269,5 +270,10 @@ def main(argv: list[str] | None = None) -> Path:
     return make_report(args.runs, args.out, args.data_dir, args.suite, args.natural)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (see pyproject.toml): ``main`` with one-line errors and their exit codes."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

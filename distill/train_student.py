@@ -33,5 +33,10 @@ def main(argv: list[str] | None = None) -> Result | None:
     return train(recipe, "student", run_dir, make_accelerator(recipe), resume=args.resume, teacher_cache=cache)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (see pyproject.toml): ``main`` with one-line errors and their exit codes."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

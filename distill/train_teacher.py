@@ -79,5 +79,10 @@ def main(argv: list[str] | None = None) -> list[Result | None] | None:
     return train_teachers(recipe, run_dir, make_accelerator(recipe), args.seeds, args.resume)[0]
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The console script (see pyproject.toml): ``main`` with one-line errors and their exit codes."""
     cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()

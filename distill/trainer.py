@@ -145,34 +145,34 @@ def train(
     Returns the final test accuracy (with the recipe's TTA) and trainable parameter count, and prints both.
     """
     run = _setup(recipe, role, Path(run_dir), accelerator, resume, teacher_cache)
-    t = recipe.train
+    cfg = recipe.train
     progress = engine.make_progress(accelerator)
     try:
         with progress, StopRequest() as stop:
-            for epoch in range(run.first_epoch, t.epochs):
-                size = engine.epoch_resolution(epoch, t.epochs, t.progressive_min_size, t.progressive_until)
+            for epoch in range(run.first_epoch, cfg.epochs):
+                size = engine.epoch_resolution(epoch, cfg.epochs, cfg.progressive_min_size, cfg.progressive_until)
                 batches = engine.epoch_batches(
-                    _epoch_data(run, epoch), recipe.augment, t.batch_size, recipe.seed, epoch, accelerator,
-                    t.channels_last, size,
+                    _epoch_data(run, epoch), recipe.augment, cfg.batch_size, recipe.seed, epoch, accelerator,
+                    cfg.channels_last, size,
                 )  # fmt: skip
                 stats = engine.train_one_epoch(
                     run.forward, batches, run.steps_per_epoch, run.criterion, run.optimizer, run.schedule,
                     accelerator, run.ema, epoch=epoch, step=run.step, progress=progress,
                 )  # fmt: skip
                 run.step, run.seconds = stats.pop("step"), run.seconds + stats["seconds"]
-                last = epoch + 1 == t.epochs
-                evaluated = (epoch + 1) % t.eval_every == 0 or last
+                last = epoch + 1 == cfg.epochs
+                evaluated = (epoch + 1) % cfg.eval_every == 0 or last
                 if evaluated:
                     run.eval_acc = _evaluate(run, run.eval_set, tta=None)
                 _log_epoch(run, epoch, size, stats, evaluated, progress)
                 failpoint("epoch.logged")
                 signum = stop.agreed(accelerator)
-                if (epoch + 1) % t.checkpoint_every == 0 or last or signum:
+                if (epoch + 1) % cfg.checkpoint_every == 0 or last or signum:
                     _checkpoint(run, epoch)
                 if signum and not last:
                     raise Stopped(
                         f"{signal.Signals(signum).name} received; checkpoint saved after epoch {epoch + 1} of "
-                        f"{t.epochs} in {run.run_dir / 'state'}; rerun with --resume to continue",
+                        f"{cfg.epochs} in {run.run_dir / 'state'}; rerun with --resume to continue",
                         signum,
                     )
         return _finish(run)
@@ -184,7 +184,8 @@ def train(
 
 def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, resume: bool, teacher_cache) -> Run:
     """Check every input (nothing is written until all pass), then take the run dir and build the run."""
-    t = recipe.train
+    cfg = recipe.train
+    accelerator.free_memory()  # one Accelerator may serve several runs: each checkpoint must hold this run's alone
     set_seed(recipe.seed)  # before model init and any random draw
     model = create_model(recipe.model, student=role == "student")
     kd = role == "student" and recipe.kd.alpha > 0
@@ -211,17 +212,21 @@ def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, r
         if not resume and hasattr(model, "init_from_data"):  # e.g. a whitening layer, set from training images
             model.init_from_data(normalize(torch.from_numpy(train_split.images[:5000]), channels_last=False))
         device = accelerator.device
-        if t.channels_last:
+        if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(model.to(device), t)
+        optimizer = make_optimizer(model.to(device), cfg)
         model, optimizer = accelerator.prepare(model, optimizer)
-        ema = ModelEmaV3(accelerator.unwrap_model(model), decay=t.ema_decay, device=device) if t.ema_decay > 0 else None
-        steps = engine.steps_per_epoch(len(train_split), t.batch_size, accelerator.num_processes)
+        ema = (
+            ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.ema_decay, device=device)
+            if cfg.ema_decay > 0
+            else None
+        )
+        steps = engine.steps_per_epoch(len(train_split), cfg.batch_size, accelerator.num_processes)
         run = Run(
-            recipe, role, run_dir, accelerator, lock, model, torch.compile(model) if t.compile else model,
-            count_trainable(model), optimizer, StepSchedule(t, optimizer, steps * t.epochs, steps), ema,
+            recipe, role, run_dir, accelerator, lock, model, torch.compile(model) if cfg.compile else model,
+            count_trainable(model), optimizer, StepSchedule(cfg, optimizer, steps * cfg.epochs, steps), ema,
             KDLoss(alpha=recipe.kd.alpha if kd else 0.0, temperature=recipe.kd.temperature,
-                       label_smoothing=t.label_smoothing), cache, train_split,
+                       label_smoothing=cfg.label_smoothing), cache, train_split,
             *engine.to_device_data(train_split.images, train_split.labels, device),
             engine.to_device_data(*(val_split or test_split).arrays(), device),
             engine.to_device_data(*test_split.arrays(), device), steps, teacher_cache if kd else None,
@@ -283,8 +288,8 @@ def _epoch_data(run: Run, epoch: int) -> engine.EpochData:
 
 
 def _evaluate(run: Run, split: tuple[torch.Tensor, torch.Tensor], tta) -> float:
-    t = run.recipe.train
-    return engine.evaluate(run.evaluated_model(), *split, run.accelerator, t.eval_batch_size, tta, t.channels_last)
+    cfg = run.recipe.train
+    return engine.evaluate(run.evaluated_model(), *split, run.accelerator, cfg.eval_batch_size, tta, cfg.channels_last)
 
 
 def _log_epoch(run: Run, epoch: int, size: int, stats: dict, evaluated: bool, progress) -> None:

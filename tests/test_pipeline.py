@@ -360,6 +360,8 @@ def test_teacher_seeds_share_one_cache_of_mean_logits(synthetic_dir, tmp_path):
     args = ["--recipe", "teacher_smoke", "--seeds", "2", "--output-dir", str(out), *tiny(synthetic_dir, "seed=4")]
     results = train_teacher.main(args)
     assert [r.run_dir.name for r in results] == ["seed4", "seed5"]
+    # one process trained both: each checkpoint holds its own model and optimiser only (so each resumes alone)
+    assert sorted(p.name for p in (out / "seed5" / "state").glob("model*")) == ["model.safetensors"]
     cache = LogitCache.load(out / "cache")
     assert [t["run_dir"] for t in cache.meta["teachers"]] == [str((out / f"seed{s}").resolve()) for s in (4, 5)]
     # the cache holds the mean of the two teachers' logits on each view

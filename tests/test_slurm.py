@@ -104,3 +104,15 @@ def test_two_nodes_really_rendezvous(synthetic_dir, tmp_path):
     assert "x2" in stdout[0] and "Final test accuracy:" in stdout[0]  # one run over the two "nodes"
     assert stdout[1] == ""  # the second node's process is not the main one: it prints nothing
     assert (out / "summary.json").is_file() and (out / "cache" / "meta.json").is_file()
+
+
+def test_the_one_command_pipeline_through_the_templates(tmp_path):
+    """distill/run.py resumes by itself: launch.sh passes it on as it is, on 2 nodes x 2 GPUs too."""
+    env = {"SLURM_JOB_NUM_NODES": "2", "SLURM_NODEID": "1", "SLURM_GPUS_ON_NODE": "2", "SLURM_JOB_ID": "77",
+           "SLURM_JOB_NODELIST": "gpu-[017-018]"}  # fmt: skip
+    pipeline = ["distill/run.py", "--student-recipe", "kd_max", "--test-pkl", "t.pkl", "--out", "sub.csv"]
+    proc = run("multi_node.sbatch", pipeline, env, path_dir=fake_slurm(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    args = launch_args(proc.stdout.strip().splitlines()[-1])
+    assert args.training_script == "distill/run.py" and args.training_script_args == pipeline[1:]
+    assert (args.num_processes, args.num_machines, args.machine_rank) == (4, 2, 1) and "--resume" not in pipeline

@@ -1,0 +1,93 @@
+"""distill-run: nothing -> teacher -> cache -> student -> report -> CSV, every stage skipped once done."""
+
+import csv
+import pickle
+
+import numpy as np
+import pytest
+
+from distill import run
+from distill.data import load_cifar10
+from distill.errors import UserError
+from distill.recipe import dump_recipe, load_recipe
+from tests.conftest import accelerate_launch, python, tiny
+
+
+@pytest.fixture()
+def test_pkl(synthetic_dir, tmp_path):
+    _, test = load_cifar10(synthetic_dir, download=False)
+    path = tmp_path / "test.pkl"
+    path.write_bytes(pickle.dumps({b"data": test.images[:50], b"ids": np.arange(50) + 7}))
+    return path
+
+
+def pipeline(tmp_path, test_pkl, synthetic_dir, recipe="kd_smoke", *extra):
+    out = tmp_path / "submission.csv"
+    argv = ["--student-recipe", str(recipe), "--test-pkl", str(test_pkl), "--out", str(out)]
+    return run.main([*argv, "--runs-dir", str(tmp_path / "runs"), *tiny(synthetic_dir, *extra)]), out
+
+
+def test_one_command_from_nothing_to_a_submission(tmp_path, test_pkl, synthetic_dir, capsys):
+    check, out = pipeline(tmp_path, test_pkl, synthetic_dir)
+    said = capsys.readouterr().out
+    assert "training teacher teacher_smoke x1" in said and "training student kd_smoke" in said
+    runs = tmp_path / "runs"
+    for path in ("teacher_smoke/summary.json", "teacher_smoke/cache/meta.json", "kd_smoke/summary.json",
+                 "kd_smoke/report/report.md"):  # fmt: skip
+        assert (runs / path).is_file(), path
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["ID", "Labels"] and len(rows) == 51 and check["rows"] == 50
+    first = out.read_bytes()
+    # again: every stage is finished, so each is skipped and says so; the CSV comes out the same
+    pipeline(tmp_path, test_pkl, synthetic_dir)
+    said = capsys.readouterr().out
+    for line in ("teacher", "cache", "student", "report"):
+        assert f"distill-run: {line} " in said and ("reusing it" in said or "leaving it" in said)
+    assert "training" not in said and out.read_bytes() == first
+
+
+def test_a_stopped_student_resumes_and_other_views_get_their_own_cache(tmp_path, test_pkl, synthetic_dir, capsys):
+    student = tmp_path / "kd_t2px.yaml"  # the smoke student on other views than its teacher's
+    student.write_text(dump_recipe(load_recipe("kd_smoke", ["augment.translate=2", "name=kd_t2px"])))
+    pipeline(tmp_path, test_pkl, synthetic_dir, student, "train.checkpoint_every=1")
+    runs = tmp_path / "runs"
+    assert (runs / "teacher_smoke" / "cache-kd_t2px" / "meta.json").is_file()
+    assert not (runs / "teacher_smoke" / "cache").exists()  # only the cache the student needs is built
+    (runs / "kd_t2px" / "summary.json").unlink()  # as if stopped after its last checkpoint
+    (runs / "kd_t2px" / "model.safetensors").unlink()
+    capsys.readouterr()
+    pipeline(tmp_path, test_pkl, synthetic_dir, student, "train.checkpoint_every=1")
+    said = capsys.readouterr().out
+    assert "resuming student kd_t2px" in said and "teacher_smoke is finished" in said
+    assert (runs / "kd_t2px" / "summary.json").is_file()
+
+
+def test_inputs_are_checked_before_any_stage(tmp_path, synthetic_dir, test_pkl):
+    with pytest.raises(UserError, match="is a directory"):
+        run.main(["--test-pkl", str(test_pkl), "--out", str(tmp_path), "--runs-dir", str(tmp_path / "r")])
+    with pytest.raises(UserError, match="file not found"):
+        run.main(["--test-pkl", str(tmp_path / "nope.pkl"), "--runs-dir", str(tmp_path / "r")])
+    with pytest.raises(UserError, match="names no kd.teacher"):
+        pipeline(tmp_path, test_pkl, synthetic_dir, "kd_smoke", "kd.teacher=''")
+    assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_one_command_under_accelerate_launch_with_two_processes(tmp_path, test_pkl, synthetic_dir):
+    out = tmp_path / "sub.csv"
+    args = ["--student-recipe", "kd_smoke", "--test-pkl", str(test_pkl), "--out", str(out)]
+    proc = accelerate_launch("-m", "distill", *args, "--runs-dir", str(tmp_path / "runs"), *tiny(synthetic_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list(csv.reader(out.open()))) == 51
+
+
+@pytest.mark.slow
+def test_one_command_on_real_data_with_the_smoke_recipes(real_data_dir, tmp_path):
+    _, test = load_cifar10(real_data_dir, download=False)
+    pkl = tmp_path / "cifar_test_nolabel.pkl"
+    pkl.write_bytes(pickle.dumps({b"data": test.images[:500], b"ids": np.arange(500)}))
+    out = tmp_path / "submission.csv"
+    argv = ["-m", "distill", "--student-recipe", "kd_smoke", "--test-pkl", str(pkl), "--out", str(out)]
+    proc = python(*argv, "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(real_data_dir), "data.download=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Final test accuracy:" in proc.stdout and len(list(csv.reader(out.open()))) == 501
