@@ -158,9 +158,16 @@ def bench(args: argparse.Namespace, overrides: list[str]) -> dict:
         "student_recipe": student_base.name,
     }
     t0 = time.perf_counter()
+
+    def save(stage: str) -> None:  # after each stage, so a run cut off by its time limit keeps what it measured
+        result["complete"] = stage == "done"
+        if args.json and accelerator.is_main_process:
+            write_json(Path(args.json), result)
+
     cache = _teachers_and_cache(args, student_base, overrides, accelerator, result)
     if "teachers" in result:
         result["teacher"] = result["teachers"][0]
+        save("teachers")
 
     def student(name: str, extra: list[str]):
         recipe = load_recipe(args.student_recipe, [*student_overrides, *extra])
@@ -185,7 +192,8 @@ def bench(args: argparse.Namespace, overrides: list[str]) -> dict:
             }
         )
         result["student_params"] = res.trainable_params
-    result["student_runs"] = per_run
+        result["student_runs"] = per_run
+        save(f"student {i}")
     result["student_train_seconds"] = _stats([r["train_seconds"] for r in per_run])
     result["student_test_accuracy"] = _stats([r["test_accuracy"] for r in per_run])
     result["student_img_per_s"] = statistics.median(r["img_per_s"] for r in per_run)
@@ -193,6 +201,7 @@ def bench(args: argparse.Namespace, overrides: list[str]) -> dict:
     result["student_test_accuracy_by_tta"] = {
         name: _stats([r["test_accuracy_by_tta"][name] for r in per_run]) for name in TTA_VARIANTS
     }
+    save("done")
     _print_table(Console(), result)
     return result
 
@@ -248,7 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--teacher-seeds", type=int, default=1, help="train N teachers and cache their mean logits")
     parser.add_argument("--student-recipe", default="kd_fast94")
     parser.add_argument("--runs", type=int, default=5, help="timed student runs (seeds seed, seed+1, ...)")
-    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--json", help="write the results here (after every stage; 'complete' says whether all ran)")
     parser.add_argument("--work-dir", default="runs/bench", type=Path, help="where the runs go (must not hold runs)")
     parser.add_argument(
         "--teacher-run",
@@ -264,10 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every recipe")
     args = parser.parse_intermixed_args(argv)
-    result = bench(args, with_data_dir(args.overrides, args.data_dir))
-    if args.json:
-        write_json(Path(args.json), result)
-    return result
+    return bench(args, with_data_dir(args.overrides, args.data_dir))
 
 
 if __name__ == "__main__":

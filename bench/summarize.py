@@ -47,7 +47,9 @@ def _seconds(r: dict, where: str) -> float | None:
 
 
 def summarize(out: Path) -> str:
-    results = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    partial = {p.stem: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    results = {k: r for k, r in partial.items() if r.get("complete")}
+    cut = {k: r for k, r in partial.items() if not r.get("complete")}
     device = next((r["device"] for r in results.values()), "?")
     commit = next((str(r["commit"])[:10] for r in results.values()), "?")
     lines = [
@@ -69,6 +71,14 @@ def summarize(out: Path) -> str:
             f"| {what} | {acc:.2%}{spread} | {_fmt(acc_target, '{:.1%}')} | {sec:.1f} | "
             f"{_fmt(sec_target, '{:.0f}')} | {met} |"
         )
+    for step, r in cut.items():  # stopped by its time limit: what it measured before
+        teachers = ", ".join(f"{t['recipe']} s{t['seed']} {t['test_accuracy']:.2%} in {t['train_seconds']:.1f} s"
+                             for t in r.get("teachers", []))  # fmt: skip
+        runs = ", ".join(f"{x['test_accuracy']:.2%} in {x['train_seconds']:.1f} s" for x in r.get("student_runs", []))
+        lines += [
+            "",
+            f"Step {step} did not finish; it measured teachers: {teachers or 'none'}; students: {runs or 'none'}.",
+        ]
     if "fast96" in results and "ce96" in results:
         gain = results["fast96"]["student_test_accuracy"]["mean"] - results["ce96"]["student_test_accuracy"]["mean"]
         lines += ["", f"KD bought {100 * gain:+.2f} points for kd_fast96 over its twin on labels alone."]

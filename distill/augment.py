@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torchvision.transforms.v2.functional as TF
 
 from distill.data import MEAN, STD
 
@@ -317,10 +316,10 @@ def _policy_op(name: str, x: torch.Tensor, m: torch.Tensor, r: dict) -> torch.Te
     if name == "solarize":
         threshold = (256 * (1 - m.abs())).round().view(-1, 1, 1, 1)
         return torch.where(x.float() >= threshold, 255 - x, x)
-    if name == "autocontrast":
-        return _nchw(TF.autocontrast_image)(x)
-    if name == "equalize":
-        return _nchw(TF.equalize_image)(x)
+    if name in ("autocontrast", "equalize"):
+        import torchvision.transforms.v2.functional as TF  # only here: torchvision takes seconds to import
+
+        return _nchw(TF.autocontrast_image if name == "autocontrast" else TF.equalize_image)(x)
     raise ValueError(f"unknown policy op {name}")
 
 

@@ -247,9 +247,10 @@ def predict(
 ) -> np.ndarray:
     """Class predictions (N,) for uint8 (N, 32, 32, 3) images, with ``tta``'s views, outside a training run.
 
-    Runs on the GPU if there is one. On a CPU the batches are small (256: larger ones spend a third
-    of the time in the kernel, mapping and unmapping activation memory) and channels-last (oneDNN's
-    fast layout). With ``what``, a progress bar of that name shows on the console.
+    Runs on the GPU if there is one. On a CPU, batches of 256 in channels-last memory halve the time
+    that batches of 1000 in NCHW took: those spent a third of their CPU time in the kernel, faulting
+    in fresh activation memory for every batch (BENCHMARKS.md, "Exporting on a CPU"). With ``what``,
+    a progress bar of that name shows on the console.
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device, memory_format=torch.channels_last).eval()

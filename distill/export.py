@@ -56,13 +56,7 @@ def check_out(out: str | Path) -> Path:
 
 def export(run_dir: str | Path, test_pkl: str | Path, out: str | Path) -> dict:
     """Predict the test pickle with the run's student and write ``out``; returns the CSV's check."""
-    out = Path(out)
-    if out.is_dir():
-        raise UserError(
-            f"--out {out} is a directory; give the path of the CSV file to write, e.g. {out / 'submission.csv'}"
-        )
-    if out.parent and not out.parent.exists():
-        raise UserError(f"folder {out.parent} does not exist; create it or choose another --out")
+    out = check_out(out)
     images, ids = load_test_pickle(test_pkl)
     recipe, model = load_run(run_dir)
     check_param_cap(model, recipe.model.name)  # a submission must come from a student under the cap

@@ -10,11 +10,13 @@ images the teacher saw.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from distill.cli import dry_run, parse, training_parser
-from distill.devices import make_accelerator
 from distill.errors import cli_main
-from distill.runs import started_with
-from distill.trainer import Result, train
+
+if TYPE_CHECKING:
+    from distill.trainer import Result
 
 
 def main(argv: list[str] | None = None) -> Result | None:
@@ -27,6 +29,10 @@ def main(argv: list[str] | None = None) -> Result | None:
     if args.dry_run:
         dry_run(recipe, student=True)
         return None
+    from distill.devices import make_accelerator  # training's imports (accelerate, rich), not a dry run's
+    from distill.runs import started_with
+    from distill.trainer import train
+
     cache = args.teacher_cache
     if cache is None and args.resume:
         cache = started_with(run_dir, "teacher_cache")  # resume from the cache the run started with

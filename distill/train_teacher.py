@@ -12,16 +12,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from accelerate import Accelerator
-
-from distill.cache_logits import TeacherRun, cache_teachers
 from distill.cli import dry_run, parse, training_parser
-from distill.devices import make_accelerator
 from distill.errors import UserError, cli_main
 from distill.recipe import Recipe
-from distill.runs import check_same_recipe
-from distill.trainer import Result, train
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from distill.cache_logits import TeacherRun
+    from distill.trainer import Result
 
 
 def train_teachers(
@@ -40,6 +41,10 @@ def train_teachers(
     training is loaded from its run instead of trained again (None in the results), and an existing
     complete cache ends the job. Returns the results, the teachers and the cache's path.
     """
+    from distill.cache_logits import TeacherRun, cache_teachers  # training's imports, not a dry run's
+    from distill.runs import check_same_recipe
+    from distill.trainer import train
+
     cache = cache or run_dir / "cache"
     if resume and (cache / "meta.json").is_file():
         raise UserError(f"teacher run {run_dir} and its cache are complete; nothing to resume")
@@ -76,6 +81,8 @@ def main(argv: list[str] | None = None) -> list[Result | None] | None:
     if args.dry_run:
         dry_run(recipe, student=False)
         return None
+    from distill.devices import make_accelerator
+
     return train_teachers(recipe, run_dir, make_accelerator(recipe), args.seeds, args.resume)[0]
 
 

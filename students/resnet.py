@@ -166,8 +166,13 @@ class CifarResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_resnet(model_args: dict, kwargs: dict) -> CifarResNet:
-    """Shared builder: drop timm's factory keys and merge the variant's args with overrides."""
+def build(cls: type[nn.Module], model_args: dict, kwargs: dict) -> nn.Module:
+    """The builders' shared body: drop the keys timm's factory always passes, merge the variant's args
+    with the caller's overrides, build ``cls``."""
     for key in ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
         kwargs.pop(key, None)
-    return CifarResNet(**{**model_args, **kwargs})
+    return cls(**{**model_args, **kwargs})
+
+
+def build_resnet(model_args: dict, kwargs: dict) -> CifarResNet:
+    return build(CifarResNet, model_args, kwargs)

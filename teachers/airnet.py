@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from students.resnet import PatchWhitening
+from students.resnet import PatchWhitening, build
 
 
 def _conv(in_ch: int, out_ch: int) -> nn.Conv2d:
@@ -117,7 +117,4 @@ class AirNet(nn.Module):
 
 
 def build_airnet(model_args: dict, kwargs: dict) -> AirNet:
-    """Shared builder: drop timm's factory keys and merge the variant's args with overrides."""
-    for key in ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    return AirNet(**{**model_args, **kwargs})
+    return build(AirNet, model_args, kwargs)

@@ -9,6 +9,7 @@ from distill.recipe import dump_recipe, load_recipe
 from tests.conftest import tiny
 
 
+@pytest.mark.slow
 def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
     out = tmp_path / "bench.json"
     student = tmp_path / "kd_smoke_t2.yaml"  # a student whose views differ from the teacher's augmentation
@@ -29,7 +30,7 @@ def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
         ]
     )
     saved = json.loads(out.read_text())
-    assert saved == json.loads(json.dumps(result))
+    assert saved == json.loads(json.dumps(result)) and saved["complete"]
     assert saved["device"] == "cpu"
     assert saved["teacher"]["train_seconds"] > 0 and 0 <= saved["teacher"]["test_accuracy"] <= 1
     assert saved["cache_seconds"] > 0 and saved["student_warmup_seconds"] > 0
@@ -78,3 +79,33 @@ def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
     assert ensemble["cache_seconds"] > 0 and len(ensemble["teachers"]) == 2
     meta = json.loads((tmp_path / "runs3" / "cache" / "meta.json").read_text())
     assert meta["augment"]["alternate_flip"] and len(meta["teachers"]) == 2
+
+
+def fake_result(accuracy: float, seconds: float, complete: bool = True, **extra) -> dict:
+    """The fields of a bench JSON that bench/summarize.py reads (not a measurement)."""
+    teacher = {"recipe": "teacher_96", "seed": 0, "train_seconds": 18.0, "test_accuracy": 0.961, "img_per_s": 1.0}
+    run = {"test_accuracy": accuracy, "train_seconds": seconds}
+    return {
+        "device": "H100", "commit": "abc", "complete": complete, "student_recipe": "kd_x", "teachers": [teacher],
+        "teacher": teacher, "cache_seconds": 2.0, "student_runs": [run],
+        "student_train_seconds": {"mean": seconds, "std": 0.0}, "student_test_accuracy": {"mean": accuracy, "std": 0.0},
+        **extra,
+    }  # fmt: skip
+
+
+def test_summary_marks_each_target_met_or_missed(tmp_path):
+    from bench.summarize import summarize
+
+    for name, result in {
+        "fast94": fake_result(0.941, 1.9),
+        "fast96": fake_result(0.955, 15.0),
+        "ce96": fake_result(0.945, 14.0),
+        "max": fake_result(0.97, 100.0, complete=False),  # cut off by its time limit after the first student
+    }.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(result))
+    text = summarize(tmp_path)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert rows["teacher_96"].endswith("| yes |") and rows["kd_fast94"].endswith("| yes |")
+    assert rows["kd_fast96"].endswith("| no |") and "not measured" in rows["kd_max (teachers + cache + student)"]
+    assert "Step max did not finish" in text and "KD bought +1.00 points" in text
+    assert (tmp_path / "summary.md").read_text() == text and (tmp_path / "frontier.png").is_file()

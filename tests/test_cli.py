@@ -67,6 +67,7 @@ def test_export_errors(tmp_path, synthetic_dir):
     assert not (tmp_path / "s.csv").exists()
 
 
+@pytest.mark.slow
 def test_accelerate_launch_end_to_end(synthetic_dir, tmp_path):
     """The README's commands, under `accelerate launch`, on CPU: teacher -> cache -> student -> CSV."""
     teacher, student = tmp_path / "teacher", tmp_path / "student"
@@ -104,6 +105,7 @@ def test_accelerate_launch_end_to_end(synthetic_dir, tmp_path):
     assert "7 rows, ids 0..6" in proc.stdout
 
 
+@pytest.mark.slow
 def test_two_runs_started_at_once_into_one_dir(synthetic_dir, tmp_path):
     """One finishes; the other is refused (the run dir's lock, or the run it finds there); each epoch is logged once."""
     import os

@@ -18,6 +18,8 @@ import pytest
 from distill.logit_cache import LogitCache
 from tests.conftest import python, tiny
 
+pytestmark = pytest.mark.slow  # whole runs killed and resumed in subprocesses, ~10-60 s each
+
 TIMING = ("img_per_s", "seconds")
 
 

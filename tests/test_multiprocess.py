@@ -13,7 +13,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.conftest import LAUNCH, ROOT, accelerate_launch, tiny
+
+pytestmark = pytest.mark.slow  # several processes over gloo, each test ~20-60 s on 2 cores
 
 
 def test_two_processes_teacher_cache_student(synthetic_dir, tmp_path):

@@ -42,6 +42,7 @@ def test_report_writes_plots_and_table(runs, synthetic_dir, tmp_path):
     assert f"Final test accuracy: {100 * summary['test_accuracy']:.2f}%" in text
 
 
+@pytest.mark.slow
 def test_notebook_executes_against_smoke_runs(runs, synthetic_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILL_RUNS", ":".join(map(str, runs)))
     monkeypatch.setenv("DISTILL_REPORT_DIR", str(tmp_path / "nb_report"))

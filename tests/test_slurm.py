@@ -85,6 +85,7 @@ def test_no_gpu_is_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.startswith("error: no GPU")
 
 
+@pytest.mark.slow
 def test_two_nodes_really_rendezvous(synthetic_dir, tmp_path):
     """launch.sh run as SLURM runs it on 2 nodes (here: 2 shells on this machine, 1 CPU process each)."""
     from tests.conftest import tiny
