@@ -42,7 +42,8 @@ def _teacher_dirs(recipe: Recipe, run_dir: Path, seeds: int) -> list[Path]:
 
 def _cache_path(teacher: Recipe, student: Recipe, run_dir: Path) -> Path:
     """The teacher's own cache when the student replays the teacher's views, else one for this student."""
-    own = (student.augment, student.cache) == (teacher.augment, teacher.cache)
+    views = lambda r: (r.augment, r.cache.views, r.cache.seed)  # noqa: E731  (what fixes a cache's content)
+    own = views(student) == views(teacher)
     return run_dir / ("cache" if own else f"cache-{student.name}")
 
 

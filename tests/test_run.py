@@ -91,3 +91,12 @@ def test_one_command_on_real_data_with_the_smoke_recipes(real_data_dir, tmp_path
     proc = python(*argv, "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(real_data_dir), "data.download=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Final test accuracy:" in proc.stdout and len(list(csv.reader(out.open()))) == 501
+
+
+def test_a_student_on_its_teachers_views_uses_the_teachers_own_cache(tmp_path):
+    from distill.run import _cache_path
+
+    student, teacher = load_recipe("kd_smoke"), load_recipe("teacher_smoke")
+    assert student.cache.batch_size != teacher.cache.batch_size  # how fast it was built does not matter
+    assert _cache_path(teacher, student, tmp_path).name == "cache"
+    assert _cache_path(load_recipe("teacher_96"), load_recipe("kd_fast94"), tmp_path).name == "cache-kd_fast94"
