@@ -182,10 +182,53 @@ def train(
         run.lock.release()
 
 
+@dataclass
+class Inputs:
+    """What :func:`_check_inputs` found valid: the model, the data splits and (for KD) the cache."""
+
+    model: torch.nn.Module
+    train: Split
+    val: Split | None
+    test: Split
+    cache: LogitCache | None
+    teacher_cache: str | Path | None
+
+
 def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, resume: bool, teacher_cache) -> Run:
     """Check every input (nothing is written until all pass), then take the run dir and build the run."""
-    cfg = recipe.train
     accelerator.free_memory()  # one Accelerator may serve several runs: each checkpoint must hold this run's alone
+    inputs = _check_inputs(recipe, role, run_dir, accelerator, resume, teacher_cache)
+    lock = _take(run_dir, accelerator)
+    try:
+        begin_run(run_dir, recipe, resume, accelerator.is_main_process)  # the first write, once the inputs are checked
+        run = _build(recipe, role, run_dir, accelerator, lock, inputs, resume)
+        if resume:
+            done = load_checkpoint(accelerator, run_dir, run.ema)
+            run.first_epoch, run.step, run.seconds = done["epoch"], done["step"], done["wall_seconds"]
+            run.eval_acc = done.get("eval_acc", done.get("test_acc"))
+            if accelerator.is_main_process:
+                rewrite_metrics(run_dir, run.first_epoch)
+        elif accelerator.is_main_process:
+            info = run_info(recipe, str(accelerator.device), role, inputs.train, inputs.val, inputs.teacher_cache)
+            write_json(run_dir / "run.json", info)
+        run.schedule.step_update(num_updates=run.step)
+        run.say(
+            f"[bold]{role} {recipe.model.name}[/]: Trainable parameters: {run.params:,} | {len(inputs.train):,} train / "
+            f"{len(inputs.val or ()):,} val / {len(inputs.test):,} test images | device {accelerator.device} "
+            f"x{accelerator.num_processes} | precision {accelerator.mixed_precision}"
+            + (f" | resuming after epoch {run.first_epoch}" if resume else "")
+        )
+        return run
+    except BaseException:
+        lock.release()  # a run that never started must not hold its dir
+        raise
+
+
+def _check_inputs(
+    recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, resume: bool, teacher_cache
+) -> Inputs:
+    """The model (a student under the cap), the run dir (new, or resumable with this recipe and data),
+    the data, and the cache (fitting this recipe); each refusal is one UserError and writes nothing."""
     set_seed(recipe.seed)  # before model init and any random draw
     model = create_model(recipe.model, student=role == "student")
     kd = role == "student" and recipe.kd.alpha > 0
@@ -205,53 +248,49 @@ def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, r
     if kd:
         cache = LogitCache.load(teacher_cache)
         cache.check_matches(train_split, recipe.augment, recipe.cache.views, recipe.data)
-    lock = _take(run_dir, accelerator)
-    try:
-        begin_run(run_dir, recipe, resume, accelerator.is_main_process)  # the first write, once the inputs are checked
+    return Inputs(model, train_split, val_split, test_split, cache, teacher_cache if kd else None)
 
-        if not resume and hasattr(model, "init_from_data"):  # e.g. a whitening layer, set from training images
-            model.init_from_data(normalize(torch.from_numpy(train_split.images[:5000]), channels_last=False))
-        device = accelerator.device
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(model.to(device), cfg)
-        model, optimizer = accelerator.prepare(model, optimizer)
-        ema = (
-            ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.ema_decay, device=device)
-            if cfg.ema_decay > 0
-            else None
-        )
-        steps = engine.steps_per_epoch(len(train_split), cfg.batch_size, accelerator.num_processes)
-        run = Run(
-            recipe, role, run_dir, accelerator, lock, model, torch.compile(model) if cfg.compile else model,
-            count_trainable(model), optimizer, StepSchedule(cfg, optimizer, steps * cfg.epochs, steps), ema,
-            KDLoss(alpha=recipe.kd.alpha if kd else 0.0, temperature=recipe.kd.temperature,
-                       label_smoothing=cfg.label_smoothing), cache, train_split,
-            *engine.to_device_data(train_split.images, train_split.labels, device),
-            engine.to_device_data(*(val_split or test_split).arrays(), device),
-            engine.to_device_data(*test_split.arrays(), device), steps, teacher_cache if kd else None,
-        )  # fmt: skip
-        if resume:
-            done = load_checkpoint(accelerator, run_dir, ema)
-            run.first_epoch, run.step, run.seconds = done["epoch"], done["step"], done["wall_seconds"]
-            run.eval_acc = done.get("eval_acc", done.get("test_acc"))
-            if accelerator.is_main_process:
-                rewrite_metrics(run_dir, run.first_epoch)
-        elif accelerator.is_main_process:
-            write_json(
-                run_dir / "run.json", run_info(recipe, str(device), role, train_split, val_split, run.teacher_cache)
-            )
-        run.schedule.step_update(num_updates=run.step)
-        run.say(
-            f"[bold]{role} {recipe.model.name}[/]: Trainable parameters: {run.params:,} | {len(train_split):,} train / "
-            f"{len(val_split) if val_split else 0:,} val / {len(test_split):,} test images | device {device} "
-            f"x{accelerator.num_processes} | precision {accelerator.mixed_precision}"
-            + (f" | resuming after epoch {run.first_epoch}" if resume else "")
-        )
-        return run
-    except BaseException:
-        lock.release()  # a run that never started must not hold its dir
-        raise
+
+def _build(
+    recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, lock: RunLock, inputs: Inputs, resume: bool
+) -> Run:
+    """Model, optimiser, schedule, EMA and loss on the device, and the data there too."""
+    cfg, model, device = recipe.train, inputs.model, accelerator.device
+    if not resume and hasattr(model, "init_from_data"):  # e.g. a whitening layer, set from training images
+        model.init_from_data(normalize(torch.from_numpy(inputs.train.images[:5000]), channels_last=False))
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model.to(device), cfg)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.ema_decay, device=device) if cfg.ema_decay else None
+    steps = engine.steps_per_epoch(len(inputs.train), cfg.batch_size, accelerator.num_processes)
+    images, labels = engine.to_device_data(*inputs.train.arrays(), device)
+    return Run(
+        recipe=recipe,
+        role=role,
+        run_dir=run_dir,
+        accelerator=accelerator,
+        lock=lock,
+        model=model,
+        forward=torch.compile(model) if cfg.compile else model,
+        params=count_trainable(model),
+        optimizer=optimizer,
+        schedule=StepSchedule(cfg, optimizer, steps * cfg.epochs, steps),
+        ema=ema,
+        criterion=KDLoss(
+            alpha=recipe.kd.alpha if inputs.cache is not None else 0.0,
+            temperature=recipe.kd.temperature,
+            label_smoothing=cfg.label_smoothing,
+        ),
+        cache=inputs.cache,
+        train=inputs.train,
+        images=images,
+        labels=labels,
+        eval_set=engine.to_device_data(*(inputs.val or inputs.test).arrays(), device),
+        test_set=engine.to_device_data(*inputs.test.arrays(), device),
+        steps_per_epoch=steps,
+        teacher_cache=inputs.teacher_cache,
+    )
 
 
 def _take(run_dir: Path, accelerator: Accelerator) -> RunLock:
