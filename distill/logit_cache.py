@@ -40,7 +40,7 @@ FORMAT_VERSION = 3  # 2: a list of teachers (an ensemble's logits are averaged);
 
 @torch.inference_mode()
 def _teacher_logits(
-    teacher,
+    teachers: list,
     images: torch.Tensor,
     views: dict[str, torch.Tensor] | None,
     spec: AugmentSpec,
@@ -49,8 +49,9 @@ def _teacher_logits(
 ) -> np.ndarray:
     """Logits (N, C) float16 of ``images`` under ``views`` (None = un-augmented), all processes helping.
 
-    Process r computes the contiguous chunk r of the images; chunks are gathered and trimmed, so the
-    result has one row per image in order.
+    Each batch of views is made once and given to every teacher; an ensemble's logits are each rounded
+    to float16, then averaged in float32. Process r computes the contiguous chunk r of the images;
+    chunks are gathered and trimmed, so the result has one row per image in order.
     """
     n, world, rank = len(images), accelerator.num_processes, accelerator.process_index
     per = -(-n // world)
@@ -63,7 +64,8 @@ def _teacher_logits(
         else:
             x = apply_views(images, views, torch.arange(start, stop, device=images.device), spec)
         with accelerator.autocast():
-            outputs.append(teacher(x).float().half())
+            each = torch.stack([teacher(x).float().half() for teacher in teachers])  # (T, B, C)
+        outputs.append(each[0] if len(teachers) == 1 else each.float().mean(0).half())
     local = torch.cat(outputs) if outputs else torch.empty(0, 10, device=accelerator.device, dtype=torch.float16)
     padded = torch.zeros(per, local.shape[1] if local.numel() else 10, device=accelerator.device, dtype=torch.float16)
     padded[: len(local)] = local
@@ -96,8 +98,7 @@ def build_cache(
     images = torch.from_numpy(train.images).to(accelerator.device)
 
     def mean_logits(device_views: dict[str, torch.Tensor] | None) -> np.ndarray:
-        each = [_teacher_logits(teacher, images, device_views, spec, batch_size, accelerator) for teacher in teachers]
-        return each[0] if len(each) == 1 else np.mean([a.astype(np.float32) for a in each], axis=0).astype(np.float16)
+        return _teacher_logits(teachers, images, device_views, spec, batch_size, accelerator)
 
     arrays: dict[str, np.ndarray] = {}
     if views == 0:
