@@ -85,7 +85,7 @@ def _describe_teacher(run_dir: Path, reused: bool) -> dict:
         "train_seconds": summary["wall_seconds"],
         "test_accuracy": summary["test_accuracy"],
         "img_per_s": img_per_s,
-        **_compute(create_model(load_recipe(run_dir / "recipe.yaml").model), img_per_s),
+        **_compute(create_model(summary["model"], summary["recipe"]["model"]["kwargs"]), img_per_s),
     }
 
 

@@ -52,7 +52,7 @@ def dry_run(recipe: Recipe, student: bool) -> None:
     """Print the resolved recipe, the model's trainable parameters and FLOPs per image; touches no data."""
     from distill.models import count_flops, count_trainable, create_model
 
-    model = create_model(recipe.model, student=student)
+    model = create_model(recipe.model.name, recipe.model.kwargs, student=student)
     flops = count_flops(model)
     print(dump_recipe(recipe), end="")
     print(f"Trainable parameters: {count_trainable(model)}")

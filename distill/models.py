@@ -8,7 +8,6 @@ bad name or argument into one line, and checks a student against the competition
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
 
 import timm
 import torch
@@ -18,9 +17,6 @@ from torch.utils.flop_counter import FlopCounterMode
 import students  # noqa: F401  (registers the students with timm)
 import teachers  # noqa: F401  (registers the teachers with timm)
 from distill.errors import UserError
-
-if TYPE_CHECKING:
-    from distill.recipe import ModelConfig
 
 PARAM_CAP = 5_000_000  # the competition's hard limit on a student's trainable parameters
 
@@ -40,17 +36,18 @@ def check_param_cap(model: nn.Module, name: str, cap: int = PARAM_CAP) -> int:
     return n
 
 
-def create_model(cfg: ModelConfig, student: bool = False, num_classes: int = 10) -> nn.Module:
-    """Build ``cfg.name`` from timm's registry with ``cfg.kwargs``; a student is checked against the cap."""
-    if not timm.is_model(cfg.name):
+def create_model(name: str, kwargs: dict | None = None, student: bool = False, num_classes: int = 10) -> nn.Module:
+    """Build ``name`` from timm's registry with ``kwargs`` (a recipe's ``model`` section); a student is
+    checked against the cap."""
+    if not timm.is_model(name):
         known = ", ".join(timm.list_models("cifar_*"))
-        raise UserError(f"unknown model.name '{cfg.name}'; registered here: {known}")
+        raise UserError(f"unknown model.name '{name}'; registered here: {known}")
     try:
-        model = timm.create_model(cfg.name, pretrained=False, num_classes=num_classes, **cfg.kwargs)
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **(kwargs or {}))
     except (TypeError, ValueError) as err:
-        raise UserError(f"bad model.kwargs for '{cfg.name}': {err}") from None
+        raise UserError(f"bad model.kwargs for '{name}': {err}") from None
     if student:
-        check_param_cap(model, cfg.name)
+        check_param_cap(model, name)
     return model
 
 

@@ -263,7 +263,7 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module]:
     if not recipe_file.is_file() or not weights.is_file():
         raise UserError(f"{run_dir} is not a finished run (needs recipe.yaml and {WEIGHTS}); train it first")
     recipe = load_recipe(recipe_file)
-    model = create_model(recipe.model)
+    model = create_model(recipe.model.name, recipe.model.kwargs)
     try:
         state = load_file(str(weights))
         model.load_state_dict(state)

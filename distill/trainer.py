@@ -230,7 +230,7 @@ def _check_inputs(
     """The model (a student under the cap), the run dir (new, or resumable with this recipe and data),
     the data, and the cache (fitting this recipe); each refusal is one UserError and writes nothing."""
     set_seed(recipe.seed)  # before model init and any random draw
-    model = create_model(recipe.model, student=role == "student")
+    model = create_model(recipe.model.name, recipe.model.kwargs, student=role == "student")
     kd = role == "student" and recipe.kd.alpha > 0
     if kd and teacher_cache is None:
         raise UserError(

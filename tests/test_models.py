@@ -6,7 +6,6 @@ import students  # noqa: F401
 import teachers  # noqa: F401
 from distill.errors import UserError
 from distill.models import PARAM_CAP, count_flops, count_trainable, create_model
-from distill.recipe import ModelConfig
 from students import STUDENTS, CifarResNet, ResidualBlock
 
 TEACHERS = ["cifar_resnet_t", "cifar_resnet_t_wide", "cifar_resnet_t_tiny", "cifar_air94", "cifar_air95", "cifar_air96"]
@@ -46,10 +45,10 @@ def test_default_student_and_teacher_sizes():
 
 def test_over_cap_student_raises_with_count():
     with pytest.raises(UserError, match=r"5,205,066 trainable parameters, over the 5,000,000 cap"):
-        create_model(ModelConfig("cifar_resnet_s", {"widths": [64, 128, 256, 256]}), student=True)
-    assert count_trainable(create_model(ModelConfig("cifar_resnet_t"), student=False)) > PARAM_CAP  # teachers: no cap
+        create_model("cifar_resnet_s", {"widths": [64, 128, 256, 256]}, student=True)
+    assert count_trainable(create_model("cifar_resnet_t", student=False)) > PARAM_CAP  # teachers: no cap
     with pytest.raises(UserError, match="bad model.kwargs for 'cifar_air96'"):
-        create_model(ModelConfig("cifar_air96", {"convs": 4}))
+        create_model("cifar_air96", {"convs": 4})
 
 
 def test_block_is_the_assignments():
