@@ -10,7 +10,7 @@
 #   fast96  kd_fast96 from the max step's teachers and cache, as it is
 #   ce96    kd_fast96's twin on labels alone (kd.alpha=0: no teacher), what KD buys on the same schedule
 #   half    kd_max at half its epochs from the same cache: what the longer schedule buys
-# A step whose time limit would end past BUDGET seconds (default 525) is skipped and named in
+# A step whose time limit would end past BUDGET seconds (default 500) is skipped and named in
 # OUT_DIR/skipped.txt; a step that fails or runs over its limit is named in OUT_DIR/failed.txt, and the
 # rest still run.
 #
@@ -19,7 +19,7 @@
 set -uo pipefail
 D=${1:?data dir holding cifar-10-batches-py}; O=${2:-bench_out}; W=${W:-/tmp/frontier}
 mkdir -p "$O"; rm -rf "$W"; mkdir -p "$W"
-START=$(date +%s); BUDGET=${BUDGET:-525}; SLOW=1
+START=$(date +%s); BUDGET=${BUDGET:-500}; SLOW=1
 EXTRA=(); STUDENT=(); T97_SEEDS=3
 if [[ -n "${SMOKE:-}" ]]; then  # every recipe as it is, on tiny nets and data
   SLOW=10; BUDGET=100000; T97_SEEDS=2
