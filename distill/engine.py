@@ -251,15 +251,18 @@ def predict(
 
     Runs on the GPU if there is one. On a CPU, batches of 256 in channels-last memory halve the time
     that batches of 1000 in NCHW took: those spent a third of their CPU time in the kernel, faulting
-    in fresh activation memory for every batch (BENCHMARKS.md, "Exporting on a CPU"). With ``what``,
-    a progress bar of that name shows on the console.
+    in fresh activation memory for every batch (BENCHMARKS.md, "exporting on a CPU"). With ``what``,
+    a line says what is predicted, and on a terminal a progress bar follows it.
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device, memory_format=torch.channels_last).eval()
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    views = tta.forward_passes if tta else 1
+    if what:
+        print(f"{what}: {len(x):,} images x {views} view{'s' if views > 1 else ''} on {device}", flush=True)
     with Progress(*columns, disable=what is None, transient=True) as bar:
-        task = bar.add_task(f"{what} ({tta.forward_passes if tta else 1} views per image)", total=len(x))
+        task = bar.add_task(what or "", total=len(x))
         logits = predict_logits(model, x, batch_size, tta=tta, on_batch=lambda n: bar.advance(task, n))
     return logits.argmax(-1).cpu().numpy()
 
