@@ -59,6 +59,8 @@ class Call:
     script: str | None = None  # run as `python distill/<script>` in a subprocess
     preexec: Callable | None = None
     check: Callable | None = None  # further checks after the error
+    code: int = 2  # the exit code: 2 for a mistake; 128 + signal for a run that was stopped
+    prefix: str = "error: "  # how the one line starts
 
 
 @dataclass
@@ -457,6 +459,27 @@ def case_loss_nan(ctx: Ctx) -> Call:
 
 
 @case
+def case_interrupted_before_checkpoint(ctx: Ctx) -> Call:
+    """Ctrl-C in the first epoch: there is no checkpoint yet, so the line says to run again, not to --resume."""
+    from distill import engine
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    ctx.monkeypatch.setattr(engine, "train_one_epoch", interrupt)
+    run = ctx.tmp / "run"
+
+    def check() -> None:
+        assert not (run / ".lock").exists()
+        ctx.monkeypatch.undo()
+        train_teacher.main(teacher_args(ctx, ctx.data))  # and running it again works
+
+    return Call(
+        train_teacher.main, teacher_args(ctx, ctx.data), [run / "state"], check=check, code=130, prefix="stopped: "
+    )
+
+
+@case
 def case_checkpoint_runs_code(ctx: Ctx) -> Call:
     run = ctx.unfinished_student()
     sentinel = ctx.tmp / "pwned"
@@ -515,9 +538,9 @@ def test_bad_input(name, runs, synthetic_dir, tmp_path, monkeypatch, capsys):
     call = CASES[name](ctx)
     before = {str(p): snapshot(p) for p in call.unchanged}
     code, stderr = run_call(call, capsys)
-    assert code == 2, stderr[-3000:]
+    assert code == call.code, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
-    errors = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
+    errors = [ln for ln in stderr.splitlines() if ln.startswith(call.prefix)]
     assert len(errors) == 1, stderr[-3000:]
     assert expected in errors[0], errors[0]
     for path in call.absent:
