@@ -77,6 +77,18 @@ class AugmentSpec:
     def mixes(self) -> bool:
         return self.mix_prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
 
+    @property
+    def label(self) -> str:
+        """``"translate 2, alternate flip, trivial, cutout 8, mixup 0.2 / cutmix 1.0 p 0.5"``: what is on."""
+        parts = [f"translate {self.translate}"] if self.translate else []
+        parts += ["alternate flip" if self.alternate_flip else "flip"] if self.flip else []
+        parts += [self.policy] if self.policy != "none" else []
+        parts += [f"cutout {self.cutout}"] if self.cutout else []
+        if self.mixes:
+            mixers = [f"{n} {a:g}" for n, a in (("mixup", self.mixup_alpha), ("cutmix", self.cutmix_alpha)) if a > 0]
+            parts.append(" / ".join(mixers) + f" p {self.mix_prob:g}")
+        return ", ".join(parts) or "none"
+
 
 def view_keys(spec: AugmentSpec) -> tuple[str, ...]:
     """The per-image parameters a view of ``spec`` has (and a cache of it stores)."""

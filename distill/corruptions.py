@@ -48,6 +48,13 @@ CORRUPTIONS = (
     "pixelate",
     "jpeg",
 )
+# CIFAR-10-C's four groups, for summary tables.
+FAMILIES = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
+    "blur": ("defocus_blur", "motion_blur", "zoom_blur"),
+    "weather": ("fog", "brightness"),
+    "digital": ("contrast", "elastic", "pixelate", "jpeg"),
+}
 PARAMS = {
     "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),
     "shot_noise": (500, 250, 100, 75, 50),

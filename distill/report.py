@@ -29,7 +29,7 @@ from distill.engine import predict  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402
 from distill.files import write_atomic, write_json  # noqa: E402
 from distill.runs import load_run  # noqa: E402
-from distill.shift import load_natural, plot_shift, score_shift, shift_markdown  # noqa: E402
+from distill.shift import family_means, load_natural, plot_shift, score_shift, shift_markdown  # noqa: E402
 
 
 @dataclass
@@ -160,26 +160,56 @@ def predictions(run: Run, images: np.ndarray) -> np.ndarray:
     return predict(model, images, recipe.tta, what=f"predicting with {run.name}")  # as the submission would be
 
 
+def shift_comparison(compared: list[tuple[Run, str, dict]], images: int) -> list[str]:
+    """One row per student: its augmentation, final test accuracy, and clean / per-family / mean
+    corruption accuracy on the report's test images (no TTA), the drop and each natural-shift set."""
+    families = list(family_means(compared[0][2]))
+    natural = list(compared[0][2]["natural"])
+    lines = [
+        "## Under shift",
+        "",
+        f"Accuracy without TTA on the first {images:,} test images, clean and corrupted (mean over each family's"
+        " corruptions and 5 severities); final test accuracy as each run reported it.",
+        "",
+        "| " + " | ".join(["run", "augmentation", "final test accuracy", "clean", *families, "mean corruption", "drop",
+                           *natural]) + " |",
+        "| --- | --- |" + " ---: |" * (len(families) + 4 + len(natural)),
+    ]  # fmt: skip
+    for run, augment, shift in compared:
+        by_family = family_means(shift)
+        cells = [f"{100 * run.summary['test_accuracy']:.2f}%", f"{100 * shift['clean']:.2f}%"]
+        cells += [f"{100 * by_family[f]:.2f}%" for f in families]
+        cells += [f"**{100 * shift['mean_corruption_accuracy']:.2f}%**", f"{100 * shift['drop']:.2f} pts"]
+        cells += [f"{100 * shift['natural'][name]:.2f}%" for name in natural]
+        lines.append(f"| {run.name} | {augment} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def make_report(
     run_dirs: list[str | Path],
     out: str | Path,
     data_dir: str | None = None,
     suite: str = "tta",
     natural: list[str] | None = None,
+    images: int | None = None,
 ) -> Path:
     """Write the plots and ``report.md`` for ``run_dirs`` into ``out``; returns the report's path.
 
     With ``suite="shift"`` each student also gets the shift suite of :mod:`distill.shift` (its table,
-    ``shift_<run>.png`` and ``shift_<run>.json``), on the natural-shift files given as well."""
+    ``shift_<run>.png`` and ``shift_<run>.json``), on the natural-shift files given as well, and the
+    report opens with one row per student: augmentation, clean and mean accuracy per corruption family.
+    ``images`` keeps the first N test images (the table's final test accuracy stays each run's own)."""
     runs = [Run.read(p) for p in run_dirs]
     if not runs:
         raise UserError("give at least one run directory")
+    if images is not None and images < 1:
+        raise UserError(f"--images {images}: give a count of 1 or more")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     recipe, _ = load_run(runs[0].path)
     sets = load_natural(natural or []) if suite == "shift" else {}  # checked before any work
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
-    test = test.head(recipe.data.test_limit)
+    test = test.head(recipe.data.test_limit).head(images)
 
     lines = [
         "# Results",
@@ -204,6 +234,8 @@ def make_report(
         "",
     ]
 
+    compare_at = len(lines)  # the shift comparison goes here, once every student is scored
+    compared: list[tuple[Run, str, dict]] = []
     preds = {run.name: predictions(run, test.images) for run in runs}
     teachers = [r for r in runs if r.role == "teacher"]
     for run in (r for r in runs if r.role == "student"):
@@ -241,7 +273,9 @@ def make_report(
             "",
         ]
         if suite == "shift":
-            shift = score_shift(load_run(run.path)[1], test, None, sets)
+            run_recipe, model = load_run(run.path)
+            shift = score_shift(model, test, None, sets)
+            compared.append((run, run_recipe.augment.label, shift))
             write_json(out / f"shift_{run.name}.json", shift)
             plot_shift(shift, out / f"shift_{run.name}.png", f"{run.name} under shift (no TTA)")
             lines += [
@@ -251,6 +285,7 @@ def make_report(
                 f"![shift](shift_{run.name}.png)",
                 "",
             ]
+    lines[compare_at:compare_at] = shift_comparison(compared, len(test)) if compared else []
     report = out / "report.md"
     write_atomic(report, "\n".join(lines) + "\n")
     print(f"wrote {report} and {len(list(out.glob('*.png')))} plots")
@@ -266,8 +301,9 @@ def main(argv: list[str] | None = None) -> Path:
         "--suite", choices=("tta", "shift"), default="tta", help="shift: add each student's shift suite"
     )
     parser.add_argument("--natural", action="append", help="with --suite shift: a CIFAR-10.1 / 10.2 file (repeatable)")
+    parser.add_argument("--images", type=int, help="score the first N test images only")
     args = parser.parse_args(argv)
-    return make_report(args.runs, args.out, args.data_dir, args.suite, args.natural)
+    return make_report(args.runs, args.out, args.data_dir, args.suite, args.natural, args.images)
 
 
 def cli() -> None:

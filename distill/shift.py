@@ -16,7 +16,7 @@ import torch
 from rich.table import Table
 
 from distill.augment import TTASpec
-from distill.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from distill.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt
 from distill.data import Split, load_shift_set
 from distill.engine import predict
 
@@ -51,6 +51,16 @@ def score_shift(
     result["drop"] = result["clean"] - result["mean_corruption_accuracy"]
     result["natural"] = {name: accuracy(s.images, s.labels, name) for name, s in (natural or {}).items()}
     return result
+
+
+def family_means(result: dict) -> dict[str, float]:
+    """Mean accuracy over each family's corruptions and severities (noise, blur, weather, digital)."""
+    scored = result["corruptions"]
+    return {
+        family: float(np.mean([a for name in names if name in scored for a in scored[name].values()]))
+        for family, names in FAMILIES.items()
+        if any(name in scored for name in names)
+    }
 
 
 def load_natural(paths: list[str | Path]) -> dict[str, Split]:

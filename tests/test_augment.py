@@ -65,6 +65,14 @@ def test_views_are_deterministic_and_in_range():
     assert set(view_keys(AugmentSpec())) == {"dy", "dx", "flip"}  # a plain spec stores no unused parameters
 
 
+def test_spec_label_names_what_is_on():
+    assert AugmentSpec().label == "translate 4, flip"
+    assert AugmentSpec(translate=0, flip=False).label == "none"
+    spec = AugmentSpec(2, True, True, 8, "trivial", mixup_alpha=0.2, cutmix_alpha=1.0, mix_prob=0.5)
+    assert spec.label == "translate 2, alternate flip, trivial, cutout 8, mixup 0.2 / cutmix 1 p 0.5"
+    assert AugmentSpec(cutmix_alpha=1.0, mix_prob=0.0).label == "translate 4, flip"  # never mixes
+
+
 def test_mixing_parameters():
     n = 4000
     spec = AugmentSpec(mixup_alpha=0.4, cutmix_alpha=1.0, mix_prob=0.8, cutmix_switch_prob=0.5)

@@ -69,9 +69,23 @@ def test_report_adds_each_students_shift_suite(runs, synthetic_dir, tmp_path):
 
     split = synthetic_split(20, 4)
     np.savez(tmp_path / "cifar102_test.npz", images=split.images, labels=split.labels)
-    args = [str(runs[1]), "--out", str(tmp_path / "rep"), "--data-dir", str(synthetic_dir), "--suite", "shift"]
-    text = report.main([*args, "--natural", str(tmp_path / "cifar102_test.npz")]).read_text()
+    args = [*map(str, runs[1:]), "--out", str(tmp_path / "rep"), "--data-dir", str(synthetic_dir), "--suite", "shift"]
+    text = report.main([*args, "--images", "16", "--natural", str(tmp_path / "cifar102_test.npz")]).read_text()
     assert "### ce under shift (no TTA)" in text and "| mean corruption accuracy |" in text
     assert "| cifar102_test.npz |" in text and (tmp_path / "rep" / "shift_ce.png").is_file()
-    saved = json.loads((tmp_path / "rep" / "shift_ce.json").read_text())
-    assert len(saved["corruptions"]) == 12
+    saved = {name: json.loads((tmp_path / "rep" / f"shift_{name}.json").read_text()) for name in ("ce", "kd_t4")}
+    assert len(saved["ce"]["corruptions"]) == 12 and saved["ce"]["images"] == 16
+
+    # The comparison opens the report: one row per student, its numbers those of its shift_<run>.json.
+    head = ["run", "augmentation", "final test accuracy", "clean", "noise", "blur", "weather", "digital"]
+    assert "| " + " | ".join([*head, "mean corruption", "drop", "cifar102_test.npz"]) + " |" in text
+    assert text.index("## Under shift") < text.index("## ce")
+    for name, shift in saved.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {name} | translate "))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == len(head) + 3
+        assert cells[3] == f"{100 * shift['clean']:.2f}%"
+        assert cells[8] == f"**{100 * shift['mean_corruption_accuracy']:.2f}%**"
+        noise = [a for c in ("gaussian_noise", "shot_noise", "impulse_noise") for a in shift["corruptions"][c].values()]
+        assert cells[4] == f"{100 * sum(noise) / 15:.2f}%"
+        assert cells[10] == f"{100 * shift['natural']['cifar102_test.npz']:.2f}%"
