@@ -113,9 +113,18 @@ def plot_shift(result: dict, path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5.5), constrained_layout=True)
+    # One colour per family, one line style and marker per member: twelve lines stay tellable apart.
+    colours = dict(zip(FAMILIES, ("tab:red", "tab:blue", "tab:green", "tab:purple")))
+    style = {
+        name: (colours[family], ("-", "--", ":", "-.")[i], "osd^"[i])
+        for family, names in FAMILIES.items()
+        for i, name in enumerate(names)
+    }
+    fig, ax = plt.subplots(figsize=(10, 5.5), constrained_layout=True)
     for name, by_severity in result["corruptions"].items():
-        ax.plot(SEVERITIES, [100 * v for v in by_severity.values()], marker="o", ms=3, label=name)
+        colour, ls, marker = style.get(name, ("grey", "-", "o"))
+        values = [100 * v for v in by_severity.values()]
+        ax.plot(SEVERITIES, values, color=colour, ls=ls, marker=marker, ms=4, label=name)
     mean = [np.mean([sev[str(s)] for sev in result["corruptions"].values()]) * 100 for s in SEVERITIES]
     ax.plot(SEVERITIES, mean, color="black", lw=2.5, label="mean")
     ax.axhline(100 * result["clean"], color="black", ls="--", lw=1, label="clean")
@@ -123,7 +132,7 @@ def plot_shift(result: dict, path: Path, title: str) -> Path:
         ax.axhline(100 * value, ls=":", lw=1.5, label=name)
     ax.set(xlabel="severity", ylabel="accuracy (%)", xticks=SEVERITIES, title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
