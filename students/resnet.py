@@ -93,6 +93,9 @@ class CifarResNet(nn.Module):
             stem conv; the trainer sets it from the training images (:meth:`init_from_data`).
         downsample: ``"stride"`` or ``"pool"``: how stages i > 0 halve the resolution (see above).
         stem_pool: a 2x2 max-pool after the stem.
+        whiten_eps: added to the patch covariance's eigenvalues before the whitening divides by their
+            root: the larger, the less the stem amplifies the faint high-frequency directions (where
+            pixel noise lives; BENCHMARKS.md, "Robustness").
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class CifarResNet(nn.Module):
         whiten: bool = False,
         downsample: str = "stride",
         stem_pool: bool = False,
+        whiten_eps: float = 5e-4,
     ):
         super().__init__()
         if len(widths) != len(blocks) or not widths:
@@ -116,7 +120,7 @@ class CifarResNet(nn.Module):
         stem_width = stem_width or widths[0]
         self.num_classes = num_classes
         self.num_features = widths[-1]
-        whitening = PatchWhitening(in_chans) if whiten else None
+        whitening = PatchWhitening(in_chans, eps=whiten_eps) if whiten else None
         stem_in = whitening.out_chans if whitening else in_chans
         self.stem = nn.Sequential(
             *([whitening, nn.ReLU(inplace=True)] if whitening else []),

@@ -70,6 +70,7 @@ class AirNet(nn.Module):
         num_classes: outputs of the head.
         logit_scale: the head's logits are multiplied by this (airbench: 1/9).
         bn_momentum: PyTorch BatchNorm momentum (airbench94: 0.4, i.e. its "0.6").
+        whiten_eps: the whitening stem's eigenvalue floor (airbench: 5e-4; larger amplifies pixel noise less).
     """
 
     def __init__(
@@ -81,12 +82,13 @@ class AirNet(nn.Module):
         logit_scale: float = 1 / 9,
         bn_momentum: float = 0.4,
         drop_rate: float = 0.0,
+        whiten_eps: float = 5e-4,
     ):
         super().__init__()
         self.num_classes = num_classes
         self.num_features = widths[-1]
         self.logit_scale = logit_scale
-        whiten = PatchWhitening(in_chans, kernel_size=2)
+        whiten = PatchWhitening(in_chans, kernel_size=2, eps=whiten_eps)
         self.stem = nn.Sequential(whiten, nn.GELU())
         groups, in_ch = [], whiten.out_chans
         for width in widths:

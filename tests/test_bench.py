@@ -109,3 +109,25 @@ def test_summary_marks_each_target_met_or_missed(tmp_path):
     assert rows["kd_fast96"].endswith("| no |") and "not measured" in rows["kd_max (teachers + cache + student)"]
     assert "Step max did not finish" in text and "KD bought +1.00 points" in text
     assert (tmp_path / "summary.md").read_text() == text and (tmp_path / "frontier.png").is_file()
+
+
+def test_whitening_snr_reports_what_the_stem_does_to_noise(synthetic_dir, capsys):
+    from bench import whitening_snr
+
+    ratios = whitening_snr.main(["--data-dir", str(synthetic_dir), "--eps", "1e-4", "1e6"])
+    out = capsys.readouterr().out
+    at_input = float(out.split("at the input: ")[1].split()[0])
+    # A huge eps leaves a scaled rotation of each patch: the ratio is the input's; a tiny one amplifies
+    # the faint directions, where the synthetic images' power is least, so noise gains on the images.
+    assert ratios["eps 1e+06"] == pytest.approx(at_input, rel=0.05)
+    assert ratios["eps 0.0001"] < 0.8 * at_input
+
+
+def test_whitening_snr_refuses_a_run_without_a_stem(synthetic_dir, tmp_path):
+    from bench import whitening_snr
+    from distill import train_student
+    from distill.errors import UserError
+
+    train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "ce"), *tiny(synthetic_dir)])
+    with pytest.raises(UserError, match="has no whitening stem"):
+        whitening_snr.main(["--data-dir", str(synthetic_dir), "--eps", "1", "--run", str(tmp_path / "ce")])

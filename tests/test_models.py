@@ -90,6 +90,12 @@ def test_patch_whitening_whitens_the_training_patches():
     torch.testing.assert_close(layer(x)[:, 12:], -layer(x)[:, :12])
 
 
+@pytest.mark.parametrize("name,kwargs", [("cifar_resnet_lite", {"whiten": True}), ("cifar_air_tiny", {})])
+def test_whiten_eps_reaches_the_stem(name, kwargs):
+    assert create_model(name, kwargs, student=name.startswith("cifar_resnet")).whiten.eps == 5e-4  # airbench's
+    assert create_model(name, {**kwargs, "whiten_eps": 0.05}).whiten.eps == 0.05
+
+
 def test_whitening_stem_is_frozen_and_set_by_the_trainer(synthetic_dir, tmp_path):
     from distill import train_student
     from tests.conftest import tiny
