@@ -177,7 +177,12 @@ def test_ctrl_c_before_the_first_checkpoint_says_to_run_again(synthetic_dir, tmp
     run = tmp_path / "teacher"
     args = ["distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(run), *tiny(synthetic_dir)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DISTILL_FAILPOINT": "train.step@2:stall=60"}
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    # A shell runs a background job with SIGINT ignored, and an ignored signal stays ignored across exec:
+    # give the child Python's default Ctrl-C, however pytest itself was started.
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
     deadline = time.time() + 120
     while not (run / "run.json").exists() and time.time() < deadline:  # set up; epoch 1 stalls at its 2nd step
         time.sleep(0.2)
