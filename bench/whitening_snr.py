@@ -46,10 +46,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     images = normalize(torch.from_numpy(test.images[:1000]), channels_last=False)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
     noise *= args.noise * 255 / torch.tensor(STD).view(1, 3, 1, 1)  # std on the 0..1 scale, in normalised units
+    fit_on = normalize(torch.from_numpy(train.images[:5000]), channels_last=False)  # as a run sets its stem
     convs = {}
     for eps in args.eps:
         stem = PatchWhitening(3, 2, eps)
-        stem.init_from_data(normalize(torch.from_numpy(train.images[:5000]), channels_last=False))
+        stem.init_from_data(fit_on)
         convs[f"eps {eps:g}"] = stem
     for run in args.run:
         model = load_run(run)[1]
