@@ -1,6 +1,9 @@
 """The one Accelerator a run uses: CPU or GPU, one process or many, with the recipe's precision.
 
 Entry points build it (:func:`make_accelerator`) and hand it down; nothing below them creates one.
+Its precision is ``train.mixed_precision`` as :func:`~distill.precision.resolve_precision` reads it:
+``auto`` (the default) is bf16 autocast on a GPU and on a CPU that computes bf16 natively, float32 on
+other CPUs.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator, PartialState
 
+from distill.precision import resolve_precision
 from distill.recipe import Recipe
 
 
@@ -21,10 +25,10 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     state = PartialState(cpu=use_cpu)
     if state.num_processes == 1 and state.is_main_process:
         _warn_if_processes_were_dropped()
-    precision = recipe.train.mixed_precision if state.device.type == "cuda" else "no"
+    precision = resolve_precision(recipe.train.mixed_precision, state.device.type)
     if state.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
-    return Accelerator(mixed_precision=precision, cpu=use_cpu)
+    return Accelerator(mixed_precision=precision.mode, cpu=use_cpu)
 
 
 def _requested_processes(launcher_argv: list[str]) -> int:

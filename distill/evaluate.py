@@ -33,8 +33,9 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
     recipe, model = load_run(run_dir)
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
     test = test.head(recipe.data.test_limit)
+    precision = recipe.train.mixed_precision
     return {
-        name: float((predict(model, test.images, tta, what=f"TTA {name}") == test.labels).mean())
+        name: float((predict(model, test.images, tta, what=f"TTA {name}", precision=precision) == test.labels).mean())
         for name, tta in TTA_VARIANTS.items()
     }
 
@@ -58,7 +59,7 @@ def evaluate_shift(
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
     test = test.head(recipe.data.test_limit).head(images)
     check_writable(out, flag="--out")
-    result = score_shift(model, test, TTA_VARIANTS[tta], sets)
+    result = score_shift(model, test, TTA_VARIANTS[tta], sets, precision=recipe.train.mixed_precision)
     result["run"] = str(run_dir)
     title = f"{Path(run_dir).name} ({recipe.model.name}) under shift, TTA {tta}"
     Console().print(shift_table(result, title))

@@ -60,7 +60,8 @@ def export(run_dir: str | Path, test_pkl: str | Path, out: str | Path) -> dict:
     images, ids = load_test_pickle(test_pkl)
     recipe, model = load_run(run_dir)
     check_param_cap(model, recipe.model.name)  # a submission must come from a student under the cap
-    labels = predict(model, images, recipe.tta, what=f"predicting {len(images):,} test images")
+    what = f"predicting {len(images):,} test images"
+    labels = predict(model, images, recipe.tta, what=what, precision=recipe.train.mixed_precision)
     text = "ID,Labels\n" + "".join(f"{i},{y}\n" for i, y in zip(ids.tolist(), labels.tolist()))
     report = validate_csv(text, ids)
     write_atomic(out, text, flag="--out")

@@ -64,7 +64,8 @@ def _teacher_logits(
         else:
             x = apply_views(images, views, torch.arange(start, stop, device=images.device), spec)
         with accelerator.autocast():
-            each = torch.stack([teacher(x).float().half() for teacher in teachers])  # (T, B, C)
+            each = [teacher(x).float() for teacher in teachers]
+        each = torch.stack(each).half()  # (T, B, C); outside autocast, which on a CPU refuses to stack float16
         outputs.append(each[0] if len(teachers) == 1 else each.float().mean(0).half())
     local = torch.cat(outputs) if outputs else torch.empty(0, 10, device=accelerator.device, dtype=torch.float16)
     padded = torch.zeros(per, local.shape[1] if local.numel() else 10, device=accelerator.device, dtype=torch.float16)

@@ -20,6 +20,7 @@ import yaml
 from distill.augment import POLICIES, AugmentSpec, TTASpec
 from distill.data import DataConfig
 from distill.errors import UserError
+from distill.precision import SETTINGS as PRECISIONS
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -51,7 +52,7 @@ class TrainConfig:
     lookahead_alpha: float = 0.5  # the slow weights' step; with lookahead_ramp, its value at the end
     lookahead_ramp: float = 0.0  # > 0: alpha falls from 1 to lookahead_alpha as (step / total)^ramp (airbench: 3)
     ema_decay: float = 0.0  # >0 keeps timm ModelEmaV3 weights, evaluated and saved instead of the raw ones
-    mixed_precision: str = "bf16"  # Accelerate's mixed_precision: "no", "bf16" or "fp16" (ignored on CPU)
+    mixed_precision: str = "auto"  # auto: bf16 on a GPU or a CPU with native bf16, else fp32; or no / bf16 / fp16
     channels_last: bool = True
     compile: bool = False  # torch.compile the model (default mode)
     progressive_min_size: int = 0  # progressive resizing: train from this resolution up to 32 (0 = off)
@@ -237,7 +238,7 @@ def validate(recipe: Recipe) -> None:
         (train.lookahead_ramp >= 0, "train.lookahead_ramp must be >= 0"),
         (train.schedule in ("cosine", "linear"), "train.schedule must be 'cosine' or 'linear'"),
         (train.optimizer in ("sgd", "adamw"), "train.optimizer must be 'sgd' or 'adamw'"),
-        (train.mixed_precision in ("no", "bf16", "fp16"), "train.mixed_precision must be 'no', 'bf16' or 'fp16'"),
+        (train.mixed_precision in PRECISIONS, f"train.mixed_precision must be one of {', '.join(PRECISIONS)}"),
         (0.0 <= train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
         (0.0 <= train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (0.0 <= recipe.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),

@@ -156,8 +156,10 @@ def plot_errors(images: np.ndarray, pred: np.ndarray, true: np.ndarray, title: s
 
 
 def predictions(run: Run, images: np.ndarray) -> np.ndarray:
-    recipe, model = load_run(run.path)
-    return predict(model, images, recipe.tta, what=f"predicting with {run.name}")  # as the submission would be
+    recipe, model = load_run(run.path)  # predicted as the submission would be
+    return predict(
+        model, images, recipe.tta, what=f"predicting with {run.name}", precision=recipe.train.mixed_precision
+    )
 
 
 def shift_comparison(compared: list[tuple[Run, str, dict]], images: int) -> list[str]:
@@ -274,7 +276,7 @@ def make_report(
         ]
         if suite == "shift":
             run_recipe, model = load_run(run.path)
-            shift = score_shift(model, test, None, sets)
+            shift = score_shift(model, test, None, sets, precision=run_recipe.train.mixed_precision)
             compared.append((run, run_recipe.augment.label, shift))
             write_json(out / f"shift_{run.name}.json", shift)
             plot_shift(shift, out / f"shift_{run.name}.png", f"{run.name} under shift (no TTA)")

@@ -28,13 +28,14 @@ def score_shift(
     natural: dict[str, Split] | None = None,
     seed: int = 0,
     corruptions: tuple[str, ...] = CORRUPTIONS,
+    precision: str = "auto",
 ) -> dict:
     """Accuracy on the clean test set, each corruption and severity, and each natural-shift set
-    (``{name: split}``, see :func:`load_natural`)."""
+    (``{name: split}``, see :func:`load_natural`), in ``precision`` (the run's ``train.mixed_precision``)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def accuracy(images: np.ndarray, labels: np.ndarray, what: str) -> float:
-        return float((predict(model, images, tta, what=what) == labels).mean())
+        return float((predict(model, images, tta, what=what, precision=precision) == labels).mean())
 
     result = {"tta": (tta or TTASpec()).to_dict(), "images": len(test), "seed": seed}
     result["clean"] = accuracy(test.images, test.labels, "clean test set")

@@ -31,6 +31,7 @@ from distill.logit_cache import LogitCache
 from distill.losses import KDLoss
 from distill.models import count_trainable, create_model
 from distill.optim import StepSchedule, make_optimizer
+from distill.precision import resolve_precision
 from distill.recipe import Recipe
 from distill.runs import (
     WEIGHTS,
@@ -212,10 +213,11 @@ def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, r
             info = run_info(recipe, str(accelerator.device), role, inputs.train, inputs.val, inputs.teacher_cache)
             write_json(run_dir / "run.json", info)
         run.schedule.step_update(num_updates=run.step)
+        cfg = recipe.train
         run.say(
             f"[bold]{role} {recipe.model.name}[/]: Trainable parameters: {run.params:,} | {len(inputs.train):,} train / "
             f"{len(inputs.val or ()):,} val / {len(inputs.test):,} test images | device {accelerator.device} "
-            f"x{accelerator.num_processes} | precision {accelerator.mixed_precision}"
+            f"x{accelerator.num_processes} | precision {resolve_precision(cfg.mixed_precision, accelerator.device.type).label}"
             + (f" | resuming after epoch {run.first_epoch}" if resume else "")
         )
         return run
