@@ -10,6 +10,8 @@
 #   fast96  kd_fast96 from the max step's teachers and cache, as it is
 #   ce96    kd_fast96's twin on labels alone (kd.alpha=0: no teacher), what KD buys on the same schedule
 #   half    kd_max at half its epochs from the same cache: what the longer schedule buys
+#   fast94c kd_fast94 x 3 again from the fast94 step's teacher and cache, with train.compile=true: what
+#           torch.compile buys (its compile seconds, the warm-up's first step, reported apart)
 # A step whose time limit would end past BUDGET seconds (default 500) is skipped and named in
 # OUT_DIR/skipped.txt; a step that fails or runs over its limit is named in OUT_DIR/failed.txt, and the
 # rest still run.
@@ -49,5 +51,7 @@ step fast96 60 "${T97[@]}" --teacher-cache "$W/max/teacher/cache" --student-reci
 step ce96 45 --student-recipe kd_fast96 --student-set kd.alpha=0 --runs 1 "${STUDENT[@]}"
 step half 75 "${T97[@]}" --teacher-cache "$W/max/teacher/cache" --student-recipe kd_max --runs 1 --no-warmup \
   --student-set train.epochs=80 "${STUDENT[@]}"
+step fast94c 120 --teacher-run "$W/fast94/teacher" --student-recipe kd_fast94 --runs 3 --student-set train.compile=true \
+  "${STUDENT[@]}"
 echo "== done at $(( $(date +%s) - START ))s"
 python bench/summarize.py "$O"

@@ -24,6 +24,7 @@ TARGETS = [
     ("kd_max (teachers + cache + student)", "max", "student", 0.968, "pipeline", 360.0),
     ("kd_fast96's twin on labels alone", "ce96", "student", None, "student", None),
     ("kd_max at half the epochs (student only)", "half", "student", None, "student", None),
+    ("kd_fast94 with train.compile (compiling apart)", "fast94c", "student", None, "student", None),
 ]
 
 
@@ -78,6 +79,15 @@ def summarize(out: Path) -> str:
         lines += [
             "",
             f"Step {step} did not finish; it measured teachers: {teachers or 'none'}; students: {runs or 'none'}.",
+        ]
+    if "fast94c" in results:
+        r = results["fast94c"]
+        eager = results.get("fast94", {}).get("student_train_seconds", {}).get("mean")
+        lines += [
+            "",
+            f"torch.compile: the warm-up's first step (compiling) took {r['student_warmup_first_step_seconds']:.1f} s; "
+            f"then {r['student_train_seconds']['mean']:.2f} s per run"
+            + (f" against {eager:.2f} s eager." if eager else "."),
         ]
     if "fast96" in results and "ce96" in results:
         gain = results["fast96"]["student_test_accuracy"]["mean"] - results["ce96"]["student_test_accuracy"]["mean"]

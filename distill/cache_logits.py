@@ -2,12 +2,14 @@
 
     accelerate launch distill/cache_logits.py --teacher runs/teacher [--out DIR] [cache.views=16]
     accelerate launch distill/cache_logits.py --teacher runs/t1 --teacher runs/t2 --out runs/ensemble_cache
+    accelerate launch distill/cache_logits.py --teacher runs/teacher --out runs/transfer_cache --unlabeled cifar_test_nolabel.pkl
 
 Reads each teacher's ``recipe.yaml`` and ``model.safetensors``, runs the frozen teachers over
 ``cache.views`` augmented view sets of the training images, and writes ``<teacher>/cache/`` (or
 ``--out``; required for an ensemble, whose cache holds the mean of its teachers' logits). Data,
-augmentation and views come from the first teacher's recipe plus the overrides. See
-:mod:`distill.logit_cache` for the format.
+augmentation and views come from the first teacher's recipe plus the overrides. ``--unlabeled FILE``
+(``kd.unlabeled``) adds a transfer set: the teachers' logits of those unlabelled images on views of their
+own, for a student that distils on them too. See :mod:`distill.logit_cache` for the format.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from distill.cli import with_data_dir
-from distill.data import load_data
+from distill.cli import UNLABELED_HELP, with_data_dir, with_unlabeled
+from distill.data import load_data, load_transfer_set
 from distill.devices import make_accelerator
 from distill.errors import UserError, cli_main
 from distill.files import check_writable, sha256_file
@@ -65,6 +67,7 @@ def cache_teachers(
     out_dir = Path(out_dir) if out_dir else teachers[0].run_dir / "cache"
     check_writable(out_dir.parent, flag="--out")
     train_split = load_data(recipe.data)[0]  # the trainer's split, so the fingerprint is the same
+    unlabeled = load_transfer_set(recipe.kd.unlabeled, train_split, accelerator.is_main_process)
     start = time.perf_counter()
     build_cache(
         [teacher.model for teacher in teachers],
@@ -77,12 +80,15 @@ def cache_teachers(
         out_dir,
         [teacher.info() for teacher in teachers],
         held_out={"val_size": recipe.data.val_size, "val_seed": recipe.data.val_seed},
+        unlabeled=unlabeled,
+        unlabeled_files=recipe.kd.unlabeled,
     )
     if accelerator.is_main_process:
         who = f"{len(teachers)} teachers (mean logits)" if len(teachers) > 1 else "teacher"
         size = sum(f.stat().st_size for f in out_dir.iterdir()) / 2**20
+        transfer = f" + {len(unlabeled):,} unlabelled" if unlabeled is not None else ""
         print(
-            f"cache: {who}, {recipe.cache.views} view sets x {len(train_split):,} images -> {out_dir} "
+            f"cache: {who}, {recipe.cache.views} view sets x {len(train_split):,} images{transfer} -> {out_dir} "
             f"({size:,.1f} MiB, {time.perf_counter() - start:.1f}s)",
             flush=True,
         )
@@ -103,9 +109,10 @@ def main(argv: list[str] | None = None) -> Path:
     )
     parser.add_argument("--out", help="cache directory (default TEACHER/cache; required for an ensemble)")
     parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (overrides data.dir)")
+    parser.add_argument("--unlabeled", action="append", metavar="FILE", help=UNLABELED_HELP)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. cache.views=16 data.train_limit=2000")
     args = parser.parse_intermixed_args(argv)
-    overrides = with_data_dir(args.overrides, args.data_dir)
+    overrides = with_unlabeled(with_data_dir(args.overrides, args.data_dir), args.unlabeled)
     return cache_runs([Path(run) for run in args.teacher], args.out, overrides)
 
 

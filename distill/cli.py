@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from distill.recipe import Recipe, dump_recipe, load_recipe
@@ -36,9 +37,20 @@ def with_data_dir(overrides: list[str], data_dir: str | Path | None) -> list[str
     return [*overrides, f"data.dir={data_dir}"] if data_dir else list(overrides)
 
 
+UNLABELED_HELP = (
+    "a transfer set: unlabelled images (a test pickle or an (N, 32, 32, 3) uint8 .npy) distilled on beside the "
+    "training images (sets kd.unlabeled; repeatable)"
+)
+
+
+def with_unlabeled(overrides: list[str], files: list[str] | None) -> list[str]:
+    """The overrides plus ``kd.unlabeled=[...]`` for ``--unlabeled FILE`` flags (JSON is YAML: any path is safe)."""
+    return [*overrides, f"kd.unlabeled={json.dumps([str(f) for f in files])}"] if files else list(overrides)
+
+
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[argparse.Namespace, Recipe, Path]:
     args = parser.parse_intermixed_args(argv)
-    overrides = with_data_dir(args.overrides, args.data_dir)
+    overrides = with_unlabeled(with_data_dir(args.overrides, args.data_dir), getattr(args, "unlabeled", None))
     source = args.recipe or args.default_recipe
     if args.recipe is None and args.resume and args.output_dir:
         stored = Path(args.output_dir) / "recipe.yaml"  # resume with the recipe the run started with

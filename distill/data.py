@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import sys
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ class DataConfig:
     test_limit: int | None = None  # use only the first N test images
     val_size: int = 0  # hold out N training images, stratified by class, for per-epoch evaluation (0 = off)
     val_seed: int = 0  # which images are held out
+    # A final fit: the test images (after test_limit) join the labelled training set, and the run is measured
+    # on the val_size images held out of the combined set instead (the competition scores a hidden set).
+    train_on_test: bool = False
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -106,6 +110,10 @@ class Split:
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return self.images, self.labels
 
+    def join(self, other: "Split") -> "Split":
+        """This split's images, then ``other``'s."""
+        return Split(np.concatenate([self.images, other.images]), np.concatenate([self.labels, other.labels]))
+
     def head(self, limit: int | None) -> "Split":
         if limit is None or limit >= len(self):
             return self
@@ -135,10 +143,13 @@ def hold_out(train: Split, size: int, seed: int) -> tuple[Split, Split]:
 
 
 def load_data(cfg: DataConfig) -> tuple[Split, Split | None, Split]:
-    """``(train, val, test)`` as the recipe's ``data`` section asks: limits first, then the held-out split
-    (None when ``val_size`` is 0)."""
+    """``(train, val, test)`` as the recipe's ``data`` section asks: limits first, then (``train_on_test``)
+    the test images appended to the training images, then the held-out split (None when ``val_size`` is 0).
+    With ``train_on_test`` the returned test split has been trained on: it is no measurement."""
     train, test = load_cifar10(cfg.dir, cfg.download)
     train, test = train.head(cfg.train_limit), test.head(cfg.test_limit)
+    if cfg.train_on_test:
+        train = train.join(test)
     if not cfg.val_size:
         return train, None, test
     train, val = hold_out(train, cfg.val_size, cfg.val_seed)
@@ -232,6 +243,72 @@ def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if len(np.unique(ids)) != len(ids):
         raise UserError(f"{path}: 'ids' has duplicates; each test image needs its own id")
     return np.ascontiguousarray(data), ids.astype(np.int64)
+
+
+UNLABELED = -1  # the label of a transfer-set image: it has none
+
+
+def load_unlabeled(paths: list[str] | tuple[str, ...]) -> Split:
+    """The images of a transfer set, in order, with label :data:`UNLABELED` (-1): each file a test pickle
+    (as :func:`load_test_pickle` reads it) or a plain ``.npy`` of (N, 32, 32, 3) uint8 images."""
+    parts = []
+    for name in paths:
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"unlabelled image file not found: {path}; check kd.unlabeled (--unlabeled)")
+        if path.suffix == ".npy":
+            try:
+                images = np.load(path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as err:
+                raise UserError(
+                    f"{path} is not a plain .npy array ({str(err).splitlines()[0]}); save it with np.save(path, images)"
+                ) from None
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+                raise UserError(
+                    f"{path}: unlabelled images must be uint8 (N, 32, 32, 3), got {images.dtype} {images.shape}; "
+                    f"convert them with .astype(np.uint8) in NHWC order"
+                )
+            if len(images) == 0:
+                raise UserError(f"{path} holds no images; remove it from kd.unlabeled")
+        else:
+            images, _ = load_test_pickle(path)
+        parts.append(np.ascontiguousarray(images))
+    if not parts:
+        return Split(np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64))
+    images = np.concatenate(parts)
+    return Split(images, np.full(len(images), UNLABELED, dtype=np.int64))
+
+
+def image_keys(images: np.ndarray) -> np.ndarray:
+    """A 64-bit key per uint8 (N, 32, 32, 3) image (a fixed random linear hash of its bytes, modulo 2^64):
+    equal images have equal keys, and two different images share one by chance about once in 2^64."""
+    words = np.ascontiguousarray(images).reshape(len(images), -1).view(np.uint64)  # (N, 384)
+    weights = np.random.default_rng(20261201).integers(1, 2**63, words.shape[1], dtype=np.uint64) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        return (words * weights).sum(axis=1, dtype=np.uint64)
+
+
+def shared_images(a: np.ndarray, b: np.ndarray) -> int:
+    """How many images of ``a`` are also in ``b`` (pixel for pixel)."""
+    if not len(a) or not len(b):
+        return 0
+    return int(np.isin(image_keys(a), image_keys(b)).sum())
+
+
+def load_transfer_set(files: list[str], train: Split, say: bool) -> Split | None:
+    """The transfer set's images (None without one); a warning (when ``say``) if some are training images."""
+    if not files:
+        return None
+    unlabeled = load_unlabeled(files)
+    shared = shared_images(unlabeled.images, train.images)
+    if shared and say:
+        print(
+            f"warning: {shared:,} of the {len(unlabeled):,} unlabelled images ({', '.join(files)}) are training images; "
+            f"they add nothing to the transfer set (a copy of the training data passed as kd.unlabeled?)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return unlabeled
 
 
 def load_shift_set(path: str | Path) -> Split:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.state import AcceleratorState
 
 from distill.precision import resolve_precision
 from distill.recipe import Recipe
@@ -25,10 +26,13 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     state = PartialState(cpu=use_cpu)
     if state.num_processes == 1 and state.is_main_process:
         _warn_if_processes_were_dropped()
-    precision = resolve_precision(recipe.train.mixed_precision, state.device.type)
+    mode = resolve_precision(recipe.train.mixed_precision, state.device.type).mode
+    # Accelerate keeps one precision per process: a second Accelerator (a cache built within bench.py or a
+    # test) gets the first one's, and the run's header says so (distill.trainer).
+    mode = AcceleratorState._shared_state.get("_mixed_precision") or mode
     if state.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
-    return Accelerator(mixed_precision=precision.mode, cpu=use_cpu)
+    return Accelerator(mixed_precision=mode, cpu=use_cpu)
 
 
 def _requested_processes(launcher_argv: list[str]) -> int:

@@ -7,6 +7,7 @@ counted twice and no DataLoader or worker is involved.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
 
 from distill.augment import (
     AugmentSpec,
@@ -161,12 +163,12 @@ def train_one_epoch(
     """
     model.train()
     task = progress.add_task(f"epoch {epoch + 1}", total=num_steps, loss=0.0, acc=0.0, ips=0.0)
-    sums = torch.zeros(
-        4, device=accelerator.device
-    )  # loss, ce and kd (times images), correct; float32 holds 50k exactly
+    # loss and kd (times images), ce (times labelled images), correct, labelled images; float32 holds 60k exactly
+    sums = torch.zeros(5, device=accelerator.device)
     seen = 0
     timer = EpochTimer(accelerator.device)
     start = time.perf_counter()
+    first_step = 0.0
     for i, batch in enumerate(batches):
         with accelerator.autocast():
             logits = model(batch.x)
@@ -179,13 +181,18 @@ def train_one_epoch(
         if ema is not None:
             ema.update(model, step=step)
         failpoint("train.step")
+        if i == 0:  # the first step holds torch.compile's compilation (and the allocator's warm-up)
+            if accelerator.device.type == "cuda":
+                torch.cuda.synchronize()
+            first_step = time.perf_counter() - start
 
-        n = len(batch.y)
-        correct = (logits.detach().argmax(-1) == batch.y).sum()
-        sums += torch.stack([losses["loss"].detach() * n, losses["ce"] * n, losses["kd"] * n, correct.float()])
+        n, labelled = len(batch.y), (batch.y >= 0).sum().float()  # a transfer set's images have label -1
+        correct = (logits.detach().argmax(-1) == batch.y).sum().float()
+        sums += torch.stack([losses["loss"].detach() * n, losses["ce"] * labelled, losses["kd"] * n, correct, labelled])
         seen += n
         if (i + 1) % log_every == 0 or i + 1 == num_steps:
-            loss_now, acc_now = (sums[[0, 3]] / max(seen, 1)).tolist()  # one sync every log_every steps
+            loss_sum, correct_sum, labelled_sum = sums[[0, 3, 4]].tolist()  # one sync every log_every steps
+            loss_now, acc_now = loss_sum / max(seen, 1), correct_sum / max(labelled_sum, 1)
             if not math.isfinite(loss_now):
                 raise UserError(
                     f"loss became {loss_now} in epoch {epoch + 1}, step {i + 1}; lower train.lr or use "
@@ -195,15 +202,16 @@ def train_one_epoch(
             progress.update(task, completed=i + 1, loss=loss_now, acc=acc_now, ips=ips)
     seconds = timer.stop()
     totals = accelerator.reduce(torch.cat([sums, sums.new_tensor([seen])]), "sum")
-    loss, ce, kd, correct, images = totals.tolist()
+    loss, ce, kd, correct, labelled, images = totals.tolist()
     progress.remove_task(task)
     return {
         "train_loss": loss / images,
-        "train_ce": ce / images,
+        "train_ce": ce / max(labelled, 1),
         "train_kd": kd / images,
-        "train_acc": correct / images,
+        "train_acc": correct / max(labelled, 1),  # of the labelled images
         "img_per_s": images / seconds,
         "seconds": seconds,
+        "first_step_seconds": first_step,
         "lr": optimizer.param_groups[0]["lr"],
         "step": step,
     }
@@ -247,6 +255,39 @@ def predict_logits(
     return torch.cat(outputs) if outputs else torch.empty(0, 10, device=images.device)
 
 
+MIN_BN_IMAGES = 256  # fewer images than this give BatchNorm statistics that are mostly noise
+BN_STATS = ("train", "test")
+BN_STATS_HELP = (
+    "BatchNorm statistics: the run's own (train, the default) or re-estimated on the very images being predicted "
+    "(test: transductive; the weights on disk stay as they are)"
+)
+
+
+@torch.no_grad()
+def batchnorm_from(
+    model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, precision: str = "no"
+) -> torch.nn.Module:
+    """A copy of ``model`` whose BatchNorm running statistics are re-estimated on uint8 (N, 32, 32, 3)
+    ``images``: reset, then one pass without gradients in batches of ``batch_size``, each batch's mean and
+    variance weighing the same (PyTorch's cumulative average, ``momentum=None``). Nothing else changes, and
+    ``model`` itself is left as it was (test-time BatchNorm, as in Schneider et al. 2020 and TENT's baseline)."""
+    if len(images) < MIN_BN_IMAGES:
+        raise UserError(
+            f"--bn-stats test needs at least {MIN_BN_IMAGES} images to estimate BatchNorm statistics from, and there "
+            f"are {len(images)}; predict more images at once, or leave --bn-stats at train"
+        )
+    adapted = copy.deepcopy(model).eval()
+    norms = [m for m in adapted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    for start in range(0, len(images), batch_size):
+        with autocast(precision, images.device):
+            adapted(normalize(images[start : start + batch_size]))
+    return adapted.eval()
+
+
 def predict(
     model: torch.nn.Module,
     images: np.ndarray,
@@ -254,11 +295,13 @@ def predict(
     batch_size: int = 256,
     what: str | None = None,
     precision: str = "auto",
+    bn_stats: str = "train",
 ) -> np.ndarray:
     """Class predictions (N,) for uint8 (N, 32, 32, 3) images, with ``tta``'s views, outside a training run.
 
     Runs on the GPU if there is one, in ``precision`` (the recipe's ``train.mixed_precision``, resolved as
-    training resolves it: bf16 on a GPU or a CPU with native bf16 for ``auto``). On a CPU, batches of 256 in channels-last memory halve the time
+    training resolves it: bf16 on a GPU or a CPU with native bf16 for ``auto``). With ``bn_stats="test"``
+    the BatchNorm statistics come from ``images`` themselves (:func:`batchnorm_from`), not from training. On a CPU, batches of 256 in channels-last memory halve the time
     that batches of 1000 in NCHW took: those spent a third of their CPU time in the kernel, faulting
     in fresh activation memory for every batch (BENCHMARKS.md, "exporting on a CPU"). With ``what``,
     a line says what is predicted, and on a terminal a progress bar follows it.
@@ -269,9 +312,15 @@ def predict(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     views = tta.forward_passes if tta else 1
     mode = resolve_precision(precision, device.type)
+    if bn_stats not in BN_STATS:
+        raise UserError(f"--bn-stats {bn_stats!r}: use train (the run's own statistics) or test")
+    if bn_stats == "test":
+        model = batchnorm_from(model, x, batch_size, mode.mode)
     if what:
+        stats = ", BatchNorm statistics from these images" if bn_stats == "test" else ""
         print(
-            f"{what}: {len(x):,} images x {views} view{'s' if views > 1 else ''} on {device}, {mode.label}", flush=True
+            f"{what}: {len(x):,} images x {views} view{'s' if views > 1 else ''} on {device}, {mode.label}{stats}",
+            flush=True,
         )
     with Progress(*columns, disable=what is None, transient=True) as bar:
         task = bar.add_task(what or "", total=len(x))

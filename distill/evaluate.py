@@ -21,23 +21,37 @@ from rich.table import Table
 
 from distill.augment import TTA_VARIANTS
 from distill.data import load_cifar10
-from distill.engine import predict
+from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES, predict
 from distill.errors import UserError, cli_main
 from distill.files import check_writable, write_json
 from distill.runs import load_run
 from distill.shift import load_natural, plot_shift, score_shift, shift_table
 
 
-def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, float]:
-    """Test accuracy of the run's saved weights under each of :data:`~distill.augment.TTA_VARIANTS`."""
+def check_not_trained_on_test(run_dir: str | Path, recipe) -> None:
+    """A run that trained on the test split has no test accuracy to show: refuse rather than print an inflated one."""
+    if recipe.data.train_on_test:
+        raise UserError(
+            f"run {run_dir} trained on the CIFAR-10 test split (data.train_on_test=true), so any test-set accuracy of "
+            f"it is inflated; its measurement is the held-out split's (val_accuracy in {Path(run_dir) / 'summary.json'})"
+        )
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, bn_stats: str = "train") -> dict[str, float]:
+    """Test accuracy of the run's saved weights under each of :data:`~distill.augment.TTA_VARIANTS`
+    (with ``bn_stats="test"``, BatchNorm statistics re-estimated on the test images)."""
     recipe, model = load_run(run_dir)
+    check_not_trained_on_test(run_dir, recipe)
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
     test = test.head(recipe.data.test_limit)
-    precision = recipe.train.mixed_precision
-    return {
-        name: float((predict(model, test.images, tta, what=f"TTA {name}", precision=precision) == test.labels).mean())
-        for name, tta in TTA_VARIANTS.items()
-    }
+
+    def accuracy(name: str, tta) -> float:
+        pred = predict(
+            model, test.images, tta, what=f"TTA {name}", precision=recipe.train.mixed_precision, bn_stats=bn_stats
+        )
+        return float((pred == test.labels).mean())
+
+    return {name: accuracy(name, tta) for name, tta in TTA_VARIANTS.items()}
 
 
 def evaluate_shift(
@@ -47,6 +61,7 @@ def evaluate_shift(
     tta: str = "none",
     images: int | None = None,
     out: str | Path | None = None,
+    bn_stats: str = "train",
 ) -> dict:
     """The shift suite of :mod:`distill.shift` for a finished run; writes ``shift.json`` and ``shift.png``."""
     if tta not in TTA_VARIANTS:
@@ -55,13 +70,21 @@ def evaluate_shift(
         raise UserError(f"--images {images}: give a count of 1 or more")
     out = Path(out) if out else Path(run_dir) / "shift"
     recipe, model = load_run(run_dir)
+    check_not_trained_on_test(run_dir, recipe)
     sets = load_natural(natural or [])  # every input checked before anything is written
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
     test = test.head(recipe.data.test_limit).head(images)
     check_writable(out, flag="--out")
-    result = score_shift(model, test, TTA_VARIANTS[tta], sets, precision=recipe.train.mixed_precision)
+    if bn_stats == "test" and len(test) < MIN_BN_IMAGES:  # checked before the first set is scored
+        raise UserError(
+            f"--bn-stats test needs at least {MIN_BN_IMAGES} images per set; --images {len(test)} has fewer"
+        )
+    result = score_shift(
+        model, test, TTA_VARIANTS[tta], sets, precision=recipe.train.mixed_precision, bn_stats=bn_stats
+    )
     result["run"] = str(run_dir)
     title = f"{Path(run_dir).name} ({recipe.model.name}) under shift, TTA {tta}"
+    title += ", BatchNorm statistics of each set" if bn_stats == "test" else ""
     Console().print(shift_table(result, title))
     write_json(out / "shift.json", result)
     plot_shift(result, out / "shift.png", title)
@@ -80,10 +103,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tta", default="none", help=f"shift suite: one of {', '.join(TTA_VARIANTS)} (default none)")
     parser.add_argument("--images", type=int, help="shift suite: score the first N test images only")
     parser.add_argument("--out", help="shift suite: where shift.json and shift.png go (default RUN/shift)")
+    parser.add_argument(
+        "--bn-stats", choices=BN_STATS, default="train", help=BN_STATS_HELP + "; per set in the shift suite"
+    )
     args = parser.parse_args(argv)
     if args.suite == "shift":
-        return evaluate_shift(args.run, args.data_dir, args.natural, args.tta, args.images, args.out)
-    accuracy = evaluate_run(args.run, args.data_dir)
+        return evaluate_shift(args.run, args.data_dir, args.natural, args.tta, args.images, args.out, args.bn_stats)
+    accuracy = evaluate_run(args.run, args.data_dir, args.bn_stats)
     table = Table(title=f"test accuracy of {args.run}")
     table.add_column("TTA")
     table.add_column("test accuracy", justify="right")

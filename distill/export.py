@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.data import CLASSES, load_test_pickle
-from distill.engine import predict
+from distill.engine import BN_STATS, BN_STATS_HELP, predict
 from distill.errors import UserError, cli_main
 from distill.files import write_atomic
 from distill.models import check_param_cap
@@ -54,14 +54,17 @@ def check_out(out: str | Path) -> Path:
     return out
 
 
-def export(run_dir: str | Path, test_pkl: str | Path, out: str | Path) -> dict:
-    """Predict the test pickle with the run's student and write ``out``; returns the CSV's check."""
+def export(run_dir: str | Path, test_pkl: str | Path, out: str | Path, bn_stats: str = "train") -> dict:
+    """Predict the test pickle with the run's student and write ``out``; returns the CSV's check.
+
+    ``bn_stats="test"`` re-estimates the BatchNorm statistics on the test pickle's images first (in memory;
+    the run's weights on disk stay as they are)."""
     out = check_out(out)
     images, ids = load_test_pickle(test_pkl)
     recipe, model = load_run(run_dir)
     check_param_cap(model, recipe.model.name)  # a submission must come from a student under the cap
     what = f"predicting {len(images):,} test images"
-    labels = predict(model, images, recipe.tta, what=what, precision=recipe.train.mixed_precision)
+    labels = predict(model, images, recipe.tta, what=what, precision=recipe.train.mixed_precision, bn_stats=bn_stats)
     text = "ID,Labels\n" + "".join(f"{i},{y}\n" for i, y in zip(ids.tolist(), labels.tolist()))
     report = validate_csv(text, ids)
     write_atomic(out, text, flag="--out")
@@ -76,8 +79,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--run", required=True, help="the student's run directory")
     parser.add_argument("--test-pkl", required=True, help="the competition's test pickle (cifar_test_nolabel.pkl)")
     parser.add_argument("--out", default="submission.csv", help="CSV path to write")
+    parser.add_argument("--bn-stats", choices=BN_STATS, default="train", help=BN_STATS_HELP)
     args = parser.parse_args(argv)
-    return export(args.run, args.test_pkl, args.out)
+    return export(args.run, args.test_pkl, args.out, args.bn_stats)
 
 
 def cli() -> None:

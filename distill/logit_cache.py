@@ -3,7 +3,8 @@
 Layout of a cache directory (all arrays are ``.npy``, memory-mappable with ``np.load(mmap_mode="r")``)::
 
     meta.json         format version, teachers (model, weights sha256, run dir, test accuracy of each),
-                      data (fingerprint, images), augmentation spec, views K, seed, files' sha256
+                      data (fingerprint, images), the transfer set (fingerprint, images, files) or null,
+                      augmentation spec, views K, seed, files' sha256
     logits.npy        (max(K, 1), N, 10) float16: teacher logits of view set k for image n (the mean
                       over the teachers when the cache is built from an ensemble)
     <key>.npy         (K, N): one array per view parameter of the augmentation spec (absent when K = 0):
@@ -12,7 +13,9 @@ Layout of a cache directory (all arrays are ``.npy``, memory-mappable with ``np.
                       mixup / cutmix (see :mod:`distill.augment`)
 
 With ``K = 0`` the logits are of the un-augmented images (classic offline KD). A student replays
-view set ``e mod K`` in epoch ``e``. The cache is written to a temporary directory and renamed at
+view set ``e mod K`` in epoch ``e``. The N images are the training images, then those of the transfer set
+(``kd.unlabeled``: unlabelled images the student distils on), each on views of its own: one pool, so a
+mixing partner may come from either part. The cache is written to a temporary directory and renamed at
 the end, so a reader never sees half of one.
 """
 
@@ -85,8 +88,11 @@ def build_cache(
     out_dir: Path,
     teacher_info: list[dict],
     held_out: dict | None = None,
+    unlabeled: Split | None = None,
+    unlabeled_files: list[str] | None = None,
 ) -> Path:
-    """Run the frozen teachers over K view sets of the training images and write the cache to ``out_dir``.
+    """Run the frozen teachers over K view sets of the training images (and the ``unlabeled`` transfer set
+    after them, read from ``unlabeled_files``) and write the cache to ``out_dir``.
 
     Each teacher runs in ``eval()`` mode under ``torch.inference_mode()``, unwrapped on
     ``accelerator.device``; with several teachers (an ensemble) the cache holds the mean of their
@@ -96,7 +102,8 @@ def build_cache(
     start = time.perf_counter()
     for teacher in teachers:
         teacher.eval().to(accelerator.device)
-    images = torch.from_numpy(train.images).to(accelerator.device)
+    pool = train.images if unlabeled is None or not len(unlabeled) else np.concatenate([train.images, unlabeled.images])
+    images = torch.from_numpy(pool).to(accelerator.device)
 
     def mean_logits(device_views: dict[str, torch.Tensor] | None) -> np.ndarray:
         return _teacher_logits(teachers, images, device_views, spec, batch_size, accelerator)
@@ -107,7 +114,7 @@ def build_cache(
     else:
         logits, params = [], {k: [] for k in view_keys(spec)}
         for k in range(views):
-            view = sample_views(len(train), spec, seeded_generator("cache", seed, k), index=k, seed=seed)
+            view = sample_views(len(pool), spec, seeded_generator("cache", seed, k), index=k, seed=seed)
             logits.append(mean_logits({key: v.to(accelerator.device) for key, v in view.items()}))
             for key in params:
                 params[key].append(view[key].numpy())
@@ -121,6 +128,7 @@ def build_cache(
             "format_version": FORMAT_VERSION,
             "teachers": teacher_info,
             "data": {"fingerprint": train.fingerprint(), "num_images": len(train), **(held_out or {})},
+            "unlabeled": transfer_info(unlabeled, unlabeled_files),
             "augment": spec.to_dict(),
             "views": views,
             "seed": seed,
@@ -130,6 +138,17 @@ def build_cache(
         _write_atomic(out_dir, arrays, meta)
     accelerator.wait_for_everyone()
     return out_dir
+
+
+def transfer_info(unlabeled: Split | None, files: list[str] | None) -> dict | None:
+    """What a cache (and a run) records of its transfer set: the images' fingerprint, count and files."""
+    if unlabeled is None or not len(unlabeled):
+        return None
+    return {
+        "fingerprint": unlabeled.fingerprint(),
+        "num_images": len(unlabeled),
+        "files": [str(Path(f).resolve()) for f in files or []],
+    }
 
 
 def _write_atomic(out_dir: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
@@ -212,7 +231,7 @@ class LogitCache:
             views = {k: np.load(path / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in keys}
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise UserError(f"cache {path} is unreadable ({err}); rebuild it") from None
-        n, k = meta["data"]["num_images"], max(meta["views"], 1)
+        n, k = meta["data"]["num_images"] + (meta.get("unlabeled") or {}).get("num_images", 0), max(meta["views"], 1)
         if logits.shape != (k, n, meta["num_classes"]) or any(v.shape != (k, n) for v in views.values()):
             raise UserError(f"cache {path}: array shapes do not match meta.json; rebuild it")
         cache = cls(path, meta, logits, views)
@@ -234,11 +253,14 @@ class LogitCache:
                     f"rebuild it with distill/cache_logits.py --teacher {run_dir}"
                 )
 
-    def check_matches(self, train: Split, spec: AugmentSpec, views: int | None, data_cfg=None) -> None:
-        """Refuse a cache built on other training data (or another held-out split), another augmentation
-        spec or view count. ``data_cfg`` is the student's ``data`` section."""
+    def check_matches(
+        self, train: Split, spec: AugmentSpec, views: int | None, data_cfg=None, unlabeled: Split | None = None
+    ) -> None:
+        """Refuse a cache built on other training data (or another held-out split), another transfer set,
+        augmentation spec or view count. ``data_cfg`` is the student's ``data`` section."""
         data = self.meta["data"]
         fix = "rebuild it with distill/cache_logits.py --teacher TEACHER_RUN_DIR and the same data/augment settings"
+        self._check_transfer_set(unlabeled)
         split = (data.get("val_size", 0), data.get("val_seed", 0))
         if data_cfg is not None and split != (data_cfg.val_size, data_cfg.val_seed):
             raise UserError(
@@ -261,6 +283,28 @@ class LogitCache:
             raise UserError(
                 f"cache {self.path} has {self.num_views} view sets, the recipe asks for "
                 f"cache.views={views}: set cache.views={self.num_views}, or {fix}"
+            )
+
+    def _check_transfer_set(self, unlabeled: Split | None) -> None:
+        held = self.meta.get("unlabeled")
+        want = transfer_info(unlabeled, None)
+        rebuild = "distill/cache_logits.py --teacher TEACHER_RUN_DIR --unlabeled FILE ..."
+        if held is None and want is not None:
+            raise UserError(
+                f"cache {self.path} was built without a transfer set, and the recipe distils on {want['num_images']:,} "
+                f"unlabelled images (kd.unlabeled); rebuild the cache with them: {rebuild}"
+            )
+        if held is not None and want is None:
+            raise UserError(
+                f"cache {self.path} holds a transfer set of {held['num_images']:,} unlabelled images "
+                f"({', '.join(Path(f).name for f in held['files'])}) and the recipe names none; give the same files "
+                f"as kd.unlabeled (--unlabeled), or use a cache built without them"
+            )
+        if held is not None and held["fingerprint"] != want["fingerprint"]:
+            raise UserError(
+                f"cache {self.path} holds the teacher's logits of other unlabelled images ({held['num_images']:,}, "
+                f"fingerprint {held['fingerprint'][:12]}) than kd.unlabeled ({want['num_images']:,}, fingerprint "
+                f"{want['fingerprint'][:12]}); give the files the cache was built on, or rebuild it: {rebuild}"
             )
 
     def epoch_arrays(self, epoch: int) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:

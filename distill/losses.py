@@ -17,6 +17,11 @@ class KDLoss(nn.Module):
     the teacher's logits are already those of the mixed image. With ``alpha = 0`` or no teacher
     logits, it is plain cross-entropy.
 
+    A label of -1 marks an unlabelled image (a transfer set's): the KD term covers every image, the CE
+    term only the labelled parts: each image's CE weighs ``lam`` for its own label and ``1 - lam`` for its
+    partner's, a part without a label weighs 0, and the CE is the weighted sum over the total weight
+    (the plain mean when every image is labelled; 0 when none is).
+
     Returns a dict with ``loss`` (to optimise), ``ce`` and ``kd`` (detached, for logging).
     """
 
@@ -35,13 +40,13 @@ class KDLoss(nn.Module):
         lam: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         student_logits = student_logits.float()
-        ce = F.cross_entropy(student_logits, labels, label_smoothing=self.label_smoothing, reduction="none")
+        ce, weight = self._labelled_ce(student_logits, labels)
         if partner_labels is not None:
-            other = F.cross_entropy(
-                student_logits, partner_labels, label_smoothing=self.label_smoothing, reduction="none"
-            )
+            other, other_weight = self._labelled_ce(student_logits, partner_labels)
             ce = lam * ce + (1 - lam) * other
-        ce = ce.mean()
+            both = (weight > 0) & (other_weight > 0)  # exactly 1 where both parts are labelled
+            weight = torch.where(both, torch.ones_like(lam), lam * weight + (1 - lam) * other_weight)
+        ce = ce.sum() / weight.sum().clamp(min=1e-12)
         if teacher_logits is None or self.alpha == 0.0:
             if self.alpha == 1.0:
                 raise ValueError("kd.alpha = 1 needs teacher logits")
@@ -52,3 +57,9 @@ class KDLoss(nn.Module):
         kd = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * (temp * temp)
         loss = self.alpha * kd + (1.0 - self.alpha) * ce
         return {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}
+
+    def _labelled_ce(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-image CE (0 where the label is -1) and weight (1 labelled, 0 not)."""
+        labelled = labels >= 0
+        ce = F.cross_entropy(logits, labels.clamp(min=0), label_smoothing=self.label_smoothing, reduction="none")
+        return ce * labelled, labelled.to(logits.dtype)

@@ -25,6 +25,16 @@ SETTINGS = ("auto", "no", "bf16", "fp16")
 NATIVE_BF16_FLAGS = {"x86_64": ("avx512_bf16", "amx_bf16"), "aarch64": ("bf16",)}
 
 
+def cpu_flags_bf16(cpuinfo: str, machine: str) -> str | None:
+    """The native-bf16 flag in the text of ``/proc/cpuinfo`` of a ``machine`` (``x86_64``, ``aarch64``), or None."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86 / Arm
+            flags.update(value.split())
+    return next((f for f in NATIVE_BF16_FLAGS.get(machine, ()) if f in flags), None)
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_feature() -> str | None:
     """The flag of this CPU that makes bf16 native (``"avx512_bf16"``, ``"amx_bf16"``, ``"bf16"``), or None.
@@ -40,15 +50,9 @@ def cpu_bf16_feature() -> str | None:
             return None
         return "bf16" if out.stdout.strip() == "1" else None
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return cpu_flags_bf16(Path("/proc/cpuinfo").read_text(), machine)
     except OSError:
         return None
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):  # x86 / Arm
-            flags.update(value.split())
-    return next((f for f in NATIVE_BF16_FLAGS.get(machine, ()) if f in flags), None)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,9 @@ class KDConfig:
     alpha: float = 0.9  # weight of the KD term; (1 - alpha) weights the cross-entropy; 0 = plain CE
     teacher: str = ""  # the teacher recipe this student is meant for (what distill-run trains first)
     teacher_seeds: int = 1  # ... as an ensemble of this many seeds, whose mean logits are cached
+    # A transfer set: unlabelled images (test pickles or (N, 32, 32, 3) uint8 .npy files) that the cache
+    # holds the teacher's logits of and the student distils on too (KD only, no CE); see distill.data.
+    unlabeled: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -119,6 +122,11 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
             return float(value)
         except ValueError:
             pass
+    if origin is list:  # a list of strings (kd.unlabeled); one string is a list of one
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"recipe key '{key}' must be a list of paths, got {value!r}")
+        return list(value)
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
             raise UserError(f"recipe key '{key}' must be a mapping, got {value!r}")
@@ -255,6 +263,11 @@ def validate(recipe: Recipe) -> None:
         ),
         (0 <= recipe.tta.translate <= 4, "tta.translate must be in 0..4 pixels"),
         (recipe.data.val_size >= 0, "data.val_size must be >= 0"),
+        (
+            not recipe.data.train_on_test or recipe.data.val_size > 0,
+            "data.train_on_test=true trains on the test split, which leaves only a held-out split to measure the run "
+            "on: set data.val_size (e.g. 5000)",
+        ),
         (
             train.progressive_min_size == 0 or 8 <= train.progressive_min_size <= 32,
             "train.progressive_min_size: 0 or 8..32",

@@ -20,9 +20,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from distill.cache_logits import TeacherRun, cache_teachers
-from distill.cli import with_data_dir
-from distill.data import load_data, load_test_pickle
+from distill.cli import UNLABELED_HELP, with_data_dir, with_unlabeled
+from distill.data import load_data, load_test_pickle, load_unlabeled
 from distill.devices import make_accelerator
+from distill.engine import BN_STATS, BN_STATS_HELP
 from distill.errors import UserError, cli_main
 from distill.logit_cache import LogitCache
 from distill.recipe import Recipe, load_recipe
@@ -43,7 +44,7 @@ def _teacher_dirs(recipe: Recipe, run_dir: Path, seeds: int) -> list[Path]:
 def _cache_path(teacher: Recipe, student: Recipe, run_dir: Path) -> Path:
     """The teacher's own cache when the student replays the teacher's views, else one for this student."""
     views = lambda r: (r.augment, r.cache.views, r.cache.seed)  # noqa: E731  (what fixes a cache's content)
-    own = views(student) == views(teacher)
+    own = views(student) == views(teacher) and not student.kd.unlabeled
     return run_dir / ("cache" if own else f"cache-{student.name}")
 
 
@@ -54,7 +55,10 @@ def _teacher_stage(student: Recipe, runs: Path, overrides: list[str], accelerato
     run_dir, seeds = runs / teacher.name, student.kd.teacher_seeds
     members = _teacher_dirs(teacher, run_dir, seeds)
     cache = _cache_path(teacher, student, run_dir)
-    views = replace(teacher, augment=student.augment, cache=student.cache)  # what the cache is built on
+    # what the cache is built on: the student's views, of the training images and its transfer set
+    views = replace(
+        teacher, augment=student.augment, cache=student.cache, kd=replace(teacher.kd, unlabeled=student.kd.unlabeled)
+    )
     if not all((d / "summary.json").is_file() for d in members):
         resume = any((d / "state").is_dir() or (d / "summary.json").is_file() for d in members)
         _say(accelerator, f"{'resuming' if resume else 'training'} teacher {teacher.name} x{seeds} in {run_dir}")
@@ -68,7 +72,9 @@ def _teacher_stage(student: Recipe, runs: Path, overrides: list[str], accelerato
             found = LogitCache.load(cache)
             if len(found.meta["teachers"]) != seeds:
                 raise UserError(f"it holds {len(found.meta['teachers'])} teachers, not {seeds}")
-            found.check_matches(load_data(student.data)[0], student.augment, student.cache.views, student.data)
+            train = load_data(student.data)[0]
+            unlabeled = load_unlabeled(student.kd.unlabeled) if student.kd.unlabeled else None
+            found.check_matches(train, student.augment, student.cache.views, student.data, unlabeled)
             _say(accelerator, f"cache {cache} fits the student; reusing it")
             return cache
         except UserError as why:
@@ -76,19 +82,41 @@ def _teacher_stage(student: Recipe, runs: Path, overrides: list[str], accelerato
     return cache_teachers([TeacherRun.load(d) for d in members], views, accelerator, cache)
 
 
+def switches(student: Recipe, bn_stats: str) -> str | None:
+    """One line naming each switch in use that trains or predicts on more than the CIFAR-10 training set."""
+    used = []
+    if student.kd.unlabeled:
+        used.append(f"transfer set kd.unlabeled={','.join(student.kd.unlabeled)} (distils on those unlabelled images)")
+    if student.data.train_on_test:
+        used.append("data.train_on_test=true (trains on the CIFAR-10 test labels; measured on data.val_size held out)")
+    if bn_stats == "test":
+        used.append("--bn-stats test (BatchNorm statistics from the test pickle's images)")
+    return "; ".join(used) + "; check with your course staff that these are allowed" if used else None
+
+
 def run_pipeline(
-    student_recipe: str, test_pkl: str | Path, out: str | Path, runs: str | Path = "runs", overrides: list[str] = ()
+    student_recipe: str,
+    test_pkl: str | Path,
+    out: str | Path,
+    runs: str | Path = "runs",
+    overrides: list[str] = (),
+    unlabeled: list[str] | None = None,
+    bn_stats: str = "train",
 ) -> dict:
-    """Teacher, cache, student, report and CSV, each skipped when done; returns the CSV's check."""
+    """Teacher, cache, student, report and CSV, each skipped when done; returns the CSV's check.
+
+    ``unlabeled`` files are the student's transfer set (``kd.unlabeled``); ``bn_stats`` goes to the export."""
     from distill import export, report  # the last stages' imports (matplotlib) only when they run
 
-    student = load_recipe(student_recipe, list(overrides))
+    student = load_recipe(student_recipe, with_unlabeled(list(overrides), unlabeled))
     out, runs = Path(out), Path(runs)
     export.check_out(out)  # every input checked before the first stage starts
     load_test_pickle(test_pkl)
     if student.kd.alpha > 0 and not student.kd.teacher:
         raise UserError(f"recipe '{student.name}' distils but names no kd.teacher; set kd.teacher=RECIPE")
     accelerator = make_accelerator(student)
+    if (line := switches(student, bn_stats)) is not None:
+        _say(accelerator, f"switches in use: {line}")
     members, cache = [], None
     if student.kd.alpha > 0:
         cache = _teacher_stage(student, runs, list(overrides), accelerator)
@@ -109,7 +137,7 @@ def run_pipeline(
             _say(accelerator, f"report {report_dir} exists; leaving it")
         else:
             report.make_report([*members, student_dir], report_dir, student.data.dir)
-        check = export.export(student_dir, test_pkl, out)
+        check = export.export(student_dir, test_pkl, out, bn_stats)
     accelerator.wait_for_everyone()
     return check
 
@@ -121,10 +149,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="submission.csv", help="the CSV to write")
     parser.add_argument("--runs-dir", default="runs", help="where the teacher and student runs go")
     parser.add_argument("--data-dir", help="holds, or receives, cifar-10-batches-py/ (sets data.dir)")
+    parser.add_argument("--unlabeled", action="append", metavar="FILE", help=UNLABELED_HELP + "; the student's only")
+    parser.add_argument("--bn-stats", choices=BN_STATS, default="train", help=BN_STATS_HELP)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for both recipes")
     args = parser.parse_intermixed_args(argv)
     overrides = with_data_dir(args.overrides, args.data_dir)
-    return run_pipeline(args.student_recipe, args.test_pkl, args.out, args.runs_dir, overrides)
+    return run_pipeline(
+        args.student_recipe, args.test_pkl, args.out, args.runs_dir, overrides, args.unlabeled, args.bn_stats
+    )
 
 
 def cli() -> None:

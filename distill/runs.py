@@ -177,7 +177,13 @@ def _first_line(err: BaseException) -> str:
 
 
 def run_info(
-    recipe: Recipe, device: str, role: str, train: Split, val: Split | None, teacher_cache: str | Path | None = None
+    recipe: Recipe,
+    device: str,
+    role: str,
+    train: Split,
+    val: Split | None,
+    teacher_cache: str | Path | None = None,
+    unlabeled: Split | None = None,
 ) -> dict:
     return {
         "role": role,
@@ -190,6 +196,9 @@ def run_info(
             "val_size": recipe.data.val_size,
             "val_seed": recipe.data.val_seed,
             "val_fingerprint": val.fingerprint() if val is not None else None,
+            "train_on_test": recipe.data.train_on_test,
+            "unlabeled_fingerprint": unlabeled.fingerprint() if unlabeled is not None else None,
+            "unlabeled_images": len(unlabeled) if unlabeled is not None else 0,
         },
         "commit": git_commit(),
         "device": device,
@@ -199,13 +208,21 @@ def run_info(
     }
 
 
-def check_same_data(run_dir: Path, train: Split) -> None:
-    """On --resume, the training images must be the ones the run started with (their place may change)."""
-    started = (started_with(run_dir, "data") or {}).get("train_fingerprint")
+def check_same_data(run_dir: Path, train: Split, unlabeled: Split | None = None) -> None:
+    """On --resume, the training images (and the transfer set) must be the ones the run started with (their
+    place may change)."""
+    data = started_with(run_dir, "data") or {}
+    started = data.get("train_fingerprint")
     if started is not None and started != train.fingerprint():
         raise UserError(
             f"--resume with other training data than {run_dir} started with (fingerprint {started[:12]}, now "
             f"{train.fingerprint()[:12]}); point --data-dir at the data the run started with, or start a new --output-dir"
+        )
+    now = unlabeled.fingerprint() if unlabeled is not None else None
+    if "unlabeled_fingerprint" in data and data["unlabeled_fingerprint"] != now:
+        raise UserError(
+            f"--resume with another transfer set (kd.unlabeled) than {run_dir} started with; give the files it "
+            f"started with, or start a new --output-dir"
         )
 
 

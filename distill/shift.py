@@ -29,15 +29,17 @@ def score_shift(
     seed: int = 0,
     corruptions: tuple[str, ...] = CORRUPTIONS,
     precision: str = "auto",
+    bn_stats: str = "train",
 ) -> dict:
     """Accuracy on the clean test set, each corruption and severity, and each natural-shift set
-    (``{name: split}``, see :func:`load_natural`), in ``precision`` (the run's ``train.mixed_precision``)."""
+    (``{name: split}``, see :func:`load_natural`), in ``precision`` (the run's ``train.mixed_precision``).
+    With ``bn_stats="test"`` each set is predicted with BatchNorm statistics of its own images."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def accuracy(images: np.ndarray, labels: np.ndarray, what: str) -> float:
-        return float((predict(model, images, tta, what=what, precision=precision) == labels).mean())
+        return float((predict(model, images, tta, what=what, precision=precision, bn_stats=bn_stats) == labels).mean())
 
-    result = {"tta": (tta or TTASpec()).to_dict(), "images": len(test), "seed": seed}
+    result = {"tta": (tta or TTASpec()).to_dict(), "images": len(test), "seed": seed, "bn_stats": bn_stats}
     result["clean"] = accuracy(test.images, test.labels, "clean test set")
     images = torch.from_numpy(test.images).to(device)
     result["corruptions"] = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from distill.cli import dry_run, parse, training_parser
+from distill.cli import UNLABELED_HELP, dry_run, parse, training_parser
 from distill.errors import cli_main
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> Result | None:
         "--teacher-cache",
         help="cache directory written by train_teacher.py or cache_logits.py (with --resume: the run's own)",
     )
+    parser.add_argument("--unlabeled", action="append", metavar="FILE", help=UNLABELED_HELP)
     args, recipe, run_dir = parse(parser, argv)
     if args.dry_run:
         dry_run(recipe, student=True)

@@ -23,7 +23,7 @@ from timm.utils import ModelEmaV3
 
 from distill import engine
 from distill.augment import TTASpec, normalize
-from distill.data import Split, load_data
+from distill.data import Split, load_data, load_transfer_set
 from distill.errors import Stopped, UserError
 from distill.failpoints import failpoint
 from distill.files import RunLock, write_json
@@ -51,7 +51,7 @@ from distill.runs import (
 @dataclass
 class Result:
     run_dir: Path
-    test_accuracy: float
+    test_accuracy: float | None  # None when the run trained on the test split (data.train_on_test)
     trainable_params: int
     summary: dict = field(default_factory=dict)
     model: torch.nn.Module | None = None  # the evaluated (EMA, if used) model, unwrapped
@@ -116,6 +116,7 @@ class Run:
     test_set: tuple[torch.Tensor, torch.Tensor]
     steps_per_epoch: int
     teacher_cache: str | Path | None
+    unlabeled: Split | None = None  # the transfer set: images[len(train):], label -1
     first_epoch: int = 0
     step: int = 0
     seconds: float = 0.0
@@ -193,6 +194,9 @@ class Inputs:
     test: Split
     cache: LogitCache | None
     teacher_cache: str | Path | None
+    unlabeled: Split | None = (
+        None  # the transfer set (a student's kd.unlabeled), distilled on after the training images
+    )
 
 
 def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, resume: bool, teacher_cache) -> Run:
@@ -210,20 +214,33 @@ def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, r
             if accelerator.is_main_process:
                 rewrite_metrics(run_dir, run.first_epoch)
         elif accelerator.is_main_process:
-            info = run_info(recipe, str(accelerator.device), role, inputs.train, inputs.val, inputs.teacher_cache)
+            info = run_info(
+                recipe, str(accelerator.device), role, inputs.train, inputs.val, inputs.teacher_cache, inputs.unlabeled
+            )
             write_json(run_dir / "run.json", info)
         run.schedule.step_update(num_updates=run.step)
         cfg = recipe.train
         run.say(
-            f"[bold]{role} {recipe.model.name}[/]: Trainable parameters: {run.params:,} | {len(inputs.train):,} train / "
-            f"{len(inputs.val or ()):,} val / {len(inputs.test):,} test images | device {accelerator.device} "
-            f"x{accelerator.num_processes} | precision {resolve_precision(cfg.mixed_precision, accelerator.device.type).label}"
+            f"[bold]{role} {recipe.model.name}[/]: Trainable parameters: {run.params:,} | {len(inputs.train):,} train"
+            + (f" (the {len(inputs.test):,} test images among them)" if recipe.data.train_on_test else "")
+            + (f" + {len(inputs.unlabeled):,} unlabelled" if inputs.unlabeled is not None else "")
+            + f" / {len(inputs.val or ()):,} val / {len(inputs.test):,} test images | device {accelerator.device} "
+            f"x{accelerator.num_processes} | precision {_precision_label(cfg.mixed_precision, accelerator)}"
             + (f" | resuming after epoch {run.first_epoch}" if resume else "")
         )
         return run
     except BaseException:
         lock.release()  # a run that never started must not hold its dir
         raise
+
+
+def _precision_label(setting: str, accelerator: Accelerator) -> str:
+    """What the run computes in and why: the recipe's choice, unless this process's Accelerator already had one."""
+    wanted = resolve_precision(setting, accelerator.device.type)
+    if wanted.mode == accelerator.mixed_precision:
+        return wanted.label
+    running = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
+    return f"{running} (this process's Accelerator; the recipe asks for {wanted.label})"
 
 
 def _check_inputs(
@@ -234,6 +251,11 @@ def _check_inputs(
     set_seed(recipe.seed)  # before model init and any random draw
     model = create_model(recipe.model.name, recipe.model.kwargs, student=role == "student")
     kd = role == "student" and recipe.kd.alpha > 0
+    if role == "student" and recipe.kd.unlabeled and not kd:
+        raise UserError(
+            "kd.unlabeled needs distillation: unlabelled images have no label to train on with kd.alpha=0; "
+            "set kd.alpha > 0 (and --teacher-cache), or drop kd.unlabeled"
+        )
     if kd and teacher_cache is None:
         raise UserError(
             f"recipe '{recipe.name}' distils (kd.alpha={recipe.kd.alpha}) and needs --teacher-cache DIR; "
@@ -244,13 +266,14 @@ def _check_inputs(
     accelerator.wait_for_everyone()
     check_run_dir(run_dir, recipe, resume)
     train_split, val_split, test_split = load_data(recipe.data)
+    unlabeled = load_transfer_set(recipe.kd.unlabeled if kd else [], train_split, accelerator.is_main_process)
     if resume:
-        check_same_data(run_dir, train_split)
+        check_same_data(run_dir, train_split, unlabeled)
     cache = None
     if kd:
         cache = LogitCache.load(teacher_cache)
-        cache.check_matches(train_split, recipe.augment, recipe.cache.views, recipe.data)
-    return Inputs(model, train_split, val_split, test_split, cache, teacher_cache if kd else None)
+        cache.check_matches(train_split, recipe.augment, recipe.cache.views, recipe.data, unlabeled)
+    return Inputs(model, train_split, val_split, test_split, cache, teacher_cache if kd else None, unlabeled)
 
 
 def _build(
@@ -265,8 +288,9 @@ def _build(
     optimizer = make_optimizer(model.to(device), cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.ema_decay, device=device) if cfg.ema_decay else None
-    steps = engine.steps_per_epoch(len(inputs.train), cfg.batch_size, accelerator.num_processes)
-    images, labels = engine.to_device_data(*inputs.train.arrays(), device)
+    pool = inputs.train if inputs.unlabeled is None else inputs.train.join(inputs.unlabeled)  # labels -1 after
+    steps = engine.steps_per_epoch(len(pool), cfg.batch_size, accelerator.num_processes)
+    images, labels = engine.to_device_data(*pool.arrays(), device)
     return Run(
         recipe=recipe,
         role=role,
@@ -292,6 +316,7 @@ def _build(
         test_set=engine.to_device_data(*inputs.test.arrays(), device),
         steps_per_epoch=steps,
         teacher_cache=inputs.teacher_cache,
+        unlabeled=inputs.unlabeled,
     )
 
 
@@ -324,7 +349,7 @@ def _epoch_data(run: Run, epoch: int) -> engine.EpochData:
         views = {k: torch.from_numpy(v).to(run.accelerator.device) for k, v in arrays.items()} if arrays else None
     if views is None:
         recipe = run.recipe
-        views = engine.fresh_views(len(run.train), recipe.augment, recipe.seed, epoch, run.accelerator.device)
+        views = engine.fresh_views(len(run.labels), recipe.augment, recipe.seed, epoch, run.accelerator.device)
     return engine.EpochData(run.images, run.labels, views, teacher_logits)
 
 
@@ -373,13 +398,18 @@ def _interrupted(run: Run) -> Stopped:
 
 
 def _finish(run: Run) -> Result:
-    """Score the test set once (with the recipe's TTA), save the evaluated weights and the summary."""
+    """Score the test set once (with the recipe's TTA), save the evaluated weights and the summary.
+
+    A run that trained on the test split (``data.train_on_test``) scores its held-out split instead and
+    records no test accuracy: one on images it trained on would be no measurement."""
     recipe, accelerator = run.recipe, run.accelerator
     final_model = run.ema.module if run.ema is not None else accelerator.unwrap_model(run.model)
-    test_acc = _evaluate(run, run.test_set, recipe.tta)
+    on_test = recipe.data.train_on_test
+    test_acc = None if on_test else _evaluate(run, run.test_set, recipe.tta)
     summary = {
         "role": run.role,
         "test_accuracy": test_acc,
+        **({"val_accuracy": _evaluate(run, run.eval_set, recipe.tta), "trained_on_test": True} if on_test else {}),
         "tta": recipe.tta.to_dict(),
         f"{run.eval_key.removesuffix('_acc')}_accuracy_no_tta": run.eval_acc,
         "trainable_params": run.params,
@@ -387,6 +417,8 @@ def _finish(run: Run) -> Result:
         "epochs": recipe.train.epochs,
         "wall_seconds": round(run.seconds, 3),
         "train_images": len(run.train),
+        "unlabeled_images": len(run.unlabeled) if run.unlabeled is not None else 0,
+        "transfer_set": (run.cache.meta.get("unlabeled") or {}).get("files") if run.cache is not None else None,
         "val_images": recipe.data.val_size,
         "test_images": len(run.test_set[1]),
         "device": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else str(accelerator.device),
@@ -415,10 +447,24 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
         ("epochs", str(summary["epochs"])),
         ("train seconds", f"{summary['wall_seconds']:.1f}"),
         ("device", f"{summary['device']} x{summary['num_processes']}"),
-        (f"test accuracy (TTA: {tta.label})", f"{summary['test_accuracy']:.2%}"),
     ]
+    if summary["unlabeled_images"]:
+        rows.append(("transfer set (unlabelled, KD only)", f"{summary['unlabeled_images']:,} images"))
+    if summary.get("trained_on_test"):
+        rows.append((f"validation accuracy (TTA: {tta.label})", f"{summary['val_accuracy']:.2%}"))
+    else:
+        rows.append((f"test accuracy (TTA: {tta.label})", f"{summary['test_accuracy']:.2%}"))
     for row in rows:
         table.add_row(*row)
     Console().print(table)
-    print(f"Final test accuracy: {100 * summary['test_accuracy']:.2f}%")
+    if summary.get("trained_on_test"):
+        print(
+            f"Final validation accuracy: {100 * summary['val_accuracy']:.2f}% ({summary['val_images']:,} held-out images)"
+        )
+        print(
+            "The CIFAR-10 test split was trained on (data.train_on_test=true): there is no test accuracy, and the "
+            "held-out split above is this run's measurement"
+        )
+    else:
+        print(f"Final test accuracy: {100 * summary['test_accuracy']:.2f}%")
     print(f"Trainable parameters: {summary['trainable_params']}", flush=True)

@@ -508,6 +508,100 @@ def case_export_folder_missing(ctx: Ctx) -> Call:
     return export_call(ctx, {b"data": np.zeros((4, 32, 32, 3), np.uint8)}, out=out)
 
 
+# -- the transfer set, the final fit on all labels, test-time BatchNorm ------------------------------
+
+
+def unlabeled_file(ctx: Ctx, images: np.ndarray, name: str = "unlabeled.npy") -> Path:
+    path = ctx.tmp / name
+    np.save(path, images)
+    return path
+
+
+def transfer_cache(ctx: Ctx, files: list[Path]) -> Path:
+    out = ctx.tmp / "transfer_cache"
+    argv = ["--teacher", str(ctx.teacher), "--out", str(out), *tiny(ctx.data)]
+    cache_logits.main([*argv, *(a for f in files for a in ("--unlabeled", str(f)))])
+    return out
+
+
+@case
+def case_unlabeled_missing(ctx: Ctx) -> Call:
+    argv = student_args(ctx, ctx.teacher / "cache", "--unlabeled", str(ctx.tmp / "no_such.npy"))
+    return Call(train_student.main, argv, [ctx.tmp / "run"])
+
+
+@case
+def case_unlabeled_empty(ctx: Ctx) -> Call:
+    path = unlabeled_file(ctx, np.zeros((0, 32, 32, 3), np.uint8))
+    return Call(
+        train_student.main, student_args(ctx, ctx.teacher / "cache", "--unlabeled", str(path)), [ctx.tmp / "run"]
+    )
+
+
+@case
+def case_unlabeled_wrong_shape(ctx: Ctx) -> Call:
+    path = unlabeled_file(ctx, np.zeros((8, 32, 32), np.uint8))
+    return Call(
+        train_student.main, student_args(ctx, ctx.teacher / "cache", "--unlabeled", str(path)), [ctx.tmp / "run"]
+    )
+
+
+@case
+def case_unlabeled_wrong_dtype(ctx: Ctx) -> Call:
+    path = unlabeled_file(ctx, np.zeros((8, 32, 32, 3), np.float32))
+    return Call(
+        train_student.main, student_args(ctx, ctx.teacher / "cache", "--unlabeled", str(path)), [ctx.tmp / "run"]
+    )
+
+
+@case
+def case_unlabeled_without_kd(ctx: Ctx) -> Call:
+    path = unlabeled_file(ctx, synthetic_split(40, 5).images)
+    argv = student_args(ctx, ctx.teacher / "cache", "kd.alpha=0", "--unlabeled", str(path))
+    return Call(train_student.main, argv, [ctx.tmp / "run"])
+
+
+@case
+def case_cache_without_transfer_set(ctx: Ctx) -> Call:
+    path = unlabeled_file(ctx, synthetic_split(40, 5).images)
+    return Call(
+        train_student.main, student_args(ctx, ctx.teacher / "cache", "--unlabeled", str(path)), [ctx.tmp / "run"]
+    )
+
+
+@case
+def case_cache_other_transfer_set(ctx: Ctx) -> Call:
+    cache = transfer_cache(ctx, [unlabeled_file(ctx, synthetic_split(40, 5).images)])
+    other = unlabeled_file(ctx, synthetic_split(40, 6).images, "other.npy")
+    return Call(train_student.main, student_args(ctx, cache, "--unlabeled", str(other)), [ctx.tmp / "run"], [cache])
+
+
+@case
+def case_cache_has_transfer_set(ctx: Ctx) -> Call:
+    cache = transfer_cache(ctx, [unlabeled_file(ctx, synthetic_split(40, 5).images)])
+    return Call(train_student.main, student_args(ctx, cache), [ctx.tmp / "run"], [cache])
+
+
+@case
+def case_train_on_test_without_val(ctx: Ctx) -> Call:
+    return Call(train_teacher.main, teacher_args(ctx, ctx.data, "data.train_on_test=true"), [ctx.tmp / "run"])
+
+
+@case
+def case_evaluate_trained_on_test(ctx: Ctx) -> Call:
+    run = ctx.tmp / "final_fit"
+    train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(run), *tiny(ctx.data, "data.train_on_test=true",
+                        "data.val_size=50", "train.epochs=1", "cache.views=0")])  # fmt: skip
+    return Call(evaluate.main, ["--run", str(run)], [run / "shift"], [run])
+
+
+@case
+def case_bn_stats_few_images(ctx: Ctx) -> Call:
+    call = export_call(ctx, {b"data": synthetic_split(100, 3).images})
+    call.argv += ["--bn-stats", "test"]
+    return call
+
+
 # -- the test --------------------------------------------------------------------------------------
 
 

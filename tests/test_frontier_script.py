@@ -19,7 +19,7 @@ def test_frontier_script_runs_every_step_on_a_cpu(synthetic_dir, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not (out / "failed.txt").exists(), (out / "failed.txt").read_text()
     assert not (out / "skipped.txt").exists()
-    assert sorted(p.stem for p in out.glob("*.json")) == ["ce96", "fast94", "fast96", "half", "max"]
+    assert sorted(p.stem for p in out.glob("*.json")) == ["ce96", "fast94", "fast94c", "fast96", "half", "max"]
     summary = (out / "summary.md").read_text()
     assert "not measured" not in summary and "KD bought" in summary
     assert (out / "frontier.png").stat().st_size > 10_000

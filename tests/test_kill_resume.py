@@ -20,7 +20,7 @@ from tests.conftest import python, tiny
 
 pytestmark = pytest.mark.slow  # whole runs killed and resumed in subprocesses, ~10-60 s each
 
-TIMING = ("img_per_s", "seconds")
+TIMING = ("img_per_s", "seconds", "first_step_seconds")
 
 
 def launch(script: str, *args: str, failpoint: str | None = None) -> subprocess.CompletedProcess:

@@ -17,7 +17,8 @@ LAYERS = [
     {"distill.trainer"},
     {"distill.cache_logits", "distill.train_teacher", "distill.train_student", "distill.evaluate",
      "distill.export", "distill.report", "distill.run", "distill.__main__"},
-    {"bench.bench", "bench.summarize", "bench.predict_speed", "bench.whitening_snr"},
+    {"bench.bench", "bench.summarize", "bench.predict_speed", "bench.whitening_snr", "bench.loop_profile",
+     "bench.transfer_table"},
 ]  # fmt: skip
 LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
