@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -117,6 +118,12 @@ class RunLock:
                 holder = self._holder()
                 if holder is not None and holder.get("host") == me["host"] and not pid_alive(int(holder["pid"])):
                     self.path.unlink(missing_ok=True)  # stale: its run was killed
+                    print(
+                        f"note: {self.path.parent} was locked by PID {holder['pid']} (since {holder['started']}), which "
+                        f"is gone (killed or crashed); taking the lock over",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     continue
                 who = f"PID {holder['pid']} on {holder['host']} since {holder['started']}" if holder else "another run"
                 raise UserError(
