@@ -24,13 +24,13 @@ import torch
 from accelerate import Accelerator
 
 from distill.cli import UNLABELED_HELP, with_data_dir, with_unlabeled
-from distill.data import load_data, load_transfer_set
+from distill.data import Split, load_data, load_transfer_set
 from distill.devices import make_accelerator
 from distill.errors import UserError, cli_main
-from distill.files import check_writable, sha256_file
+from distill.files import check_distinct, check_writable, sha256_file
 from distill.logit_cache import build_cache
 from distill.recipe import Recipe, recipe_from_dict
-from distill.runs import WEIGHTS, load_run
+from distill.runs import WEIGHTS, load_run, started_with
 
 
 @dataclass
@@ -58,6 +58,33 @@ class TeacherRun:
         }
 
 
+def check_trained_on(teacher: TeacherRun, train: Split, recipe: Recipe) -> None:
+    """The teacher must not have trained on images its student is measured on: the test split (unless the
+    student trains on it too, ``data.train_on_test``) or, with a held-out split, any image outside the cache's
+    training images (a teacher on another split trained on some of the student's validation images)."""
+    theirs, ours = teacher.recipe.data, recipe.data
+
+    def split(d) -> str:
+        return f"data.val_size={d.val_size} data.val_seed={d.val_seed}" + (
+            " data.train_on_test=true" if d.train_on_test else ""
+        )
+
+    leak = theirs.train_on_test and not ours.train_on_test
+    if ours.val_size and not leak:
+        trained = (started_with(teacher.run_dir, "data") or {}).get("train_fingerprint")
+        leak = (
+            trained != train.fingerprint()
+            if trained
+            else split(theirs) != split(ours) or theirs.train_limit != ours.train_limit
+        )
+    if leak:
+        raise UserError(
+            f"teacher {teacher.run_dir} trained on other images ({split(theirs)}) than this cache is for "
+            f"({split(ours)}): its student would be measured on images the teacher trained on; cache it with the "
+            f"data settings it trained with, or train a teacher with these"
+        )
+
+
 def cache_teachers(
     teachers: list[TeacherRun], recipe: Recipe, accelerator: Accelerator, out_dir: Path | None = None
 ) -> Path:
@@ -65,8 +92,12 @@ def cache_teachers(
     if out_dir is None and len(teachers) > 1:
         raise UserError("an ensemble's cache needs --out DIR (it belongs to no single teacher run)")
     out_dir = Path(out_dir) if out_dir else teachers[0].run_dir / "cache"
+    inputs = [t.run_dir for t in teachers] + [Path(recipe.data.dir)] + [Path(f) for f in recipe.kd.unlabeled]
+    check_distinct(out_dir, inputs, "--out")
     check_writable(out_dir.parent, flag="--out")
     train_split = load_data(recipe.data)[0]  # the trainer's split, so the fingerprint is the same
+    for teacher in teachers:
+        check_trained_on(teacher, train_split, recipe)
     unlabeled = load_transfer_set(recipe.kd.unlabeled, train_split, accelerator.is_main_process)
     start = time.perf_counter()
     build_cache(

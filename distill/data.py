@@ -26,6 +26,27 @@ TEST_FILE = "test_batch"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 
+# The official files' md5, as published with the data set (and checked by torchvision's CIFAR10)
+OFFICIAL_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+# sha256 of each official batch's content (its (10000, 3072) uint8 rows, then its labels as int64), which a
+# re-pickled copy keeps while its md5 changes (the copy in ../shared/data/cifar10 lacks the `filenames` key);
+# computed here from that copy, which is pixel for pixel the official set.
+OFFICIAL_CONTENT = {
+    "data_batch_1": "54b2ed21fbd6a52cfc507fb5af63b8610e1938828f3017b159e69e87bb1965db",
+    "data_batch_2": "a860ea80505c3e017d336ca80eca64bdc58099bf285ae8650980ed6c846f5e53",
+    "data_batch_3": "701e5e97f12252a2ec703b29fe275315471b883e27926ec8e9d3b08ca81b2fab",
+    "data_batch_4": "6c9358a56fb97959b9b494683c1c1ef9f0c4f291f3686302835e08a0b0ab2f47",
+    "data_batch_5": "c2108fec4d9d07a51c26c680b5886f54ff810c859a3f7ba7efe3a4a82a838293",
+    "test_batch": "2c33b053d1cd726af8d86e174a96dd89d7000ba1412add026d68142375b89d51",
+}
+
 # Per-channel mean and std of the CIFAR-10 training set, in 0..255 units.
 MEAN = (125.307, 122.961, 113.8575)
 STD = (62.9932, 62.0887, 66.7048)
@@ -205,9 +226,52 @@ def load_cifar10(root: str | Path, download: bool = True) -> tuple[Split, Split]
             )
         root.mkdir(parents=True, exist_ok=True)
         _download(root)
-    parts = [_read_batch(folder / name) for name in TRAIN_FILES]
-    train = Split(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
-    return train, _read_batch(folder / TEST_FILE)
+    parts = {name: _read_batch(folder / name) for name in (*TRAIN_FILES, TEST_FILE)}
+    check_batches(folder, parts)
+    test = parts.pop(TEST_FILE)
+    train = Split(
+        np.concatenate([p.images for p in parts.values()]), np.concatenate([p.labels for p in parts.values()])
+    )
+    return train, test
+
+
+_CHECKED: set[tuple] = set()  # the batch folders already checked by this process (path, sizes, mtimes)
+
+
+def content_sha256(split: Split) -> str:
+    """sha256 of a batch as the official file holds it: (N, 3072) channel-planar rows, then int64 labels."""
+    rows = np.ascontiguousarray(split.images.transpose(0, 3, 1, 2)).reshape(len(split), -1)
+    return hashlib.sha256(rows.tobytes() + np.ascontiguousarray(split.labels, dtype=np.int64).tobytes()).hexdigest()
+
+
+def check_batches(folder: Path, parts: dict[str, Split]) -> None:
+    """Warn (once per process), naming the file, when a batch is not CIFAR-10's own (neither the published
+    md5 nor the official content) or when two batches hold the same images: a copy gone wrong trains on the
+    test set, or on another data set, without a word otherwise."""
+    stamp = tuple((name, (folder / name).stat().st_size, (folder / name).stat().st_mtime_ns) for name in parts)
+    if (folder.resolve(), stamp) in _CHECKED:
+        return
+    _CHECKED.add((folder.resolve(), stamp))
+    content = {name: content_sha256(split) for name, split in parts.items()}
+    for name in parts:
+        md5 = hashlib.md5((folder / name).read_bytes(), usedforsecurity=False).hexdigest()
+        if md5 != OFFICIAL_MD5[name] and content[name] != OFFICIAL_CONTENT[name]:
+            _warn(
+                f"{folder / name} is not CIFAR-10's official {name} (neither its published md5 nor its images and "
+                f"labels); if that is not deliberate, replace it with the official file"
+            )
+    names = list(parts)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            if content[a] == content[b]:
+                _warn(f"{folder / a} and {folder / b} hold the same images and labels (a copy gone wrong?)")
+    shared = shared_images(parts[TEST_FILE].images, np.concatenate([parts[n].images for n in TRAIN_FILES]))
+    if shared > len(parts[TEST_FILE]) // 100:  # the official sets share no image
+        _warn(f"{shared:,} images of {folder / TEST_FILE} are also training images: the test set would be trained on")
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

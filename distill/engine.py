@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
@@ -110,13 +111,14 @@ def fresh_views(n: int, spec: AugmentSpec, seed: int, epoch: int, device: torch.
 
 
 def make_progress(accelerator: Accelerator) -> Progress:
+    """The epoch's progress bar: on the main process, on a terminal (in a log it would print blank lines)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.2%}  {task.fields[ips]:,.0f} img/s"),
         TimeRemainingColumn(),
-        disable=not accelerator.is_main_process,
+        disable=not accelerator.is_main_process or not Console().is_terminal,
         transient=False,
     )
 
@@ -153,6 +155,7 @@ def train_one_epoch(
     step: int,
     progress: Progress,
     log_every: int = 20,
+    on_pace=None,
 ) -> dict:
     """Train for one epoch; returns metrics, and raises UserError on a non-finite loss.
 
@@ -160,6 +163,8 @@ def train_one_epoch(
         batches: iterable of :class:`Batch` from :func:`epoch_batches`.
         num_steps: batches in the epoch (for the progress bar).
         step: optimiser updates done before this epoch (drives the per-update schedule).
+        on_pace: called once, ``on_pace(seconds_per_step)``, after the first ``log_every`` steps but the first
+            (which may compile): what an estimate of the whole run's time is made from.
     """
     model.train()
     task = progress.add_task(f"epoch {epoch + 1}", total=num_steps, loss=0.0, acc=0.0, ips=0.0)
@@ -200,6 +205,8 @@ def train_one_epoch(
                 )
             ips = seen * accelerator.num_processes / max(time.perf_counter() - start, 1e-9)
             progress.update(task, completed=i + 1, loss=loss_now, acc=acc_now, ips=ips)
+            if on_pace is not None and i + 1 == log_every:
+                on_pace((time.perf_counter() - start - first_step) / max(i, 1))
     seconds = timer.stop()
     totals = accelerator.reduce(torch.cat([sums, sums.new_tensor([seen])]), "sum")
     loss, ce, kd, correct, labelled, images = totals.tolist()
@@ -322,7 +329,7 @@ def predict(
             f"{what}: {len(x):,} images x {views} view{'s' if views > 1 else ''} on {device}, {mode.label}{stats}",
             flush=True,
         )
-    with Progress(*columns, disable=what is None, transient=True) as bar:
+    with Progress(*columns, disable=what is None or not Console().is_terminal, transient=True) as bar:
         task = bar.add_task(what or "", total=len(x))
         logits = predict_logits(
             model, x, batch_size, tta=tta, on_batch=lambda n: bar.advance(task, n), precision=mode.mode

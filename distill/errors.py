@@ -61,7 +61,12 @@ def cli_main(main: Callable[[], object]) -> None:
         if _is_main_process():
             print(f"stopped: {stop}", file=sys.stderr, flush=True)
         sys.exit(stop.exit_code)
-    except KeyboardInterrupt:  # outside a training loop, which says what to do next itself (a Stopped)
+    except KeyboardInterrupt:  # outside a training loop (caching, export, a report), which says it itself
         if _is_main_process():
-            print("error: interrupted", file=sys.stderr)
+            print(
+                "stopped: interrupted; every file is written whole or not at all, so nothing is half-written: run the "
+                "same command again",
+                file=sys.stderr,
+                flush=True,
+            )
         sys.exit(130)

@@ -19,7 +19,7 @@ import numpy as np
 from distill.data import CLASSES, load_test_pickle
 from distill.engine import BN_STATS, BN_STATS_HELP, predict
 from distill.errors import UserError, cli_main
-from distill.files import write_atomic
+from distill.files import check_distinct, write_atomic
 from distill.models import check_param_cap
 from distill.runs import load_run
 
@@ -60,6 +60,7 @@ def export(run_dir: str | Path, test_pkl: str | Path, out: str | Path, bn_stats:
     ``bn_stats="test"`` re-estimates the BatchNorm statistics on the test pickle's images first (in memory;
     the run's weights on disk stay as they are)."""
     out = check_out(out)
+    check_distinct(out, [Path(test_pkl), Path(run_dir)], "--out")
     images, ids = load_test_pickle(test_pkl)
     recipe, model = load_run(run_dir)
     check_param_cap(model, recipe.model.name)  # a submission must come from a student under the cap

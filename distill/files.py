@@ -71,6 +71,21 @@ def check_writable(folder: Path, flag: str = "--output-dir") -> None:
         ) from None
 
 
+def check_distinct(out: Path, inputs: list[Path], flag: str) -> None:
+    """Refuse an output path that is one of the command's inputs (the same file, through links too) or a
+    folder holding one: writing it would replace the input."""
+    out = Path(out)
+    for source in inputs:
+        source = Path(source)
+        if not source.exists():
+            continue
+        same = out.exists() and os.path.samefile(out, source)
+        holds = source.resolve().is_relative_to(out.resolve()) and out.resolve() != source.resolve()
+        if same or (holds and out.is_dir()):
+            what = "is" if same else "holds"
+            raise UserError(f"{flag} {out} {what} an input of this command ({source}); give another {flag}")
+
+
 def swap_in(staged: Path, target: Path, old: Path, point: str) -> None:
     """Put the complete directory ``staged`` in the place of ``target``.
 

@@ -21,6 +21,7 @@ the end, so a reader never sees half of one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -113,12 +114,18 @@ def build_cache(
         arrays["logits"] = mean_logits(None)[None]
     else:
         logits, params = [], {k: [] for k in view_keys(spec)}
+        every = max(1, views // 8)  # about 8 progress lines, whatever the view count
         for k in range(views):
             view = sample_views(len(pool), spec, seeded_generator("cache", seed, k), index=k, seed=seed)
             logits.append(mean_logits({key: v.to(accelerator.device) for key, v in view.items()}))
             for key in params:
                 params[key].append(view[key].numpy())
             failpoint("cache.view")
+            if accelerator.is_main_process and ((k + 1) % every == 0 or k + 1 == views):
+                spent = time.perf_counter() - start
+                left = spent / (k + 1) * (views - k - 1)
+                print(f"cache: view set {k + 1}/{views} ({len(pool):,} images each), {spent:.0f} s, "
+                      f"about {left:.0f} s left", flush=True)  # fmt: skip
         arrays["logits"] = np.stack(logits)
         arrays.update({key: np.stack(v) for key, v in params.items()})
     if not np.isfinite(arrays["logits"]).all():
@@ -203,6 +210,17 @@ class LogitCache:
         return int(self.meta["views"])
 
     @property
+    def key(self) -> str:
+        """What the cache holds, in 16 hex digits: a hash of its arrays' sha256 (logits and views), so two
+        caches share a key exactly when a student would learn the same from them, wherever they lie."""
+        return hashlib.sha256(json.dumps(self.meta["files"], sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def teacher_weights(self) -> list[str]:
+        """The sha256 of each teacher's ``model.safetensors`` the logits came from, in order."""
+        return [t["weights_sha256"] for t in self.meta["teachers"]]
+
+    @property
     def spec(self) -> AugmentSpec:
         return AugmentSpec(**self.meta["augment"])
 
@@ -266,7 +284,8 @@ class LogitCache:
             raise UserError(
                 f"cache {self.path} was built holding out data.val_size={split[0]} (data.val_seed={split[1]}), this "
                 f"run holds out data.val_size={data_cfg.val_size} (data.val_seed={data_cfg.val_seed}); teacher, cache "
-                f"and student must agree on the split: set both to the cache's, or {fix}"
+                f"and student must agree on the split: run the student with the cache's, or train a teacher on the "
+                f"student's split (its images held out from the teacher too) and cache that one"
             )
         if data["num_images"] != len(train) or data["fingerprint"] != train.fingerprint():
             raise UserError(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from distill.augment import TTASpec  # noqa: E402
 from distill.data import CLASSES, load_cifar10  # noqa: E402
 from distill.engine import predict  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402
-from distill.files import write_atomic, write_json  # noqa: E402
+from distill.files import check_distinct, check_writable, swap_in, write_atomic, write_json  # noqa: E402
 from distill.runs import load_run  # noqa: E402
 from distill.shift import family_means, load_natural, plot_shift, score_shift, shift_markdown  # noqa: E402
 
@@ -64,7 +66,7 @@ class Run:
         return cls(path, path.name, json.loads(summary_file.read_text()), metrics)
 
 
-def plot_curves(runs: list[Run], out: Path) -> Path:
+def plot_curves(runs: list[Run], out: Path, name: str = "curves.png") -> Path:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
     for run in runs:
         epochs = [m["epoch"] for m in run.metrics]
@@ -82,7 +84,7 @@ def plot_curves(runs: list[Run], out: Path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    path = out / "curves.png"
+    path = out / name
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -129,7 +131,12 @@ def plot_frontier(bench_results: list[dict], path: Path) -> Path:
 def plot_confusion(cm: np.ndarray, title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 6), constrained_layout=True)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    # cells as vector patches (pcolormesh, not imshow): a PDF of it stays vector, as the paper wants
+    edges = np.arange(len(cm) + 1) - 0.5
+    im = ax.pcolormesh(edges, edges, norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_ylim(edges[-1], edges[0])  # row 0 at the top, as a matrix reads
+    ax.set_aspect("equal")
     for i in range(len(cm)):
         for j in range(len(cm)):
             ax.text(
@@ -144,7 +151,7 @@ def plot_confusion(cm: np.ndarray, title: str, path: Path) -> Path:
     ax.set_xticks(range(10), CLASSES, rotation=45, ha="right")
     ax.set_yticks(range(10), CLASSES)
     ax.set(title=title, xlabel="predicted class", ylabel="true class")
-    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    fig.colorbar(im, ax=ax, label="fraction of the true class").solids.set_rasterized(False)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -217,13 +224,38 @@ def make_report(
         raise UserError("give at least one run directory")
     if images is not None and images < 1:
         raise UserError(f"--images {images}: give a count of 1 or more")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    final = check_report_out(Path(out))
+    check_distinct(final, [run.path for run in runs], "--out")
     recipe, _ = load_run(runs[0].path)
     sets = load_natural(natural or []) if suite == "shift" else {}  # checked before any work
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
     test = test.head(recipe.data.test_limit).head(images)
+    out = final.with_name(f".{final.name}.tmp-{os.getpid()}")  # built aside, then swapped in whole
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    try:
+        _write(runs, out, test, suite, sets)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    swap_in(out, final, final.with_name(f".{final.name}.old-{os.getpid()}"), "report.swap")
+    report = final / "report.md"
+    print(f"wrote {report} and {len(list(final.glob('*.png')))} plots")
+    return report
 
+
+def check_report_out(out: Path) -> Path:
+    """``--out`` must be a new directory or an earlier report's (replaced whole), in a writable folder."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give the directory the report should go into")
+    if out.is_dir() and any(out.iterdir()) and not (out / "report.md").is_file():
+        raise UserError(f"--out {out} holds other files (no report.md); give a new directory or an earlier report's")
+    check_writable(out.parent, flag="--out")
+    return out
+
+
+def _write(runs: list[Run], out: Path, test, suite: str, sets: dict) -> None:
+    """The plots and report.md of ``runs`` into the (staging) directory ``out``."""
     lines = [
         "# Results",
         "",
@@ -312,10 +344,7 @@ def make_report(
                 "",
             ]
     lines[compare_at:compare_at] = shift_comparison(compared, len(test)) if compared else []
-    report = out / "report.md"
-    write_atomic(report, "\n".join(lines) + "\n")
-    print(f"wrote {report} and {len(list(out.glob('*.png')))} plots")
-    return report
+    write_atomic(out / "report.md", "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -62,8 +62,12 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 RESUMABLE_CHANGES = ("data.dir", "data.download")
 
 
-def check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
-    """On --resume, the recipe must be the one the run started with (data location aside)."""
+RESUME_FIX = "leave out --recipe and overrides to resume with the run's own recipe.yaml, or start a new --output-dir"
+
+
+def check_same_recipe(run_dir: Path, recipe: Recipe, fix: str = RESUME_FIX, what: str = "--resume with") -> None:
+    """On --resume, the recipe must be the one the run started with (data location aside); ``fix`` and
+    ``what`` word the refusal for the command at hand."""
     started = _flatten(load_recipe(run_dir / "recipe.yaml").to_dict())
     now = _flatten(recipe.to_dict())
     changed = [
@@ -71,10 +75,7 @@ def check_same_recipe(run_dir: Path, recipe: Recipe) -> None:
     ]
     if changed:
         diff = ", ".join(f"{k}: {started.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
-        raise UserError(
-            f"--resume with a recipe other than the one {run_dir} started with ({diff}); leave out --recipe and "
-            f"overrides to resume with the run's own recipe.yaml, or start a new --output-dir"
-        )
+        raise UserError(f"{what} a recipe other than the one {run_dir} started with ({diff}); {fix}")
 
 
 def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> None:
@@ -184,10 +185,12 @@ def run_info(
     val: Split | None,
     teacher_cache: str | Path | None = None,
     unlabeled: Split | None = None,
+    teacher_cache_key: str | None = None,
 ) -> dict:
     return {
         "role": role,
         "teacher_cache": str(Path(teacher_cache).resolve()) if teacher_cache else None,
+        "teacher_cache_key": teacher_cache_key,  # what the cache held (LogitCache.key), wherever it lies
         "recipe": recipe.name,
         "seed": recipe.seed,
         "data": {

@@ -33,24 +33,27 @@ def train_teachers(
     resume: bool = False,
     cache_recipe: Recipe | None = None,
     cache: Path | None = None,
+    again: str = "rerun with --resume",
 ) -> tuple[list[Result | None], list[TeacherRun], Path]:
     """Train ``seeds`` teachers (one in ``run_dir`` itself, or ``run_dir/seed<k>``) and cache their mean logits.
 
     The cache (``cache``, default ``run_dir/cache``) holds the views of ``cache_recipe`` (default the
     teacher's own recipe: a student may ask for other views). With ``resume``, a teacher that finished
     training is loaded from its run instead of trained again (None in the results), and an existing
-    complete cache ends the job. Returns the results, the teachers and the cache's path.
+    complete cache ends the job. ``again`` is what a stopped run tells the user to do to continue. Returns the
+    results, the teachers and the cache's path.
     """
     from distill.cache_logits import TeacherRun, cache_teachers  # training's imports, not a dry run's
     from distill.runs import check_same_recipe
     from distill.trainer import train
 
     cache = cache or run_dir / "cache"
-    if resume and (cache / "meta.json").is_file():
-        raise UserError(f"teacher run {run_dir} and its cache are complete; nothing to resume")
     members = [(replace(recipe, seed=recipe.seed + k), run_dir / f"seed{recipe.seed + k}") for k in range(seeds)]
     if seeds == 1:
         members = [(recipe, run_dir)]
+    check_layout(run_dir, [d for _, d in members])
+    if resume and _complete([d for _, d in members], cache):
+        raise UserError(f"teacher run {run_dir} and its cache are complete; nothing to resume")
     if resume and seeds > 1 and not any((d / "state").is_dir() or (d / "summary.json").is_file() for _, d in members):
         raise UserError(f"nothing to resume in {run_dir} (no teacher run in it); run without --resume")
     results, teachers = [], []
@@ -63,11 +66,46 @@ def train_teachers(
             teachers.append(TeacherRun.load(member_dir))
             continue
         resume_member = resume and (seeds == 1 or (member_dir / "state").is_dir())
-        result = train(member, "teacher", member_dir, accelerator, resume=resume_member)
+        result = train(member, "teacher", member_dir, accelerator, resume=resume_member, again=again)
         results.append(result)
         teachers.append(TeacherRun(result.model, member_dir, member, result.test_accuracy))
     cache_teachers(teachers, cache_recipe or recipe, accelerator, cache)
     return results, teachers, cache
+
+
+def check_layout(run_dir: Path, members: list[Path]) -> None:
+    """A teacher dir holds one teacher (``run_dir`` itself) or one ensemble (``run_dir/seed<k>``): refuse to
+    mix them, or to grow an ensemble with other seeds, which would replace a cache a student was trained on."""
+    single = (run_dir / "summary.json").is_file() or (run_dir / "state").is_dir()
+    seeds = sorted(p.name for p in run_dir.glob("seed*") if (p / "recipe.yaml").is_file())
+    if members == [run_dir] and seeds:
+        raise UserError(
+            f"{run_dir} holds an ensemble of {len(seeds)} teachers ({', '.join(seeds)}); train a single teacher into "
+            f"another --output-dir, or pass --seeds {len(seeds)} to continue the ensemble"
+        )
+    if members != [run_dir] and single:
+        raise UserError(
+            f"{run_dir} holds a single teacher; train the ensemble of {len(members)} into another --output-dir"
+        )
+    if seeds and not set(seeds) <= {d.name for d in members}:
+        raise UserError(
+            f"{run_dir} holds an ensemble of {', '.join(seeds)}, not of {', '.join(d.name for d in members)}; train "
+            f"this ensemble into another --output-dir"
+        )
+
+
+def _complete(members: list[Path], cache: Path) -> bool:
+    """Every member finished and the cache holds exactly their logits (by their weights' sha256)."""
+    from distill.files import sha256_file
+    from distill.logit_cache import LogitCache
+    from distill.runs import WEIGHTS
+
+    if not all((d / "summary.json").is_file() for d in members) or not (cache / "meta.json").is_file():
+        return False
+    try:
+        return LogitCache.load(cache).teacher_weights == [sha256_file(d / WEIGHTS) for d in members]
+    except UserError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> list[Result | None] | None:

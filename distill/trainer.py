@@ -26,7 +26,7 @@ from distill.augment import TTASpec, normalize
 from distill.data import Split, load_data, load_transfer_set
 from distill.errors import Stopped, UserError
 from distill.failpoints import failpoint
-from distill.files import RunLock, write_json
+from distill.files import RunLock, check_distinct, write_json
 from distill.logit_cache import LogitCache
 from distill.losses import KDLoss
 from distill.models import count_trainable, create_model
@@ -141,10 +141,12 @@ def train(
     accelerator: Accelerator,
     resume: bool = False,
     teacher_cache: str | Path | None = None,
+    again: str = "rerun with --resume",
 ) -> Result:
     """Train a teacher (``role="teacher"``) or a student (``role="student"``) and write its run dir.
 
     Returns the final test accuracy (with the recipe's TTA) and trainable parameter count, and prints both.
+    ``again`` is what a stopped run's message tells the user to do to continue (the command's own words).
     """
     run = _setup(recipe, role, Path(run_dir), accelerator, resume, teacher_cache)
     cfg = recipe.train
@@ -160,6 +162,7 @@ def train(
                 stats = engine.train_one_epoch(
                     run.forward, batches, run.steps_per_epoch, run.criterion, run.optimizer, run.schedule,
                     accelerator, run.ema, epoch=epoch, step=run.step, progress=progress,
+                    on_pace=(lambda s: _estimate(run, s)) if epoch == run.first_epoch else None,
                 )  # fmt: skip
                 run.step, run.seconds = stats.pop("step"), run.seconds + stats["seconds"]
                 last = epoch + 1 == cfg.epochs
@@ -174,12 +177,12 @@ def train(
                 if signum and not last:
                     raise Stopped(
                         f"{signal.Signals(signum).name} received; checkpoint saved after epoch {epoch + 1} of "
-                        f"{cfg.epochs} in {run.run_dir / 'state'}; rerun with --resume to continue",
+                        f"{cfg.epochs} in {run.run_dir / 'state'}; {again} to continue",
                         signum,
                     )
         return _finish(run)
     except KeyboardInterrupt:
-        raise _interrupted(run) from None
+        raise _interrupted(run, again) from None
     finally:
         run.lock.release()
 
@@ -214,8 +217,16 @@ def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, r
             if accelerator.is_main_process:
                 rewrite_metrics(run_dir, run.first_epoch)
         elif accelerator.is_main_process:
+            key = inputs.cache.key if inputs.cache is not None else None
             info = run_info(
-                recipe, str(accelerator.device), role, inputs.train, inputs.val, inputs.teacher_cache, inputs.unlabeled
+                recipe,
+                str(accelerator.device),
+                role,
+                inputs.train,
+                inputs.val,
+                inputs.teacher_cache,
+                inputs.unlabeled,
+                key,
             )
             write_json(run_dir / "run.json", info)
         run.schedule.step_update(num_updates=run.step)
@@ -261,6 +272,8 @@ def _check_inputs(
             f"recipe '{recipe.name}' distils (kd.alpha={recipe.kd.alpha}) and needs --teacher-cache DIR; "
             f"build one with distill/train_teacher.py, or use recipe 'ce'"
         )
+    inputs = [Path(recipe.data.dir), *(Path(f) for f in recipe.kd.unlabeled)] + ([Path(teacher_cache)] if kd else [])
+    check_distinct(run_dir, inputs, "--output-dir")
     if resume and accelerator.is_main_process:
         recover_state(run_dir)  # a kill during a checkpoint swap leaves state.tmp / state.old
     accelerator.wait_for_everyone()
@@ -353,6 +366,24 @@ def _epoch_data(run: Run, epoch: int) -> engine.EpochData:
     return engine.EpochData(run.images, run.labels, views, teacher_logits)
 
 
+def _estimate(run: Run, seconds_per_step: float) -> None:
+    """One line, early: how long the whole run will take at this pace (and, on a CPU, how to try it first)."""
+    cfg = run.recipe.train
+    left = (cfg.epochs - run.first_epoch) * run.steps_per_epoch
+    total = left * seconds_per_step
+    hours, minutes = divmod(round(total / 60), 60)
+    when = f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
+    line = (
+        f"estimate: {seconds_per_step:.2f} s a step, so the {cfg.epochs - run.first_epoch} epochs left "
+        f"({left:,} steps) take about {when} on this device, besides evaluation"
+    )
+    if run.accelerator.device.type == "cpu" and total > 30 * 60:
+        smoke = "teacher_smoke" if run.role == "teacher" else ("kd_smoke" if run.cache is not None else "ce_smoke")
+        line += f"; on a CPU that is long: --recipe {smoke} tries the same pipeline in about a minute"
+    if run.accelerator.is_main_process:
+        print(line, flush=True)
+
+
 def _evaluate(run: Run, split: tuple[torch.Tensor, torch.Tensor], tta) -> float:
     cfg = run.recipe.train
     return engine.evaluate(run.evaluated_model(), *split, run.accelerator, cfg.eval_batch_size, tta, cfg.channels_last)
@@ -386,10 +417,10 @@ def _checkpoint(run: Run, epoch: int) -> None:
     save_checkpoint(run.accelerator, run.run_dir, record, run.ema)
 
 
-def _interrupted(run: Run) -> Stopped:
+def _interrupted(run: Run, again: str) -> Stopped:
     """Ctrl-C: what can be done next depends on whether a checkpoint exists."""
     if (run.run_dir / "state").is_dir():
-        return Stopped(f"interrupted; rerun with --resume to continue from the last checkpoint in {run.run_dir}", 2)
+        return Stopped(f"interrupted; {again} to continue from the last checkpoint in {run.run_dir}", 2)
     return Stopped(
         f"interrupted before the first checkpoint, so there is nothing to resume; run the same command again "
         f"(without --resume) to start over in {run.run_dir}",

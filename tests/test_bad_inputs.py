@@ -602,6 +602,96 @@ def case_bn_stats_few_images(ctx: Ctx) -> Call:
     return call
 
 
+# -- nothing lost, nothing stale (issue 20) --------------------------------------------------------
+
+
+@case
+def case_interrupted_while_caching(ctx: Ctx) -> Call:
+    """Ctrl-C while the cache is built: the line starts ``stopped:`` (exit 130) and no cache appears."""
+    from distill import logit_cache
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    ctx.monkeypatch.setattr(logit_cache, "_teacher_logits", interrupt)
+    out = ctx.tmp / "cache"
+    argv = ["--teacher", str(ctx.teacher), "--out", str(out), *tiny(ctx.data)]
+    return Call(cache_logits.main, argv, [out], code=130, prefix="stopped: ")
+
+
+@case
+def case_interrupted_export(ctx: Ctx) -> Call:
+    from distill import engine
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    ctx.monkeypatch.setattr(engine, "predict_logits", interrupt)
+    call = export_call(ctx, {b"data": np.zeros((4, 32, 32, 3), np.uint8)})
+    call.code, call.prefix = 130, "stopped: "
+    return call
+
+
+@case
+def case_export_out_is_the_test_pickle(ctx: Ctx) -> Call:
+    pkl = ctx.tmp / "test.pkl"
+    pkl.write_bytes(pickle.dumps({b"data": np.zeros((4, 32, 32, 3), np.uint8)}))
+    link = ctx.tmp / "link.pkl"
+    link.symlink_to(pkl)  # the same file through a link
+    argv = ["--run", str(ctx.student), "--test-pkl", str(pkl), "--out", str(link)]
+    return Call(export.main, argv, unchanged=[pkl])
+
+
+@case
+def case_cache_out_is_the_teacher(ctx: Ctx) -> Call:
+    teacher = ctx.tmp / "teacher"
+    shutil.copytree(ctx.teacher, teacher)
+    argv = ["--teacher", str(teacher), "--out", str(teacher), *tiny(ctx.data)]
+    return Call(cache_logits.main, argv, unchanged=[teacher])
+
+
+@case
+def case_cache_split_leak(ctx: Ctx) -> Call:
+    """The teacher trained on every training image; a cache holding out a validation split would let its
+    student be measured on images the teacher trained on."""
+    out = ctx.tmp / "cache"
+    argv = ["--teacher", str(ctx.teacher), "--out", str(out), *tiny(ctx.data, "data.val_size=40")]
+    return Call(cache_logits.main, argv, [out])
+
+
+@case
+def case_student_recipe_is_a_teacher(ctx: Ctx) -> Call:
+    from distill import run
+
+    pkl = ctx.tmp / "test.pkl"
+    pkl.write_bytes(pickle.dumps({b"data": np.zeros((4, 32, 32, 3), np.uint8)}))
+    argv = ["--student-recipe", "teacher_smoke", "--test-pkl", str(pkl), "--out", str(ctx.tmp / "s.csv")]
+    return Call(run.main, [*argv, "--runs-dir", str(ctx.tmp / "runs"), *tiny(ctx.data)], [ctx.tmp / "runs"])
+
+
+@case
+def case_report_out_is_a_file(ctx: Ctx) -> Call:
+    from distill import report
+
+    out = ctx.tmp / "notes.txt"
+    out.write_text("mine")
+    return Call(report.main, [str(ctx.student), "--out", str(out), "--data-dir", str(ctx.data)], unchanged=[out])
+
+
+@case
+def case_report_weights_corrupt(ctx: Ctx) -> Call:
+    """A run whose weights are damaged: the report fails whole, leaving no half-written report/."""
+    from distill import report
+
+    run = ctx.tmp / "student"
+    shutil.copytree(ctx.student, run)
+    (run / "model.safetensors").write_bytes((run / "model.safetensors").read_bytes()[:1000])
+    out = ctx.tmp / "report"
+    call = Call(report.main, [str(ctx.teacher), str(run), "--out", str(out), "--data-dir", str(ctx.data)], [out])
+    call.check = lambda: not list(ctx.tmp.glob(".report.*")) or pytest.fail("a staging dir was left behind")
+    return call
+
+
 # -- the test --------------------------------------------------------------------------------------
 
 

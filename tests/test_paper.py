@@ -1,0 +1,151 @@
+"""distill-paper: the report as a 4-page AAAI-format paper, every fact from the runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from distill import paper, train_student, train_teacher
+from distill.errors import UserError
+from distill.models import architecture
+from distill.runs import load_run
+from tests.conftest import ROOT, tiny
+
+REPO = "https://github.com/example-team/distill"
+HAS_TEX = shutil.which("latexmk") is not None or shutil.which("pdflatex") is not None
+needs_tex = pytest.mark.skipif(not HAS_TEX, reason="no TeX engine on PATH (.ci/run installs one)")
+
+# What the fallback layout needs from a style, for the --style-dir path: a stand-in for AAAI's aaai24.sty
+STAND_IN = paper.FALLBACK_STY.replace("\\ProvidesPackage{aaailike}", "\\ProvidesPackage{aaai24}") + "\\@twocolumntrue\n"
+
+
+@pytest.fixture(scope="module")
+def runs(synthetic_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper_runs")
+    train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(root / "teacher"), *tiny(synthetic_dir)])
+    kd = ["--recipe", "kd_smoke", "--teacher-cache", str(root / "teacher" / "cache"), "--output-dir", str(root / "kd")]
+    train_student.main([*kd, *tiny(synthetic_dir)])
+    train_student.main(
+        ["--recipe", "ce_smoke", "--output-dir", str(root / "ce"), *tiny(synthetic_dir, "model.name=cifar_resnet_tiny")]
+    )
+    return root
+
+
+def write(runs, tmp_path, synthetic_dir, *extra_runs, **kwargs):
+    dirs = [runs / "kd", runs / "teacher", runs / "ce", *extra_runs]
+    kwargs.setdefault("out", tmp_path / "paper")
+    return paper.paper(dirs, repo=REPO, data_dir=str(synthetic_dir), authors="Ada Lovelace, Alan Turing", **kwargs)
+
+
+def test_every_fact_in_the_tex_is_the_runs(runs, tmp_path, synthetic_dir, monkeypatch):
+    monkeypatch.setattr(paper, "compile_pdf", lambda folder: (None, "no TeX engine on PATH"))
+    result = write(runs, tmp_path, synthetic_dir)
+    assert result["pages"] is None
+    text = (tmp_path / "paper" / "main.tex").read_text()
+    summary = json.loads((runs / "kd" / "summary.json").read_text())
+    assert f"{100 * summary['test_accuracy']:.2f}\\%" in text
+    assert f"{summary['trainable_params']:,}" in text and REPO in text and "Ada Lovelace, Alan Turing" in text
+    teacher = json.loads((runs / "teacher" / "summary.json").read_text())
+    assert f"{100 * teacher['test_accuracy']:.2f}\\%" in text
+    assert "$T=4$" in text and "$\\alpha=0.5$" in text  # kd_smoke's KD settings, from its recipe.yaml
+    assert "Write here:" in text and "\\citep{hinton2015kd}" in text
+    bib = (tmp_path / "paper" / "refs.bib").read_text()
+    assert "@article{hinton2015kd" in bib and "trivialaugment" not in bib  # only what the recipes used
+    for fig in ("curves.pdf", "confusion.pdf", "aaailike.sty"):
+        assert (tmp_path / "paper" / fig).is_file()
+
+
+def test_the_architecture_table_is_the_model(runs, tmp_path, synthetic_dir, monkeypatch):
+    monkeypatch.setattr(paper, "compile_pdf", lambda folder: (None, "no TeX engine on PATH"))
+    write(runs, tmp_path, synthetic_dir)
+    text = (tmp_path / "paper" / "main.tex").read_text()
+    arch = architecture(load_run(runs / "kd")[1])
+    assert arch["N"] == 3 and f"$N={arch['N']}$" in text and f"$P={arch['P']}$" in text
+    rows = re.findall(r"^(\d+) & (\d+) & (\d+) & (\d)\$\\times\$\d & (identity|\d\$\\times\$\d) & ", text, flags=re.M)
+    assert [(int(i), int(b), int(c), int(f)) for i, b, c, f, _ in rows] == [
+        (i, layer["blocks"], layer["channels"], layer["conv_kernel"]) for i, layer in enumerate(arch["layers"], 1)
+    ]
+    assert [k for *_, k in rows] == ["identity" if not la["skip_kernel"] else "1$\\times$1" for la in arch["layers"]]
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unfinished", "is not a finished run"),
+        ("teacher_first", "is a teacher; give the student's run first"),
+        ("no_student", "no student among the runs"),
+        ("other_test_set", "were scored on different test sets"),
+        ("style_dir_empty", "has no aaai24.sty"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(case, message, runs, tmp_path, synthetic_dir):
+    out = tmp_path / "paper"
+    dirs = [runs / "kd", runs / "teacher"]
+    kwargs = {}
+    if case == "unfinished":
+        (tmp_path / "half").mkdir()
+        dirs = [tmp_path / "half"]
+    elif case == "teacher_first":
+        dirs = [runs / "teacher", runs / "kd"]
+    elif case == "no_student":
+        dirs = [runs / "teacher"]
+    elif case == "other_test_set":
+        other = tmp_path / "other"
+        shutil.copytree(runs / "ce", other)
+        summary = json.loads((other / "summary.json").read_text())
+        (other / "summary.json").write_text(json.dumps({**summary, "test_images": 50}))
+        dirs.append(other)
+    elif case == "style_dir_empty":
+        (tmp_path / "kit").mkdir()
+        kwargs["style_dir"] = tmp_path / "kit"
+    with pytest.raises(UserError, match=message):
+        paper.paper(dirs, out=out, repo=REPO, data_dir=str(synthetic_dir), **kwargs)
+    assert not out.exists() and not list(tmp_path.glob(".paper.*"))
+
+
+@pytest.mark.slow
+@needs_tex
+@pytest.mark.parametrize("layout", ["fallback", "style-dir"])
+def test_the_pdf_compiles_in_4_pages_with_the_facts(layout, runs, tmp_path, synthetic_dir):
+    kwargs = {}
+    if layout == "style-dir":
+        kit = tmp_path / "AuthorKit24"
+        kit.mkdir()
+        (kit / "aaai24.sty").write_text(STAND_IN)
+        kwargs["style_dir"] = kit
+    result = write(runs, tmp_path, synthetic_dir, **kwargs)
+    pdf = tmp_path / "paper" / "main.pdf"
+    assert result["pages"] is not None and 1 <= result["pages"] <= 4 and pdf.is_file()
+    assert result["style"] == ("aaai24" if kwargs else "aaailike")
+    text = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout.split())
+    summary = json.loads((runs / "kd" / "summary.json").read_text())
+    assert f"{100 * summary['test_accuracy']:.2f}%" in text and f"{summary['trainable_params']:,}" in text
+    assert REPO in text.replace("- ", "-")
+    images = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True).stdout.splitlines()
+    assert len(images) == 2  # the header lines only: every figure is embedded as vector PDF, none as a raster
+    fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True).stdout
+    assert "Type 3" not in fonts
+    if layout == "fallback":  # page 1 as README shows it (docs/paper-page1.png comes from the real runs)
+        subprocess.run(
+            ["pdftoppm", "-png", "-r", "40", "-f", "1", "-l", "1", str(pdf), str(tmp_path / "page")], check=True
+        )
+        assert (tmp_path / "page-1.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@needs_tex
+def test_a_latex_error_names_its_first_line_and_the_log(runs, tmp_path, synthetic_dir):
+    kit = tmp_path / "kit"
+    kit.mkdir()
+    (kit / "aaai24.sty").write_text(STAND_IN + "\\undefinedmacrohere\n")
+    with pytest.raises(UserError, match=r"LaTeX failed: Undefined control sequence.*the log is .*paper-latex\.log"):
+        write(runs, tmp_path, synthetic_dir, style_dir=kit)
+    assert not (tmp_path / "paper").exists() and (tmp_path / "paper-latex.log").is_file()
+
+
+def test_the_console_script_is_declared():
+    assert 'distill-paper = "distill.paper:cli"' in (ROOT / "pyproject.toml").read_text()
