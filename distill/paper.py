@@ -42,7 +42,7 @@ from distill.files import check_writable, swap_in
 from distill.models import architecture, count_trainable
 from distill.recipe import Recipe
 from distill.report import Run, plot_confusion, plot_curves, predictions
-from distill.runs import git_commit, load_run
+from distill.runs import load_run, started_with
 from distill.shift import family_means, plot_shift
 
 FIGURES = ("curves", "confusion", "shift")  # what --no-figure can drop
@@ -315,8 +315,12 @@ def body(
         r"\section{Overview}",
         f"The task is the CIFAR-10 classification of 32$\\times$32 images into {len(CLASSES)} classes by a residual "
         f"network \\citep{{he2016resnet}} of at most 5 million trainable parameters, trained from scratch without "
-        f"extra data. All runs were made with the public code at \\url{{{repo}}}"
-        + (f" (commit \\texttt{{{commit[:10]}}})" if (commit := git_commit()) else "")
+        f"extra data. The runs were made with the public code at \\url{{{repo}}}"
+        + (
+            f" (the student at commit \\texttt{{{commit[:10]}}})"
+            if (commit := started_with(student.run.path, "commit"))
+            else ""
+        )
         + ".",
         "",
         write_here("the question the project asks, the approach in two sentences, and the main finding."),

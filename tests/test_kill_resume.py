@@ -193,3 +193,31 @@ def test_ctrl_c_before_the_first_checkpoint_says_to_run_again(synthetic_dir, tmp
     assert "nothing to resume; run the same command again" in err and "Traceback" not in err, err
     assert not (run / ".lock").exists() and not (run / "state").exists()
     assert_ok(teacher(run, synthetic_dir))  # and running it again works
+
+
+@pytest.fixture(scope="module")
+def transfer(reference, synthetic_dir, tmp_path_factory) -> dict[str, Path]:
+    """A transfer set (60 unlabelled images), the teacher's cache with it, and an uninterrupted student on it."""
+    import numpy as np
+
+    from tests.conftest import synthetic_split
+
+    root = tmp_path_factory.mktemp("transfer")
+    np.save(root / "unlabeled.npy", synthetic_split(60, 9).images)
+    cache = root / "cache"
+    command = ["--teacher", str(reference["teacher"]), "--out", str(cache), f"data.dir={synthetic_dir}"]
+    assert_ok(
+        launch("cache_logits.py", *command, "--unlabeled", str(root / "unlabeled.npy"), "augment.mixup_alpha=0.5")
+    )
+    extra = ("--unlabeled", str(root / "unlabeled.npy"), "augment.mixup_alpha=0.5")  # partners from either pool
+    assert_ok(student(root / "student", synthetic_dir, cache, *extra))
+    return {"cache": cache, "student": root / "student", "extra": extra}
+
+
+def test_a_student_on_a_transfer_set_killed_then_resumed(transfer, synthetic_dir, tmp_path):
+    """The combined set's epochs, schedule and views resume byte for byte, like the labelled set's."""
+    run = tmp_path / "student"
+    assert_killed(student(run, synthetic_dir, transfer["cache"], *transfer["extra"], failpoint="train.step@13"))
+    assert_trustworthy_state(run)
+    assert_ok(student(run, synthetic_dir, transfer["cache"], *transfer["extra"], "--resume"))
+    assert_same_run(run, transfer["student"])

@@ -60,6 +60,7 @@ def test_notebook_executes_against_smoke_runs(runs, synthetic_dir, tmp_path, mon
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "Final test accuracy:" in text and "Trainable parameters: 19954" in text
     assert (tmp_path / "nb_report" / "curves.png").is_file()
+    assert (tmp_path / "nb_report_paper" / "main.tex").is_file()  # the paper cell
 
 
 def test_report_adds_each_students_shift_suite(runs, synthetic_dir, tmp_path):
