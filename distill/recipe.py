@@ -131,6 +131,8 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"recipe key '{key}' must be a mapping, got {value!r}")
         return value
+    if hint is str and isinstance(value, bool):  # YAML 1.1 reads a bare no / off / false as False
+        return "no" if not value else "yes"  # (train.mixed_precision=no is what a user types)
     if hint is int and isinstance(value, bool):
         raise UserError(f"recipe key '{key}' must be an int, got {value!r}")
     if isinstance(hint, type) and not isinstance(value, hint):

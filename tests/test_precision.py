@@ -64,7 +64,8 @@ def own_accelerator_state():
 
 
 @pytest.mark.parametrize(
-    "feature, setting, mode", [(None, "auto", "no"), ("avx512_bf16", "auto", "bf16"), (None, "bf16", "bf16")]
+    "feature, setting, mode",
+    [(None, "auto", "no"), ("avx512_bf16", "auto", "bf16"), (None, "bf16", "bf16"), ("avx512_bf16", "no", "no")],
 )
 def test_a_short_run_in_each_precision(
     own_accelerator_state, monkeypatch, synthetic_dir, tmp_path, capsys, feature, setting, mode

@@ -30,7 +30,9 @@ def pipeline(tmp_path, test_pkl, synthetic_dir, recipe="kd_smoke", *extra):
 def test_one_command_from_nothing_to_a_submission(tmp_path, test_pkl, synthetic_dir, capsys):
     check, out = pipeline(tmp_path, test_pkl, synthetic_dir)
     said = capsys.readouterr().out
-    assert "teacher: train " in said and "student: train " in said and "distill-run: cache:" not in said  # built with it
+    assert (
+        "teacher: train " in said and "student: train " in said and "distill-run: cache:" not in said
+    )  # built with it
     runs = tmp_path / "runs"
     for path in ("teacher_smoke/summary.json", "teacher_smoke/cache/meta.json", "kd_smoke/summary.json",
                  "kd_smoke/report/report.md"):  # fmt: skip
