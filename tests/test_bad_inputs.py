@@ -692,6 +692,15 @@ def case_report_weights_corrupt(ctx: Ctx) -> Call:
     return call
 
 
+@case
+def case_ensemble_into_a_single_teacher(ctx: Ctx) -> Call:
+    """``--seeds 2`` into a finished single-teacher run would replace the cache its students were trained on."""
+    teacher = ctx.tmp / "teacher"
+    shutil.copytree(ctx.teacher, teacher)
+    argv = ["--recipe", "teacher_smoke", "--output-dir", str(teacher), "--seeds", "2", *tiny(ctx.data)]
+    return Call(train_teacher.main, argv, [teacher / "seed0"], [teacher])
+
+
 # -- the test --------------------------------------------------------------------------------------
 
 

@@ -152,6 +152,8 @@ def test_a_copied_runs_dir_is_judged_by_its_own_weights(tmp_path, test_pkl, synt
     capsys.readouterr()
     plan = job(copy, test_pkl, synthetic_dir, dry_run=True)["plan"]
     assert plan[1]["action"] == "rebuild" and "teacher weights" in plan[1]["why"]
+    with pytest.raises(UserError, match="the teacher stage with a recipe other than .* give another --runs-dir"):
+        job(copy, test_pkl, synthetic_dir, "train.epochs=3", dry_run=True)  # the job's own flags, not --output-dir
 
 
 def test_dry_run_says_what_it_would_do_and_does_nothing(tmp_path, test_pkl, synthetic_dir, capsys):
@@ -197,3 +199,17 @@ def test_the_run_estimates_its_time_early(synthetic_dir, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "estimate:" in out and "s a step, so the 2 epochs left (80 steps) take about" in out
+
+
+def test_a_log_gets_lines_not_blank_screens(capsys):
+    """Where output is not a terminal (a log, SLURM), predicting prints its one line and no progress bar."""
+    import torch
+
+    from distill.engine import predict
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
+    model(torch.zeros(1, 3, 32, 32))
+    for k in range(5):
+        predict(model, synthetic_split(64, k).images, None, what=f"set {k}", precision="no")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 5 and "\n\n" not in out and all(line.startswith("set ") for line in out.splitlines())
