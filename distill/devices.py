@@ -16,6 +16,7 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
 
+from distill.host import keep_freed_memory
 from distill.precision import resolve_precision
 from distill.recipe import Recipe
 
@@ -32,6 +33,8 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     mode = AcceleratorState._shared_state.get("_mixed_precision") or mode
     if state.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
+    else:
+        keep_freed_memory()  # a CPU step's activations are reused, not mapped and faulted in again
     return Accelerator(mixed_precision=mode, cpu=use_cpu)
 
 

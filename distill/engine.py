@@ -32,6 +32,7 @@ from distill.augment import (
 )
 from distill.errors import UserError
 from distill.failpoints import failpoint
+from distill.host import keep_freed_memory
 from distill.precision import autocast, resolve_precision
 
 
@@ -314,6 +315,8 @@ def predict(
     a line says what is predicted, and on a terminal a progress bar follows it.
     """
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        keep_freed_memory()
     model = model.to(device, memory_format=torch.channels_last).eval()
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

@@ -10,7 +10,8 @@ from tests.conftest import ROOT
 # Bottom to top. A module may import modules of its own layer or below, never above.
 LAYERS = [
     {"distill.errors", "distill.failpoints", "distill.losses", "students", "students.resnet"},
-    {"teachers", "teachers.airnet", "distill.files", "distill.data", "distill.precision"},
+    {"teachers", "teachers.airnet", "distill.files", "distill.data", "distill.precision",
+     "distill.host"},
     {"distill.augment", "distill.models"},
     {"distill.corruptions", "distill.recipe", "distill.engine"},
     {"distill.optim", "distill.devices", "distill.logit_cache", "distill.runs", "distill.shift", "distill.cli"},
