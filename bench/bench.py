@@ -36,6 +36,7 @@ from distill.cache_logits import TeacherRun, cache_runs
 from distill.cli import with_data_dir
 from distill.data import load_data
 from distill.devices import make_accelerator
+from distill.engine import bare_step
 from distill.errors import UserError, cli_main
 from distill.files import write_json
 from distill.logit_cache import LogitCache
@@ -212,6 +213,11 @@ def bench(args: argparse.Namespace, overrides: list[str]) -> dict:
     result["student_test_accuracy"] = _stats([r["test_accuracy"] for r in per_run])
     result["student_img_per_s"] = statistics.median(r["img_per_s"] for r in per_run)
     result["student_compute"] = _compute(res.model, result["student_img_per_s"])
+    # the same model and per-process batch in a bare step (forward, CE, backward, SGD): what the loop could reach
+    per_process = max(recipe.train.batch_size // accelerator.num_processes, 1)
+    x = torch.randn(per_process, 3, 32, 32, device=accelerator.device).contiguous(memory_format=torch.channels_last)
+    result["student_bare_step_img_per_s"] = bare_step(recipe, res.model, x, accelerator) * accelerator.num_processes
+    result["student_loop_share_of_step"] = result["student_img_per_s"] / result["student_bare_step_img_per_s"]
     result["student_test_accuracy_by_tta"] = {
         name: _stats([r["test_accuracy_by_tta"][name] for r in per_run]) for name in TTA_VARIANTS
     }
@@ -261,6 +267,10 @@ def _print_table(console: Console, r: dict) -> None:
         f"{r['student_img_per_s']:,.0f}",
         f"{r['student_compute']['train_tflop_per_s']:.2f}",
     )
+    table.add_row(
+        f"bare step, same model and batch (the loop at {r['student_loop_share_of_step']:.0%} of it)", "", "", "",
+        f"{r['student_bare_step_img_per_s']:,.0f}",
+    )  # fmt: skip
     by_tta = "  ".join(f"{k} {v['mean']:.2%}" for k, v in r["student_test_accuracy_by_tta"].items())
     table.add_row("student accuracy by TTA (mean)", "", "", by_tta, "")
     table.add_row("everything up to the first student, wall", "", f"{r['pipeline_seconds']:.1f}", "", "")

@@ -17,7 +17,6 @@ synchronises first). ``bench.py`` reports the bare step beside each run's loop i
 from __future__ import annotations
 
 import argparse
-import copy
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from rich.table import Table
 from distill import engine, trainer
 from distill.cli import with_data_dir
 from distill.devices import make_accelerator
+from distill.engine import bare_step
 from distill.errors import cli_main
 from distill.files import write_json
 from distill.recipe import load_recipe
@@ -49,23 +49,6 @@ def _timed(fn, device: torch.device, repeat: int = 1) -> float:
         fn()
     _sync(device)
     return (time.perf_counter() - start) / repeat
-
-
-def bare_step(model: torch.nn.Module, x: torch.Tensor, accelerator, steps: int = 8) -> float:
-    """Images per second of forward + cross-entropy + backward + plain SGD on ``x`` (a copy of ``model``)."""
-    model = copy.deepcopy(accelerator.unwrap_model(model)).train()
-    sgd = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9, nesterov=True)
-    y = torch.randint(0, 10, (len(x),), device=x.device)
-
-    def step():
-        with accelerator.autocast():
-            out = model(x)
-        loss = F.cross_entropy(out.float(), y)
-        sgd.zero_grad(set_to_none=True)
-        loss.backward()
-        sgd.step()
-
-    return len(x) / _timed(step, x.device, steps)
 
 
 def profile(recipe_name: str, overrides: list[str], teacher_cache: str | None, steps: int = 8) -> dict:
@@ -102,7 +85,7 @@ def _profile(run: trainer.Run, steps: int) -> dict:
         loop_seconds = time.perf_counter() - start
     batch_seconds = _timed(lambda: [None for _ in batches()], device)
     first = next(iter(batches()))
-    per_step = len(first.y) / bare_step(run.model, first.x, accelerator, steps)
+    per_step = len(first.y) / bare_step(recipe, run.model, first.x, accelerator, steps)
     x, y, t = first.x, first.y, first.teacher_logits
     with accelerator.autocast():
         logits = run.model(x).detach()

@@ -33,6 +33,7 @@ from distill.augment import (
 from distill.errors import UserError
 from distill.failpoints import failpoint
 from distill.host import keep_freed_memory
+from distill.models import create_model
 from distill.precision import autocast, resolve_precision
 
 
@@ -223,6 +224,37 @@ def train_one_epoch(
         "lr": optimizer.param_groups[0]["lr"],
         "step": step,
     }
+
+
+def bare_step(recipe, trained: torch.nn.Module, x: torch.Tensor, accelerator, steps: int = 8) -> float:
+    """Images per second of forward + cross-entropy + backward + plain SGD on ``x``: a fresh build of the
+    recipe's model holding ``trained``'s weights (a deepcopy would keep Accelerate's forward wrapper, bound
+    to the original module), in the recipe's memory format, under the accelerator's autocast."""
+    model = create_model(recipe.model.name, recipe.model.kwargs)
+    model.load_state_dict(accelerator.unwrap_model(trained).state_dict())
+    if recipe.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(x.device).train()
+    sgd = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9, nesterov=True)
+    y = torch.randint(0, 10, (len(x),), device=x.device)
+
+    def step():
+        with accelerator.autocast():
+            out = model(x)
+        loss = F.cross_entropy(out.float(), y)
+        sgd.zero_grad(set_to_none=True)
+        loss.backward()
+        sgd.step()
+
+    step()  # warm-up: oneDNN's primitives, the allocator
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * len(x) / (time.perf_counter() - start)
 
 
 def tta_logits(model, x: torch.Tensor, tta: TTASpec | None) -> torch.Tensor:
