@@ -105,3 +105,28 @@ def test_a_student_on_its_teachers_views_uses_the_teachers_own_cache(tmp_path):
     assert _cache_path(load_recipe("teacher_96"), load_recipe("kd_fast94"), tmp_path).name.startswith(
         "cache-kd_fast94-"
     )
+
+
+@pytest.mark.slow
+def test_the_three_switches_through_distill_run_on_real_data(real_data_dir, tmp_path):
+    """Issue 16 end to end: a transfer set (the test pickle itself), a final fit on all labels, test-time
+    BatchNorm statistics; the job names each switch, and every stage records it."""
+    import json
+
+    _, test = load_cifar10(real_data_dir, download=False)
+    pkl = tmp_path / "cifar_test_nolabel.pkl"
+    pkl.write_bytes(pickle.dumps({b"data": test.images[-500:], b"ids": np.arange(500)}))  # not among the 1,000 used
+    out = tmp_path / "submission.csv"
+    argv = ["-m", "distill", "--student-recipe", "kd_smoke", "--test-pkl", str(pkl), "--out", str(out),
+            "--unlabeled", str(pkl), "--bn-stats", "test", "--runs-dir", str(tmp_path / "runs"),
+            "--data-dir", str(real_data_dir), "data.download=false", "data.train_on_test=true", "data.val_size=200"]  # fmt: skip
+    proc = python(*argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    switches = next(line for line in proc.stdout.splitlines() if "switches in use" in line)
+    assert "kd.unlabeled=" in switches and "data.train_on_test=true" in switches and "--bn-stats test" in switches
+    assert "Final validation accuracy:" in proc.stdout and "test split was trained on" in proc.stdout
+    summary = json.loads((tmp_path / "runs" / "kd_smoke" / "summary.json").read_text())
+    assert summary["unlabeled_images"] == 500 and summary["trained_on_test"] and summary["test_accuracy"] is None
+    assert summary["train_images"] == 2000 + 1000 - 200
+    assert "BatchNorm statistics from these images" in proc.stdout
+    assert len(list(csv.reader(out.open()))) == 501
