@@ -530,28 +530,26 @@ def case_unlabeled_missing(ctx: Ctx) -> Call:
     return Call(train_student.main, argv, [ctx.tmp / "run"])
 
 
+def student_on(ctx: Ctx, images: np.ndarray, cache: Path | None = None) -> Call:
+    """A KD student whose transfer set is ``images`` (as a .npy); the run dir must not appear."""
+    path = unlabeled_file(ctx, images)
+    argv = student_args(ctx, cache or ctx.teacher / "cache", "--unlabeled", str(path))
+    return Call(train_student.main, argv, [ctx.tmp / "run"])
+
+
 @case
 def case_unlabeled_empty(ctx: Ctx) -> Call:
-    path = unlabeled_file(ctx, np.zeros((0, 32, 32, 3), np.uint8))
-    return Call(
-        train_student.main, student_args(ctx, ctx.teacher / "cache", "--unlabeled", str(path)), [ctx.tmp / "run"]
-    )
+    return student_on(ctx, np.zeros((0, 32, 32, 3), np.uint8))
 
 
 @case
 def case_unlabeled_wrong_shape(ctx: Ctx) -> Call:
-    path = unlabeled_file(ctx, np.zeros((8, 32, 32), np.uint8))
-    return Call(
-        train_student.main, student_args(ctx, ctx.teacher / "cache", "--unlabeled", str(path)), [ctx.tmp / "run"]
-    )
+    return student_on(ctx, np.zeros((8, 32, 32), np.uint8))
 
 
 @case
 def case_unlabeled_wrong_dtype(ctx: Ctx) -> Call:
-    path = unlabeled_file(ctx, np.zeros((8, 32, 32, 3), np.float32))
-    return Call(
-        train_student.main, student_args(ctx, ctx.teacher / "cache", "--unlabeled", str(path)), [ctx.tmp / "run"]
-    )
+    return student_on(ctx, np.zeros((8, 32, 32, 3), np.float32))
 
 
 @case
@@ -563,10 +561,7 @@ def case_unlabeled_without_kd(ctx: Ctx) -> Call:
 
 @case
 def case_cache_without_transfer_set(ctx: Ctx) -> Call:
-    path = unlabeled_file(ctx, synthetic_split(40, 5).images)
-    return Call(
-        train_student.main, student_args(ctx, ctx.teacher / "cache", "--unlabeled", str(path)), [ctx.tmp / "run"]
-    )
+    return student_on(ctx, synthetic_split(40, 5).images)
 
 
 @case
