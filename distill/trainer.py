@@ -373,8 +373,9 @@ def _estimate(run: Run, seconds_per_step: float) -> None:
     total = left * seconds_per_step
     hours, minutes = divmod(round(total / 60), 60)
     when = f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
+    epochs = cfg.epochs - run.first_epoch
     line = (
-        f"estimate: {seconds_per_step:.2f} s a step, so the {cfg.epochs - run.first_epoch} epochs left "
+        f"estimate: {seconds_per_step:.2f} s a step, so the {epochs} epoch{'s' if epochs != 1 else ''} left "
         f"({left:,} steps) take about {when} on this device, besides evaluation"
     )
     if run.accelerator.device.type == "cpu" and total > 30 * 60:

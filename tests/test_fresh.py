@@ -76,6 +76,7 @@ def test_an_ensemble_goes_into_its_own_directory(tmp_path, test_pkl, synthetic_d
     assert len(LogitCache.load(runs / "teacher_smoke-x2" / "cache").meta["teachers"]) == 2
 
 
+@pytest.mark.slow  # five teacher runs
 def test_train_teacher_keeps_one_layout_per_directory(synthetic_dir, tmp_path):
     out = tmp_path / "teacher"
     args = [

@@ -42,6 +42,7 @@ def test_the_subsampled_shortcut_is_the_strided_convolution():
     assert conv(x).shape == (4, 16, 8, 8)
 
 
+@pytest.mark.slow  # two training runs in subprocesses
 @pytest.mark.parametrize("override", ["data.val_size=5", "data.train_limit=995"])
 def test_the_runs_that_crashed_finish(synthetic_dir, tmp_path, override):
     """The issue's reproductions on the synthetic set's 400 images: ragged last batches of 45 and 43."""
@@ -52,6 +53,7 @@ def test_the_runs_that_crashed_finish(synthetic_dir, tmp_path, override):
     assert "Final test accuracy" in proc.stdout and not (tmp_path / "run" / ".lock").exists()
 
 
+@pytest.mark.slow  # a training run in a subprocess
 def test_a_run_that_died_does_not_block_the_next(synthetic_dir, tmp_path):
     """A crash (SIGSEGV, SIGKILL) leaves the run's .lock behind; its owner is gone, so the next run takes it
     over and says so."""
