@@ -195,11 +195,10 @@ def test_a_stopped_job_says_to_run_the_same_command(tmp_path, test_pkl, syntheti
 def test_the_run_estimates_its_time_early(synthetic_dir, tmp_path, capsys):
     from distill import train_student
 
-    train_student.main(
-        ["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "ce"), *tiny(synthetic_dir, "train.batch_size=10")]
-    )
+    overrides = tiny(synthetic_dir, "train.batch_size=10", "train.epochs=1")
+    train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "ce"), *overrides])
     out = capsys.readouterr().out
-    assert "estimate:" in out and "s a step, so the 2 epochs left (80 steps) take about" in out
+    assert "estimate:" in out and "s a step, so the 1 epoch left (40 steps) take about" in out
 
 
 def test_a_log_gets_lines_not_blank_screens(capsys):
