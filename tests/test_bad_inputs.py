@@ -458,15 +458,17 @@ def case_loss_nan(ctx: Ctx) -> Call:
     return Call(train_teacher.main, teacher_args(ctx, ctx.data), absent, check=check)
 
 
+def _ctrl_c(*args, **kwargs):
+    """Stands in for a function that the user's Ctrl-C stops."""
+    raise KeyboardInterrupt
+
+
 @case
 def case_interrupted_before_checkpoint(ctx: Ctx) -> Call:
     """Ctrl-C in the first epoch: there is no checkpoint yet, so the line says to run again, not to --resume."""
     from distill import engine
 
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    ctx.monkeypatch.setattr(engine, "train_one_epoch", interrupt)
+    ctx.monkeypatch.setattr(engine, "train_one_epoch", _ctrl_c)
     run = ctx.tmp / "run"
 
     def check() -> None:
@@ -605,10 +607,7 @@ def case_interrupted_while_caching(ctx: Ctx) -> Call:
     """Ctrl-C while the cache is built: the line starts ``stopped:`` (exit 130) and no cache appears."""
     from distill import logit_cache
 
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    ctx.monkeypatch.setattr(logit_cache, "_teacher_logits", interrupt)
+    ctx.monkeypatch.setattr(logit_cache, "_teacher_logits", _ctrl_c)
     out = ctx.tmp / "cache"
     argv = ["--teacher", str(ctx.teacher), "--out", str(out), *tiny(ctx.data)]
     return Call(cache_logits.main, argv, [out], code=130, prefix="stopped: ")
@@ -618,10 +617,7 @@ def case_interrupted_while_caching(ctx: Ctx) -> Call:
 def case_interrupted_export(ctx: Ctx) -> Call:
     from distill import engine
 
-    def interrupt(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    ctx.monkeypatch.setattr(engine, "predict_logits", interrupt)
+    ctx.monkeypatch.setattr(engine, "predict_logits", _ctrl_c)
     call = export_call(ctx, {b"data": np.zeros((4, 32, 32, 3), np.uint8)})
     call.code, call.prefix = 130, "stopped: "
     return call
