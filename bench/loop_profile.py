@@ -85,7 +85,8 @@ def _profile(run: trainer.Run, steps: int) -> dict:
         loop_seconds = time.perf_counter() - start
     batch_seconds = _timed(lambda: [None for _ in batches()], device)
     first = next(iter(batches()))
-    per_step = len(first.y) / bare_step(recipe, run.model, first.x, accelerator, steps)
+    per_image = 1 / bare_step(recipe, run.model, first.x, accelerator, steps)  # a full batch's, per image
+    images = stats["img_per_s"] * stats["seconds"]  # a ragged last batch makes this less than steps x batch
     x, y, t = first.x, first.y, first.teacher_logits
     with accelerator.autocast():
         logits = run.model(x).detach()
@@ -107,14 +108,13 @@ def _profile(run: trainer.Run, steps: int) -> dict:
 
     parts = {
         "batches (view replay, policy, normalisation)": batch_seconds,
-        "bare steps (forward, CE, backward, SGD)": per_step * n_steps,
+        "bare steps (forward, CE, backward, SGD)": per_image * images,
         "KD loss over CE": max(loss_seconds - ce_seconds, 0.0) * n_steps,
         "optimiser over plain SGD (groups, lookahead)": max(optimizer_seconds, 0.0) * n_steps,
         "LR schedule": schedule_seconds * n_steps,
         "EMA": ema_seconds * n_steps,
     }
     parts["the rest (bookkeeping, syncs, progress)"] = max(loop_seconds - sum(parts.values()), 0.0)
-    images = stats["img_per_s"] * stats["seconds"]
     return {
         "recipe": recipe.name,
         "model": recipe.model.name,
@@ -127,8 +127,8 @@ def _profile(run: trainer.Run, steps: int) -> dict:
         "policy": recipe.augment.policy,
         "loop_seconds": loop_seconds,
         "loop_img_per_s": images / loop_seconds,
-        "bare_step_img_per_s": len(first.y) / per_step,
-        "loop_share_of_step": (per_step * n_steps) / loop_seconds,
+        "bare_step_img_per_s": 1 / per_image,
+        "loop_share_of_step": per_image * images / loop_seconds,
         "parts_seconds": parts,
         "eval_seconds": {
             f"per-epoch evaluation ({len(run.eval_set[1]):,} images, no TTA)": eval_seconds,

@@ -131,3 +131,21 @@ def test_whitening_snr_refuses_a_run_without_a_stem(synthetic_dir, tmp_path):
     train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "ce"), *tiny(synthetic_dir)])
     with pytest.raises(UserError, match="has no whitening stem"):
         whitening_snr.main(["--data-dir", str(synthetic_dir), "--eps", "1", "--run", str(tmp_path / "ce")])
+
+
+def test_loop_profile_counts_a_ragged_last_batch(synthetic_dir, tmp_path):
+    from bench import loop_profile
+
+    # 400 images in batches of 64: six full batches and one of 16; the bare step's share is per image.
+    out = tmp_path / "profile.json"
+    result = loop_profile.main(
+        ["--recipe", "ce_smoke", "--steps", "2", "--json", str(out), *tiny(synthetic_dir, "train.batch_size=64")]
+    )
+    assert json.loads(out.read_text()) == result
+    parts = result["parts_seconds"]
+    assert result["steps_per_epoch"] == 7 and result["train_images"] == 400
+    assert parts["bare steps (forward, CE, backward, SGD)"] == pytest.approx(400 / result["bare_step_img_per_s"])
+    assert result["loop_share_of_step"] == pytest.approx(
+        parts["bare steps (forward, CE, backward, SGD)"] / result["loop_seconds"]
+    )
+    assert sum(parts.values()) >= result["loop_seconds"] * 0.999  # "the rest" closes the sum, never negative
