@@ -33,22 +33,40 @@ class StridedConv1x1(nn.Conv2d):
         return F.conv2d(x[:, :, :: self.stride[0], :: self.stride[1]], self.weight)
 
 
-class ResidualBlock(nn.Module):
-    """``ReLU(S(x) + F(x))`` with ``F = conv-BN-ReLU-conv-BN`` and ``S`` identity or 1x1 conv + BN."""
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
+INITS = ("zero_last", "kaiming", "dirac")
+HEADS = ("avg", "max")
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
+
+def batch_norm(channels: int, momentum: float = 0.1, eps: float = 1e-5, learn_weight: bool = True) -> nn.BatchNorm2d:
+    """A BatchNorm2d whose weight (gamma) learns, or stays frozen at 1 (airbench's way: only the bias learns,
+    and the convolution before it carries the scale)."""
+    bn = nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+    bn.weight.requires_grad_(learn_weight)
+    return bn
+
+
+class ResidualBlock(nn.Module):
+    """``ReLU(S(x) + F(x))`` with ``F = conv-BN-act-conv-BN`` and ``S`` identity or 1x1 conv + BN.
+
+    ``act`` is the activation inside ``F`` (the assignment's ReLU by default; ``gelu`` as airbench); the
+    block's outer activation is always ReLU. ``norm`` builds each BatchNorm from its channel count.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, act: str = "relu", norm=nn.BatchNorm2d):
         super().__init__()
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.bn1 = norm(out_ch)
+        self.act = ACTIVATIONS[act]()
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.bn2 = norm(out_ch)
         self.relu = nn.ReLU(inplace=True)
         self.shortcut = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(StridedConv1x1(in_ch, out_ch, stride), nn.BatchNorm2d(out_ch))
+            self.shortcut = nn.Sequential(StridedConv1x1(in_ch, out_ch, stride), norm(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.act(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(self.shortcut(x) + out)
 
@@ -106,7 +124,10 @@ class CifarResNet(nn.Module):
         blocks: residual blocks in each stage.
         stem_width: channels of the 3x3 stem conv (defaults to ``widths[0]``).
         num_classes: outputs of the linear head.
-        zero_init_last: start each block's last BN at gamma = 0, so blocks begin as the identity.
+        init: how the convolutions start. ``"zero_last"``: Kaiming (fan-out) weights and each block's last BN
+            at gamma = 0, so blocks begin as the identity; ``"kaiming"``: the same without the zero gamma;
+            ``"dirac"``: PyTorch's default weights with the first ``min(in, out)`` filters of every trainable
+            conv set to the identity (airbench's partial identity; with ``norm_weight=False``).
         whiten: put a frozen 2x2 patch-whitening conv (:class:`PatchWhitening`) and a ReLU before the
             stem conv; the trainer sets it from the training images (:meth:`init_from_data`).
         downsample: ``"stride"`` or ``"pool"``: how stages i > 0 halve the resolution (see above).
@@ -114,6 +135,14 @@ class CifarResNet(nn.Module):
         whiten_eps: added to the patch covariance's eigenvalues before the whitening divides by their
             root: the larger, the less the stem amplifies the faint high-frequency directions (where
             pixel noise lives; BENCHMARKS.md, "Robustness").
+        act: the activation inside each block's ``F`` and in the stem, ``"relu"`` or ``"gelu"``; the
+            blocks' outer activation, ``ReLU(S(x) + F(x))``, is always ReLU.
+        norm_weight: learn every BatchNorm's weight (gamma); ``False`` freezes them at 1, as airbench does,
+            so only the biases learn (fewer trainable parameters, and a high LR leaves the scale alone).
+        bn_momentum, bn_eps: every BatchNorm's running-statistics momentum and epsilon (airbench: 0.4, 1e-12).
+        head: the global pool before the linear head, ``"avg"`` or ``"max"`` (airbench).
+        logit_scale: the head's logits are multiplied by this (airbench: 1/9, which slows the head's
+            effective learning rate by its square).
     """
 
     def __init__(
@@ -123,28 +152,45 @@ class CifarResNet(nn.Module):
         stem_width: int | None = None,
         num_classes: int = 10,
         in_chans: int = 3,
-        zero_init_last: bool = True,
+        init: str = "zero_last",
         drop_rate: float = 0.0,
         whiten: bool = False,
         downsample: str = "stride",
         stem_pool: bool = False,
         whiten_eps: float = 5e-4,
+        act: str = "relu",
+        norm_weight: bool = True,
+        bn_momentum: float = 0.1,
+        bn_eps: float = 1e-5,
+        head: str = "avg",
+        logit_scale: float = 1.0,
     ):
         super().__init__()
         if len(widths) != len(blocks) or not widths:
             raise ValueError(f"widths {tuple(widths)} and blocks {tuple(blocks)} must be non-empty and of equal length")
         if downsample not in ("stride", "pool"):
             raise ValueError(f"downsample '{downsample}' is not one of 'stride', 'pool'")
+        for name, value, choices in (("act", act, tuple(ACTIVATIONS)), ("init", init, INITS), ("head", head, HEADS)):
+            if value not in choices:
+                raise ValueError(f"{name} '{value}' is not one of {', '.join(map(repr, choices))}")
+        if init == "zero_last" and not norm_weight:
+            raise ValueError("init 'zero_last' starts each block's last BatchNorm weight at 0, which norm_weight=False "
+                             "freezes at 1: use init 'dirac' (or 'kaiming')")  # fmt: skip
+
+        def norm(channels: int) -> nn.BatchNorm2d:
+            return batch_norm(channels, bn_momentum, bn_eps, norm_weight)
+
         stem_width = stem_width or widths[0]
         self.num_classes = num_classes
         self.num_features = widths[-1]
+        self.logit_scale = logit_scale
         whitening = PatchWhitening(in_chans, eps=whiten_eps) if whiten else None
         stem_in = whitening.out_chans if whitening else in_chans
         self.stem = nn.Sequential(
-            *([whitening, nn.ReLU(inplace=True)] if whitening else []),
+            *([whitening, ACTIVATIONS[act]()] if whitening else []),
             nn.Conv2d(stem_in, stem_width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(stem_width),
-            nn.ReLU(inplace=True),
+            norm(stem_width),
+            ACTIVATIONS[act](),
             *([nn.MaxPool2d(2)] if stem_pool else []),
         )
         stages, in_ch = [], stem_width
@@ -153,17 +199,24 @@ class CifarResNet(nn.Module):
             layers = [nn.MaxPool2d(2)] if halve and downsample == "pool" else []
             for j in range(depth):
                 stride = 2 if halve and j == 0 and downsample == "stride" else 1
-                layers.append(ResidualBlock(in_ch, width, stride=stride))
+                layers.append(ResidualBlock(in_ch, width, stride=stride, act=act, norm=norm))
                 in_ch = width
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(1) if head == "avg" else nn.AdaptiveMaxPool2d(1)
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_ch, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m.weight.requires_grad:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        if zero_init_last:
+        self._init_weights(init)
+
+    def _init_weights(self, init: str) -> None:
+        convs = [m for m in self.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
+        with torch.no_grad():
+            for conv in convs:
+                if init == "dirac":  # PyTorch's default init, then an identity in the first filters (airbench)
+                    nn.init.dirac_(conv.weight[: min(conv.in_channels, conv.out_channels)])
+                else:
+                    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        if init == "zero_last":
             for m in self.modules():
                 if isinstance(m, ResidualBlock):
                     nn.init.zeros_(m.bn2.weight)
@@ -182,7 +235,7 @@ class CifarResNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.pool(x).flatten(1))  # (B, C)
-        return x if pre_logits else self.fc(x)
+        return x if pre_logits else self.fc(x) * self.logit_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

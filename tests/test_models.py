@@ -159,3 +159,57 @@ def test_airnet_residual_group_adds_its_input():
     torch.nn.init.zeros_(group.convs[1].weight)  # the residual branch now outputs BN(0) = bias = 0
     x = torch.randn(2, 4, 8, 8)
     torch.testing.assert_close(group(x), group.act(group.act(group.norm1(group.pool(group.conv1(x))))))
+
+
+def test_block_activation_inside_f_only():
+    """``act`` is F's inner activation; the block's outer one stays ReLU, as the assignment has it."""
+    block = ResidualBlock(8, 16, act="gelu").eval()
+    assert isinstance(block.act, torch.nn.GELU) and isinstance(block.relu, torch.nn.ReLU)
+    x = torch.randn(2, 8, 8, 8)
+    f = block.bn2(block.conv2(torch.nn.functional.gelu(block.bn1(block.conv1(x)))))
+    torch.testing.assert_close(block(x), torch.relu(block.shortcut(x) + f))
+    model = CifarResNet(widths=(8, 16), blocks=(1, 1), act="gelu", whiten=True)
+    assert [type(m) for m in model.stem if not isinstance(m, torch.nn.Conv2d | torch.nn.BatchNorm2d)][:2] == [
+        type(model.whiten),
+        torch.nn.GELU,
+    ]
+
+
+def test_frozen_norm_weights_leave_only_biases_learning():
+    learn = CifarResNet(widths=(8, 16), blocks=(1, 1))
+    frozen = CifarResNet(widths=(8, 16), blocks=(1, 1), norm_weight=False, init="dirac")
+    norms = [m for m in frozen.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not n.weight.requires_grad and n.bias.requires_grad for n in norms)
+    assert all(float(n.weight.min()) == float(n.weight.max()) == 1.0 for n in norms)
+    assert count_trainable(learn) - count_trainable(frozen) == sum(n.num_features for n in norms)
+    with pytest.raises(ValueError, match="init 'zero_last' starts each block's last BatchNorm weight at 0"):
+        CifarResNet(widths=(8,), blocks=(1,), norm_weight=False)
+    bn = CifarResNet(widths=(8,), blocks=(1,), bn_momentum=0.4, bn_eps=1e-12).stem[1]
+    assert (bn.momentum, bn.eps) == (0.4, 1e-12)
+
+
+@torch.no_grad()
+def test_init_choices_set_the_weights_they_name():
+    zero = CifarResNet(widths=(8, 16), blocks=(1, 1))
+    assert all(float(b.bn2.weight.abs().max()) == 0.0 for b in zero.modules() if isinstance(b, ResidualBlock))
+    kaiming = CifarResNet(widths=(8, 16), blocks=(1, 1), init="kaiming")
+    assert all(float(b.bn2.weight.min()) == 1.0 for b in kaiming.modules() if isinstance(b, ResidualBlock))
+    dirac = CifarResNet(widths=(8, 16), blocks=(1, 1), init="dirac")
+    same, wider = dirac.stages[0][0], dirac.stages[1][0]  # 8 -> 8, then 8 -> 16 with a 1x1 shortcut
+    torch.testing.assert_close(same.conv2.weight[:, :, 1, 1], torch.eye(8))  # out == in: the identity
+    assert float(same.conv2.weight.sum()) == 8.0  # and nothing off the centre
+    torch.testing.assert_close(wider.conv1.weight[:8, :, 1, 1], torch.eye(8))  # the first `in` filters only
+    assert float(wider.conv1.weight[8:].abs().sum()) > 0  # the rest keep PyTorch's random init
+    torch.testing.assert_close(wider.shortcut[0].weight[:8, :, 0, 0], torch.eye(8))
+    with pytest.raises(ValueError, match="init 'lsuv' is not one of"):
+        CifarResNet(widths=(8,), blocks=(1,), init="lsuv")
+
+
+def test_max_pool_head_with_a_logit_scale():
+    model = CifarResNet(widths=(8, 16), blocks=(1, 1), head="max", logit_scale=1 / 9).eval()
+    feats = model.forward_features(torch.randn(2, 3, 32, 32))
+    pooled = feats.amax(dim=(2, 3))
+    torch.testing.assert_close(model.forward_head(feats, pre_logits=True), pooled)
+    torch.testing.assert_close(model.forward_head(feats), model.fc(pooled) / 9)
+    with pytest.raises(ValueError, match="head 'attn' is not one of"):
+        CifarResNet(widths=(8,), blocks=(1,), head="attn")
