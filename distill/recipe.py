@@ -9,6 +9,7 @@ the field's type (``train.lr=abc`` fails, ``train.lr=1`` becomes ``1.0``).
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,22 @@ from distill.errors import UserError
 from distill.precision import SETTINGS as PRECISIONS
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as YAML 1.2 does: ``1e-12`` is a float, not the string PyYAML's
+    YAML 1.1 rules make of an exponent without a dot, which no type check would catch in ``model.kwargs``."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
 
 
 @dataclass
@@ -194,7 +211,7 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
         if not sep or not key:
             raise UserError(f"override '{item}' is not key=value (for example train.epochs=5)")
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
+            value = _load_yaml(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
         parsed.append((key.strip(), value))
@@ -205,7 +222,7 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
     """Load a recipe file and apply ``key=value`` overrides; see the module docstring."""
     path = resolve_recipe_path(str(name_or_path))
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = _load_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise UserError(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(tree, dict):

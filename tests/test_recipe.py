@@ -43,6 +43,15 @@ def test_overrides_are_typed():
     assert load_recipe("kd_t4", ["train.lr=1e-3", "train.weight_decay=5e-4"]).train.lr == 1e-3
 
 
+def test_exponents_without_a_dot_are_floats_where_no_type_checks_them(tmp_path: Path):
+    """model.kwargs is a free mapping: ``1e-12`` must arrive as a float there, in an override or a file."""
+    r = load_recipe("kd_fast94", ["model.kwargs.bn_eps=1e-12", "model.kwargs.logit_scale=.5", "model.kwargs.n=3"])
+    assert r.model.kwargs == {"whiten": True, "bn_eps": 1e-12, "logit_scale": 0.5, "n": 3}
+    path = tmp_path / "r.yaml"
+    path.write_text("model:\n  name: cifar_resnet_tiny\n  kwargs:\n    bn_eps: 1E+2\n    tag: 1e3x\n")
+    assert load_recipe(str(path)).model.kwargs == {"bn_eps": 100.0, "tag": "1e3x"}
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
