@@ -179,7 +179,8 @@ def train_one_epoch(
     for i, batch in enumerate(batches):
         with accelerator.autocast():
             logits = model(batch.x)
-        losses = criterion(logits, batch.y, batch.teacher_logits, batch.y_partner, batch.lam)
+        done = (step + 1) / scheduler.total_steps  # the run's fraction done after this step (DKD's warm-up)
+        losses = criterion(logits, batch.y, batch.teacher_logits, batch.y_partner, batch.lam, progress=done)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(losses["loss"])
         optimizer.step()

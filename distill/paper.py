@@ -137,6 +137,16 @@ BIB = {
     "recht2018cifar101": "@article{recht2018cifar101,\n  author = {Recht, Benjamin and Roelofs, Rebecca and Schmidt, "
     "Ludwig and Shankar, Vaishaal},\n  title = {Do {CIFAR}-10 Classifiers Generalize to {CIFAR}-10?},\n  journal = "
     "{arXiv preprint arXiv:1806.00451},\n  year = {2018}\n}",
+    "zhao2022dkd": "@inproceedings{zhao2022dkd,\n  author = {Zhao, Borui and Cui, Quan and Song, Renjie and Qiu, Yiyu and "
+    "Liang, Jiajun},\n  title = {Decoupled Knowledge Distillation},\n  booktitle = {Proceedings of the IEEE/CVF "
+    "Conference on Computer Vision and Pattern Recognition (CVPR)},\n  pages = {11953--11962},\n  year = {2022}\n}",
+    "huang2022dist": "@inproceedings{huang2022dist,\n  author = {Huang, Tao and You, Shan and Wang, Fei and Qian, Chen and "
+    "Xu, Chang},\n  title = {Knowledge Distillation from A Stronger Teacher},\n  booktitle = {Advances in Neural "
+    "Information Processing Systems (NeurIPS)},\n  year = {2022}\n}",
+    "sun2024logitstd": "@inproceedings{sun2024logitstd,\n  author = {Sun, Shangquan and Ren, Wenqi and Li, Jingzhi and Wang, "
+    "Rui and Cao, Xiaochun},\n  title = {Logit Standardization in Knowledge Distillation},\n  booktitle = {Proceedings of "
+    "the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},\n  pages = {15731--15740},\n  year = "
+    "{2024}\n}",
     "wightman2019timm": "@misc{wightman2019timm,\n  author = {Wightman, Ross},\n  title = {{PyTorch} Image Models},\n"
     "  howpublished = {\\url{https://github.com/huggingface/pytorch-image-models}},\n  year = {2019}\n}",
     "gugger2022accelerate": "@misc{gugger2022accelerate,\n  author = {Gugger, Sylvain and Debut, Lysandre and Wolf, "
@@ -146,12 +156,17 @@ BIB = {
 }
 
 
+LOSS_REFERENCES = {"kl": [], "kl_std": ["sun2024logitstd"], "dkd": ["zhao2022dkd"], "dkd_std": ["zhao2022dkd",
+                   "sun2024logitstd"], "dist": ["huang2022dist"]}  # fmt: skip
+
+
 def references(runs: list[PaperRun]) -> list[str]:
     """The keys of :data:`BIB` that the runs' recipes and suites used."""
     keys = ["krizhevsky2009cifar", "he2016resnet", "ioffe2015bn", "wightman2019timm", "gugger2022accelerate"]
     for r in runs:
         aug, train, model = r.recipe.augment, r.recipe.train, r.recipe.model
         keys += ["hinton2015kd"] if r.summary.get("teacher_cache") else []
+        keys += LOSS_REFERENCES[r.recipe.kd.loss] if r.summary.get("teacher_cache") else []
         keys += ["muller2021trivialaugment"] if aug.policy != "none" else []
         keys += ["devries2017cutout"] if aug.cutout else []
         keys += ["zhang2018mixup"] if aug.mixes and aug.mixup_alpha > 0 else []
@@ -192,6 +207,36 @@ def _check_runs(runs: list[PaperRun]) -> None:
                 f"runs {first.run.path} and {r.run.path} were scored on different test sets ({ours[0]:,} and "
                 f"{theirs[0]:,} images); one table compares runs of one test set"
             )
+
+
+def _kd_term(kd) -> str:
+    """The KD term ``D`` of the recipe's ``kd.loss``, in words and symbols, with its paper cited."""
+    kl = r"T^2\,\mathrm{KL}\big(p^{\mathrm{t}}_T \,\|\, p^{\mathrm{s}}_T\big)"
+    if kd.loss == "kl":
+        return f"$D = {kl}$ \\citep{{hinton2015kd}} at temperature $T={kd.temperature:g}$"
+    if kd.loss == "dist":
+        return (
+            f"$D$ DIST's correlation loss \\citep{{huang2022dist}}, $\\tau^2(\\beta(1-\\bar\\rho_{{\\mathrm{{inter}}}}) + "
+            f"\\gamma(1-\\bar\\rho_{{\\mathrm{{intra}}}}))$ with the Pearson correlations of $p^{{\\mathrm{{s}}}}_\\tau$ and "
+            f"$p^{{\\mathrm{{t}}}}_\\tau$ per image and per class over the batch, $\\tau={kd.temperature:g}$, "
+            f"$\\beta={kd.dist_beta:g}$, $\\gamma={kd.dist_gamma:g}$"
+        )
+    std = kd.loss.endswith("_std")
+    temp = kd.std_temperature if std else kd.temperature
+    on = (
+        f" on z-scored logits \\citep{{sun2024logitstd}} (each image's logits less their mean, over their standard "
+        f"deviation), weighed {kd.std_weight:g},"
+        if std
+        else ""
+    )
+    if kd.loss == "kl_std":
+        return f"$D = {kl}${on} at base temperature $T={temp:g}$"
+    return (
+        f"$D$ decoupled KD \\citep{{zhao2022dkd}}{on} $\\alpha_{{\\mathrm{{DKD}}}}\\,\\mathrm{{TCKD}} + \\beta_{{\\mathrm{{DKD}}}}"
+        f"\\,\\mathrm{{NCKD}}$ (target-vs-rest and non-target KL, each times $T^2$), $T={temp:g}$, "
+        f"$\\alpha_{{\\mathrm{{DKD}}}}={kd.dkd_alpha:g}$, $\\beta_{{\\mathrm{{DKD}}}}={kd.dkd_beta:g}$, rising from 0 over the "
+        f"first {100 * kd.dkd_warmup:.1f}\\% of the steps; the target class of an unlabelled image is the teacher's argmax"
+    )
 
 
 def _describe_training(r: PaperRun) -> str:
@@ -339,10 +384,10 @@ def body(
             "The teacher's logits are computed once, on exactly the augmented views the student will see, and cached "
             "to disk; the student never runs the teacher. Its loss is",
             r"\begin{equation}",
-            r"\mathcal{L} = \alpha\,T^2\,\mathrm{KL}\big(p^{\mathrm{t}}_T \,\|\, p^{\mathrm{s}}_T\big) + (1-\alpha)\,"
-            r"\mathrm{CE}(y, p^{\mathrm{s}}_1),",
+            r"\mathcal{L} = \alpha\,D\big(z^{\mathrm{s}}, z^{\mathrm{t}}\big) + (1-\alpha)\,\mathrm{CE}(y, "
+            r"p^{\mathrm{s}}_1),",
             r"\end{equation}",
-            f"with $p_T = \\mathrm{{softmax}}(z/T)$, temperature $T={rec.kd.temperature:g}$ and $\\alpha={rec.kd.alpha:g}$"
+            f"with $\\alpha={rec.kd.alpha:g}$, $p_T = \\mathrm{{softmax}}(z/T)$ and {_kd_term(rec.kd)}"
             + (
                 f", over {len(rec.kd.unlabeled)} unlabelled transfer-set file(s) as well (KD term only)"
                 if rec.kd.unlabeled

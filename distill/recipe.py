@@ -21,6 +21,7 @@ import yaml
 from distill.augment import POLICIES, AugmentSpec, TTASpec
 from distill.data import DataConfig
 from distill.errors import UserError
+from distill.losses import LOSSES
 from distill.precision import SETTINGS as PRECISIONS
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -81,8 +82,16 @@ class TrainConfig:
 
 @dataclass
 class KDConfig:
-    temperature: float = 4.0  # T: softens both distributions
+    temperature: float = 4.0  # T: softens both distributions (kl, dkd; DIST's tau)
     alpha: float = 0.9  # weight of the KD term; (1 - alpha) weights the cross-entropy; 0 = plain CE
+    loss: str = "kl"  # the KD term: kl (Hinton), kl_std, dkd, dkd_std, dist (distill.losses; README "Losses")
+    std_temperature: float = 2.0  # kl_std / dkd_std: the base temperature on z-scored logits (Sun et al. 2024)
+    std_weight: float = 10.0  # kl_std / dkd_std: the term's weight (with alpha 0.9: CE 0.1, KD 9, the paper's)
+    dkd_alpha: float = 1.0  # dkd: weight of TCKD, the target-vs-rest KL (Zhao et al. 2022)
+    dkd_beta: float = 8.0  # dkd: weight of NCKD, the KL among the non-target classes
+    dkd_warmup: float = 0.0833  # dkd: the term rises from 0 over this fraction of the run (the paper's 20 of 240)
+    dist_beta: float = 2.0  # dist: weight of the inter-class relation (Huang et al. 2022, CIFAR-100)
+    dist_gamma: float = 2.0  # dist: weight of the intra-class relation
     teacher: str = ""  # the teacher recipe this student is meant for (what distill-run trains first)
     teacher_seeds: int = 1  # ... as an ensemble of this many seeds, whose mean logits are cached
     # A transfer set: unlabelled images (test pickles or (N, 32, 32, 3) uint8 .npy files) that the cache
@@ -270,6 +279,13 @@ def validate(recipe: Recipe) -> None:
         (0.0 <= train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (0.0 <= recipe.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),
         (recipe.kd.temperature > 0, "kd.temperature must be > 0"),
+        (recipe.kd.loss in LOSSES, f"kd.loss must be one of {', '.join(LOSSES)}"),
+        (recipe.kd.std_temperature > 0 and recipe.kd.std_weight >= 0, "kd.std_temperature > 0, kd.std_weight >= 0"),
+        (
+            min(recipe.kd.dkd_alpha, recipe.kd.dkd_beta, recipe.kd.dist_beta, recipe.kd.dist_gamma) >= 0,
+            "kd.dkd_alpha, kd.dkd_beta, kd.dist_beta and kd.dist_gamma must be >= 0",
+        ),
+        (0.0 <= recipe.kd.dkd_warmup <= 1.0, "kd.dkd_warmup must be in [0, 1] (a fraction of the run)"),
         (recipe.kd.teacher_seeds >= 1, "kd.teacher_seeds must be >= 1"),
         (recipe.cache.views >= 0, "cache.views must be >= 0"),
         (0 <= recipe.augment.translate <= 16, "augment.translate must be in 0..16 pixels"),

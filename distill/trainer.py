@@ -316,11 +316,7 @@ def _build(
         optimizer=optimizer,
         schedule=StepSchedule(cfg, optimizer, steps * cfg.epochs, steps),
         ema=ema,
-        criterion=KDLoss(
-            alpha=recipe.kd.alpha if inputs.cache is not None else 0.0,
-            temperature=recipe.kd.temperature,
-            label_smoothing=cfg.label_smoothing,
-        ),
+        criterion=make_criterion(recipe, distils=inputs.cache is not None),
         cache=inputs.cache,
         train=inputs.train,
         images=images,
@@ -330,6 +326,24 @@ def _build(
         steps_per_epoch=steps,
         teacher_cache=inputs.teacher_cache,
         unlabeled=inputs.unlabeled,
+    )
+
+
+def make_criterion(recipe: Recipe, distils: bool) -> KDLoss:
+    """The recipe's loss: its ``kd`` section's KD term (none without a cache) and the CE's label smoothing."""
+    kd = recipe.kd
+    return KDLoss(
+        alpha=kd.alpha if distils else 0.0,
+        temperature=kd.temperature,
+        label_smoothing=recipe.train.label_smoothing,
+        loss=kd.loss,
+        std_temperature=kd.std_temperature,
+        std_weight=kd.std_weight,
+        dkd_alpha=kd.dkd_alpha,
+        dkd_beta=kd.dkd_beta,
+        dkd_warmup=kd.dkd_warmup,
+        dist_beta=kd.dist_beta,
+        dist_gamma=kd.dist_gamma,
     )
 
 

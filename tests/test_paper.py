@@ -149,3 +149,19 @@ def test_a_latex_error_names_its_first_line_and_the_log(runs, tmp_path, syntheti
 
 def test_the_console_script_is_declared():
     assert 'distill-paper = "distill.paper:cli"' in (ROOT / "pyproject.toml").read_text()
+
+
+@pytest.mark.parametrize(
+    "loss, cited, words",
+    [("dkd", ["zhao2022dkd"], "decoupled KD"), ("dist", ["huang2022dist"], "DIST's correlation loss"),
+     ("kl_std", ["sun2024logitstd"], "z-scored logits"), ("dkd_std", ["zhao2022dkd", "sun2024logitstd"], "TCKD")],
+)  # fmt: skip
+def test_the_paper_names_and_cites_the_kd_loss(loss, cited, words, runs):
+    import dataclasses
+
+    student = paper.PaperRun.read(runs / "kd")
+    student.recipe.kd = dataclasses.replace(student.recipe.kd, loss=loss)
+    keys = paper.references([student])
+    assert all(k in keys and k in paper.BIB for k in cited) and "hinton2015kd" in keys
+    assert words in paper._kd_term(student.recipe.kd) and f"citep{{{cited[0]}}}" in paper._kd_term(student.recipe.kd)
+    assert paper.references([paper.PaperRun.read(runs / "ce")]).count("zhao2022dkd") == 0

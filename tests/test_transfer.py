@@ -185,3 +185,15 @@ def test_export_with_test_bn_statistics(teacher, synthetic_dir, tmp_path):
     assert plain["rows"] == adapted["rows"] == 300
     assert (teacher / "model.safetensors").read_bytes() == weights  # the run's weights stay as they were
     assert load_file(str(teacher / "model.safetensors"))
+
+
+@pytest.mark.parametrize("loss", ["dkd", "dist", "kl_std"])
+def test_every_kd_loss_trains_from_the_cache_with_a_transfer_set(loss, transfer, synthetic_dir, tmp_path):
+    """kd.loss reaches the loop: the logged KD term is the chosen loss's on the same cached logits."""
+    files, cache = transfer
+    out = tmp_path / loss
+    argv = ["--recipe", "kd_smoke", "--teacher-cache", str(cache), "--unlabeled", str(files), "--output-dir", str(out)]
+    result = train_student.main([*argv, *tiny(synthetic_dir, "train.batch_size=46", f"kd.loss={loss}")])
+    assert result.test_accuracy is not None and load_recipe(out / "recipe.yaml").kd.loss == loss
+    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(ln["train_kd"] > 0 and np.isfinite(ln["train_loss"]) for ln in lines)
