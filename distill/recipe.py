@@ -78,6 +78,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     eval_every: int = 1  # evaluate on the test set every N epochs (and always after the last)
     checkpoint_every: int = 1  # save the Accelerate state every N epochs for --resume
+    log_with: str = "none"  # "tensorboard": each epoch's loss, accuracy, LR and img/s also into RUN/tb/ (offline)
 
 
 @dataclass
@@ -274,6 +275,7 @@ def validate(recipe: Recipe) -> None:
         (train.lookahead_ramp >= 0, "train.lookahead_ramp must be >= 0"),
         (train.schedule in ("cosine", "linear"), "train.schedule must be 'cosine' or 'linear'"),
         (train.optimizer in ("sgd", "adamw"), "train.optimizer must be 'sgd' or 'adamw'"),
+        (train.log_with in ("none", "tensorboard"), "train.log_with must be 'none' or 'tensorboard'"),
         (train.mixed_precision in PRECISIONS, f"train.mixed_precision must be one of {', '.join(PRECISIONS)}"),
         (0.0 <= train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
         (0.0 <= train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),

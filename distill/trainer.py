@@ -9,6 +9,7 @@ checkpoints each epoch, and :func:`_finish` scores the test set once and writes 
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class Run:
     steps_per_epoch: int
     teacher_cache: str | Path | None
     unlabeled: Split | None = None  # the transfer set: images[len(train):], label -1
+    tracker: object | None = None  # Accelerate's TensorBoardTracker (train.log_with), on the main process
     first_epoch: int = 0
     step: int = 0
     seconds: float = 0.0
@@ -184,6 +186,8 @@ def train(
     except KeyboardInterrupt:
         raise _interrupted(run, again) from None
     finally:
+        if run.tracker is not None:
+            run.tracker.finish()
         run.lock.release()
 
 
@@ -230,6 +234,8 @@ def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, r
             )
             write_json(run_dir / "run.json", info)
         run.schedule.step_update(num_updates=run.step)
+        if recipe.train.log_with == "tensorboard" and accelerator.is_main_process:
+            run.tracker = _tensorboard(run_dir)
         cfg = recipe.train
         run.say(
             f"[bold]{role} {recipe.model.name}[/]: Trainable parameters: {run.params:,} | {len(inputs.train):,} train"
@@ -260,6 +266,11 @@ def _check_inputs(
     """The model (a student under the cap), the run dir (new, or resumable with this recipe and data),
     the data, and the cache (fitting this recipe); each refusal is one UserError and writes nothing."""
     set_seed(recipe.seed)  # before model init and any random draw
+    if recipe.train.log_with == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise UserError(
+            "train.log_with=tensorboard needs TensorBoard, which is not installed: pip install 'distill[tensorboard]' "
+            "(or pip install tensorboard), or drop the override"
+        )
     model = create_model(recipe.model.name, recipe.model.kwargs, student=role == "student")
     kd = role == "student" and recipe.kd.alpha > 0
     if role == "student" and recipe.kd.unlabeled and not kd:
@@ -347,6 +358,16 @@ def make_criterion(recipe: Recipe, distils: bool) -> KDLoss:
     )
 
 
+def _tensorboard(run_dir: Path):
+    """Accelerate's TensorBoard tracker writing into ``run_dir/tb`` (a resumed run adds event files beside the first)."""
+    from accelerate.tracking import TensorBoardTracker
+
+    tracker = TensorBoardTracker("tb", run_dir)
+    if hasattr(tracker, "start"):  # Accelerate >= 1.6 opens the writer in start(), older ones in __init__
+        tracker.start()
+    return tracker
+
+
 def _take(run_dir: Path, accelerator: Accelerator) -> RunLock:
     """The run dir's lock, taken by the main process; every process fails alike when it is held."""
     lock = RunLock(run_dir)
@@ -412,6 +433,12 @@ def _log_epoch(run: Run, epoch: int, size: int, stats: dict, evaluated: bool, pr
         **{k: round(v, 6) for k, v in stats.items()},
         run.eval_key: round(run.eval_acc, 6) if evaluated else None,
     }
+    if run.tracker is not None:  # the same numbers, as TensorBoard scalars at step = epoch
+        scalars = {"train/loss": stats["train_loss"], "train/ce": stats["train_ce"], "train/kd": stats["train_kd"],
+                   "train/acc": stats["train_acc"], "lr": stats["lr"], "img_per_s": stats["img_per_s"]}  # fmt: skip
+        if evaluated:
+            scalars[f"{run.eval_key.removesuffix('_acc')}/acc"] = run.eval_acc
+        run.tracker.log(scalars, step=epoch + 1)
     if run.accelerator.is_main_process:
         append_metrics(run.run_dir, line)
         name = run.eval_key.removesuffix("_acc")
@@ -473,6 +500,8 @@ def _finish(run: Run) -> Result:
         "teacher_cache": str(run.teacher_cache) if run.teacher_cache else None,
         "recipe": recipe.to_dict(),
     }
+    if run.tracker is not None and test_acc is not None:
+        run.tracker.log({"final/test_acc": test_acc}, step=recipe.train.epochs)
     if accelerator.is_main_process:
         save_weights(final_model, run.run_dir / WEIGHTS)
         failpoint("run.weights")

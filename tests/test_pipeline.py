@@ -373,3 +373,33 @@ def test_teacher_seeds_share_one_cache_of_mean_logits(synthetic_dir, tmp_path):
     shutil.rmtree(out / "cache")
     assert train_teacher.main([*args, "--resume"]) == [None, None]  # both finished: reused, only the cache is built
     assert (out / "cache" / "meta.json").is_file()
+
+
+def test_tensorboard_event_files_hold_every_epoch(synthetic_dir, tmp_path):
+    """train.log_with=tensorboard: Accelerate's tracker writes RUN/tb/, which TensorBoard's own reader parses."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb_run"
+    train_student.main(["--recipe", "ce_smoke", "--output-dir", str(out),
+                        *tiny(synthetic_dir, "train.epochs=3", "train.log_with=tensorboard")])  # fmt: skip
+    events = EventAccumulator(str(out / "tb")).Reload()
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == [1, 2, 3]
+    assert [e.value for e in loss] == pytest.approx([m["train_loss"] for m in metrics], rel=1e-5)
+    assert {"train/acc", "lr", "img_per_s", "test/acc", "final/test_acc"} <= set(events.Tags()["scalars"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert events.Scalars("final/test_acc")[0].value == pytest.approx(summary["test_accuracy"], rel=1e-6)
+
+
+def test_tensorboard_missing_is_one_line_before_anything_is_written(synthetic_dir, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(
+        UserError, match=r"train.log_with=tensorboard needs TensorBoard.*pip install 'distill\[tensorboard\]'"
+    ):
+        train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "r"),
+                            *tiny(synthetic_dir, "train.log_with=tensorboard")])  # fmt: skip
+    assert not (tmp_path / "r").exists()
