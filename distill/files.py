@@ -1,12 +1,13 @@
 """Files written so that a kill at any instant never leaves one that looks complete but is not.
 
 A file is written under a temporary name, flushed and renamed into place (:func:`write_atomic`); a
-directory is built beside its target and swapped in (:func:`swap_in`), which the checkpoint and the
-logit cache both use. A run directory is held by one run at a time (:class:`RunLock`).
+directory is built beside its target and swapped in (:func:`staged_directory`, :func:`swap_in`), which
+every stage that writes a directory uses. A run directory is held by one run at a time (:class:`RunLock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -98,6 +99,30 @@ def swap_in(staged: Path, target: Path, old: Path, point: str) -> None:
     failpoint(point)
     staged.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_directory(final: Path, point: str):
+    """Build a directory beside ``final`` and swap it in whole when the block ends (:func:`swap_in`).
+
+    Yields the staging directory ``.NAME.tmp-PID``; an exception (a Ctrl-C included) removes it and leaves
+    ``final`` as it was. What killed runs of the same stage left beside ``final`` (``.NAME.tmp-PID`` or
+    ``.NAME.old-PID`` of a process that is gone) is removed first, so a SIGKILL leaves no litter for long.
+    """
+    final = Path(final)
+    for leftover in [*final.parent.glob(f".{final.name}.tmp-*"), *final.parent.glob(f".{final.name}.old-*")]:
+        pid = leftover.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    staged = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    try:
+        yield staged
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    swap_in(staged, final, final.with_name(f".{final.name}.old-{os.getpid()}"), point)
 
 
 def pid_alive(pid: int) -> bool:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from distill.augment import AugmentSpec, apply_views, normalize, sample_views, s
 from distill.data import Split
 from distill.errors import UserError
 from distill.failpoints import failpoint
-from distill.files import pid_alive, sha256_file, swap_in
+from distill.files import sha256_file, staged_directory
 
 FORMAT_VERSION = 3  # 2: a list of teachers (an ensemble's logits are averaged); 3: view keys follow the spec
 
@@ -166,34 +165,22 @@ def _write_atomic(out_dir: Path, arrays: dict[str, np.ndarray], meta: dict) -> N
     removes this build's and leaves any previous cache in place.
     """
     out_dir = Path(out_dir)
-    _remove_leftovers(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True)
     try:
-        meta["files"] = {}
-        for name, arr in arrays.items():
-            np.save(tmp / f"{name}.npy", arr)
-            meta["files"][f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
-        failpoint("cache.files")
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        for f in tmp.iterdir():  # flush data before the rename makes it visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        with staged_directory(out_dir, "cache.swap") as tmp:
+            meta["files"] = {}
+            for name, arr in arrays.items():
+                np.save(tmp / f"{name}.npy", arr)
+                meta["files"][f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
+            failpoint("cache.files")
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            for f in tmp.iterdir():  # flush data before the rename makes it visible
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
     except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(
             f"cannot write the cache {out_dir} ({err.strerror or err}); free disk space and rerun "
             f"distill/cache_logits.py --teacher TEACHER_RUN_DIR"
         ) from None
-    swap_in(tmp, out_dir, out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}"), "cache.swap")
-
-
-def _remove_leftovers(out_dir: Path) -> None:
-    """Delete ``.<name>.tmp-PID`` / ``.<name>.old-PID`` siblings whose process is gone (killed builds)."""
-    for path in out_dir.parent.glob(f".{out_dir.name}.*-*"):
-        kind, _, pid = path.name[len(out_dir.name) + 2 :].partition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

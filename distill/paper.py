@@ -38,7 +38,7 @@ import numpy as np
 from distill.augment import TTASpec
 from distill.data import CLASSES, load_cifar10
 from distill.errors import UserError, cli_main
-from distill.files import check_writable, swap_in
+from distill.files import check_writable, staged_directory
 from distill.models import architecture, count_trainable
 from distill.recipe import Recipe
 from distill.report import Run, plot_confusion, plot_curves, predictions
@@ -571,10 +571,7 @@ def paper(
     _check_runs(runs)
     arch = architecture(load_run(runs[0].run.path)[1])
     check_writable(out.parent, flag="--out")
-    staging = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    with staged_directory(out, "paper.swap") as staging:  # built aside, then swapped in whole
         wanted = [f for f in FIGURES if f not in (no_figures or [])]
         figures = _figures(runs, staging, wanted, data_dir)
         if style == "aaai24":
@@ -594,10 +591,6 @@ def paper(
             raise UserError(f"LaTeX failed: {how}; the log is {log}")
         for junk in ("aux", "bbl", "blg", "fls", "fdb_latexmk", "out", "log"):
             (staging / f"main.{junk}").unlink(missing_ok=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    swap_in(staging, out, out.with_name(f".{out.name}.old-{os.getpid()}"), "paper.swap")
     result = {"out": str(out), "pages": pages, "figures": figures, "style": style}
     if pages is None:
         print(f"wrote {out}/main.tex ({style} layout); no TeX engine on PATH: compile it with `cd {out} && latexmk -pdf "

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from distill.augment import TTASpec  # noqa: E402
 from distill.data import CLASSES, load_cifar10  # noqa: E402
 from distill.engine import predict  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402
-from distill.files import check_distinct, check_writable, swap_in, write_atomic, write_json  # noqa: E402
+from distill.files import check_distinct, check_writable, staged_directory, write_atomic, write_json  # noqa: E402
 from distill.runs import load_run  # noqa: E402
 from distill.shift import family_means, load_natural, plot_shift, score_shift, shift_markdown  # noqa: E402
 
@@ -230,15 +228,8 @@ def make_report(
     sets = load_natural(natural or []) if suite == "shift" else {}  # checked before any work
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
     test = test.head(recipe.data.test_limit).head(images)
-    out = final.with_name(f".{final.name}.tmp-{os.getpid()}")  # built aside, then swapped in whole
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir()
-    try:
+    with staged_directory(final, "report.swap") as out:  # built aside, then swapped in whole
         _write(runs, out, test, suite, sets)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    swap_in(out, final, final.with_name(f".{final.name}.old-{os.getpid()}"), "report.swap")
     report = final / "report.md"
     print(f"wrote {report} and {len(list(final.glob('*.png')))} plots")
     return report
