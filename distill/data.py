@@ -83,6 +83,8 @@ class SafeUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("_codecs", "encode"),  # protocol-2 pickles of bytes (numpy buffers) go through it; it only encodes text
+        ("numpy._core.numeric", "_frombuffer"),  # protocol 5 (Python >= 3.8's pickle.HIGHEST_PROTOCOL): an array is
+        ("numpy.core.numeric", "_frombuffer"),  # frombuffer(bytes, dtype).reshape(shape), which refuses object dtypes
     }
 
     def find_class(self, module: str, name: str):  # noqa: D102

@@ -35,6 +35,32 @@ def test_restricted_unpickler_loads_arrays(tmp_path):
     assert out["ids"] == [1, 2]
 
 
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_pickles_of_any_protocol_read_as_the_plain_data_they_are(protocol, tmp_path):
+    """Protocol 5, today's pickle.HIGHEST_PROTOCOL, stores an array through numpy's _frombuffer: allowed, as
+    the older protocols' _reconstruct is; scalars, dtypes, Fortran order and byte order come back as they were."""
+    payload = {
+        "data": np.arange(2 * 32 * 32 * 3, dtype=np.uint8).reshape(2, 32, 32, 3),
+        "ids": np.arange(2),
+        "scalar": np.int64(3),
+        "dtype": np.dtype("uint8"),
+        "fortran": np.asfortranarray(np.ones((3, 4))),
+        "big_endian": np.array([1.5, 2.0], dtype=">f8"),
+    }
+    path = tmp_path / f"p{protocol}.pkl"
+    path.write_bytes(pickle.dumps(payload, protocol=protocol))
+    out = safe_unpickle(path)
+    for key, value in payload.items():
+        np.testing.assert_array_equal(out[key], value)
+        assert np.asarray(out[key]).dtype == np.asarray(value).dtype
+    assert load_test_pickle(path)[0].shape == (2, 32, 32, 3)
+    exploit = tmp_path / "bad.pkl"
+    exploit.write_bytes(pickle.dumps({"data": Exploit(tmp_path / "pwned")}, protocol=protocol))
+    with pytest.raises(UserError, match="not a plain data pickle"):
+        load_test_pickle(exploit)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_round_trip_official_layout(tmp_path):
     train, test = synthetic_split(50, 0), synthetic_split(20, 1)
     write_batches(tmp_path, train, test)
