@@ -4,7 +4,7 @@
 
 Writes ``OUT/<name>.pkl`` (the Kaggle layout: a dict with ``data`` (N, 32, 32, 3) uint8 and ``ids``) for
 (a) ``copy``, the test set itself; (b) ``corrupted``, transfer_table's seeded shifted copy (one of the 12
-corruptions at one of 5 severities per image); (c) ``recoloured``, a warmer, paler, lower-contrast copy
+corruptions at one of 5 severities per image); (c) ``recoloured``, a paler, warmer, lower-contrast copy
 downscaled to 20x20 and back. Then runs distill-inspect on each into ``OUT/<name>/``, timing it, and prints
 each reading and the seconds.
 """
@@ -28,12 +28,11 @@ from distill.inspection import inspect_set
 
 
 def recoloured(images: np.ndarray) -> np.ndarray:
-    """Warmer (R x1.08, B x0.85), paler (halfway to grey), lower contrast (x0.8 about the mean), and rescaled
+    """Paler (halfway to grey), then warmer (R x1.15, B x0.8), lower contrast (x0.8 about the mean), and rescaled
     (bilinear down to 20x20 and back up to 32x32)."""
     x = torch.from_numpy(images).float().permute(0, 3, 1, 2)  # (N, 3, 32, 32)
-    x = x * torch.tensor([1.08, 1.0, 0.85])[None, :, None, None]
     grey = (x * torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(1, keepdim=True)
-    x = 0.5 * x + 0.5 * grey
+    x = (0.5 * x + 0.5 * grey) * torch.tensor([1.15, 1.0, 0.8])[None, :, None, None]
     x = x.mean((1, 2, 3), keepdim=True) + 0.8 * (x - x.mean((1, 2, 3), keepdim=True))
     x = F.interpolate(F.interpolate(x, size=20, mode="bilinear", antialias=True), size=32, mode="bilinear")
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

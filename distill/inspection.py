@@ -4,8 +4,8 @@
 
 For an unlabelled test pickle, against the CIFAR-10 test set: per-channel means and standard deviations;
 histograms of each image's brightness (mean luminance), contrast (standard deviation of luminance),
-saturation (HSV's, averaged over the pixels) and sharpness (the mean squared Laplacian of luminance, its
-high-frequency energy); exact and near duplicates of CIFAR-10's training and test images (a near duplicate:
+saturation (HSV's, averaged over the pixels), sharpness (the mean squared Laplacian of luminance, its
+high-frequency energy) and warmth (its red mean less its blue mean); exact and near duplicates of CIFAR-10's training and test images (a near duplicate:
 the same 8x8 luminance layout, whatever the brightness, contrast or colour); a grid of samples. With
 ``--run``: the model's predicted classes and confidences on these images against the test set's, and how far
 each BatchNorm layer's input statistics on them lie from the ones it stored (what ``--bn-stats test`` would
@@ -34,14 +34,17 @@ from distill.files import check_distinct, check_writable, staged_directory, writ
 from distill.precision import autocast, resolve_precision  # noqa: E402
 from distill.runs import load_run  # noqa: E402
 
-STATS = ("brightness", "contrast", "saturation", "sharpness")
+STATS = ("brightness", "contrast", "saturation", "sharpness", "warmth")
 WORDS = {  # what a shift of each statistic is called, down / up
     "brightness": ("darker", "brighter"),
     "contrast": ("lower-contrast", "higher-contrast"),
     "saturation": ("less saturated", "more saturated"),
     "sharpness": ("blurrier", "sharper (or noisier)"),
+    "warmth": ("cooler (bluer)", "warmer (redder)"),
 }
 SHIFT = 0.2  # |effect size| (difference of means over CIFAR-10's std) from which a difference is named
+SPREAD = 1.5  # a statistic whose spread is this many times CIFAR-10's (or 1/this) is said to vary more (less)
+OVERLAP = 0.1  # a share of near copies above this (and above twice CIFAR-10's own test-to-train share) is an overlap
 NEAR = 0.95  # cosine similarity of the normalised 8x8 luminance layouts from which two images are near duplicates
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -64,6 +67,7 @@ def image_stats(images: np.ndarray, chunk: int = 5000) -> dict[str, np.ndarray]:
         out["saturation"].append(np.where(top > 0, (top - low) / np.maximum(top, 1e-6), 0.0).mean((1, 2)))
         out["sharpness"].append((laplacian**2).mean((1, 2)))
         out["channel_mean"].append(x.mean((1, 2)))
+        out["warmth"].append(out["channel_mean"][-1][:, 0] - out["channel_mean"][-1][:, 2])  # red less blue
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -82,6 +86,7 @@ def compare_stats(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> di
             "mean": float(ours[k].mean()),
             "cifar10_test_mean": float(ref[k].mean()),
             "effect_size": (float(ours[k].mean()) - float(ref[k].mean())) / spread,
+            "spread_ratio": float(ours[k].std()) / spread,  # how much more (> 1) or less the images vary in it
         }
     return rows
 
@@ -94,16 +99,33 @@ def describe(stats: dict[str, dict], duplicates: dict, bn: list[dict] | None) ->
         sizes = ", ".join(f"{k} {d['effect_size']:+.2f}" for k, d in stats.items() if abs(d["effect_size"]) >= SHIFT)
         text = f"These images are {words} than CIFAR-10's test images (effect sizes, in CIFAR-10 standard deviations: {sizes})."
     else:
-        text = "In brightness, contrast, saturation and sharpness these images look like CIFAR-10's test images."
+        text = "In brightness, contrast, saturation, sharpness and colour these images look like CIFAR-10's test images on average."
+    varied = [k for k, d in stats.items() if d["spread_ratio"] >= SPREAD or d["spread_ratio"] <= 1 / SPREAD]
+    if varied:
+        text += (
+            " They vary "
+            + ", ".join(
+                f"{'more' if stats[k]['spread_ratio'] > 1 else 'less'} in {k} ({stats[k]['spread_ratio']:.1f}x CIFAR-10's spread)"
+                for k in varied
+            )
+            + "."
+        )
     n, exact, near = duplicates["images"], duplicates["exact_total"], duplicates["near_total"]
-    if exact or near:
+    base = duplicates["cifar10_test_near_train"]
+    if exact:
         text += (
             f" {exact:,} of the {n:,} are exact copies of CIFAR-10 images ({duplicates['exact']['test']:,} of test, "
-            f"{duplicates['exact']['train']:,} of training images) and {near:,} are near duplicates: the set overlaps "
-            f"CIFAR-10, so training on those images' CIFAR-10 labels would train on the very images scored."
+            f"{duplicates['exact']['train']:,} of training images), and {near:,} more are near copies"
         )
     else:
-        text += f" None of the {n:,} is an exact or near copy of a CIFAR-10 image."
+        text += f" None of the {n:,} is an exact copy of a CIFAR-10 image; {near:,} ({near / n:.1%}) are near copies"
+    if exact or near / n > max(OVERLAP, 2 * base):
+        text += (
+            f" (CIFAR-10's own test images: {base:.1%} lie that near a training image): the set overlaps CIFAR-10, so "
+            f"training on those images' CIFAR-10 labels would train on the very images scored."
+        )
+    else:
+        text += f", about as many as CIFAR-10's own test images have among its training images ({base:.1%}): no sign of overlap."
     if bn:
         worst = max(bn, key=lambda r: r["excess"])
         text += (
@@ -155,6 +177,7 @@ def find_duplicates(images: np.ndarray, train: Split, test: Split) -> dict:
         index, sim = nearest(mine, layout(split.images))
         near[name] = sim >= NEAR
         best[name] = (index, sim)
+    _, base = nearest(layout(test.images), layout(train.images))  # CIFAR-10's own test set against its training set
     any_exact = exact["train"] | exact["test"]
     any_near = (near["train"] | near["test"]) & ~any_exact
     sim_best = np.maximum(best["train"][1], best["test"][1])
@@ -165,6 +188,7 @@ def find_duplicates(images: np.ndarray, train: Split, test: Split) -> dict:
         "near": {k: int((v & ~any_exact).sum()) for k, v in near.items()},
         "near_total": int(any_near.sum()),
         "near_threshold": NEAR,
+        "cifar10_test_near_train": float((base >= NEAR).mean()),  # the same measure on CIFAR-10 itself: the baseline
         "similarity_quantiles": {str(q): float(np.quantile(sim_best, q)) for q in (0.05, 0.5, 0.95)}
         if len(sim_best)
         else {},  # fmt: skip
@@ -247,7 +271,7 @@ def bn_shift(norms: dict[str, nn.Module], moments: dict, reference: dict) -> lis
 
 def plot_stats(ours: dict, ref: dict, name: str, path: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(11, 6))
-    panels = [*STATS, "red", "blue"]
+    panels = [*STATS, "green"]
     for ax, key in zip(axes.flat, panels):
         a, b = (ours[key], ref[key]) if key in STATS else (
             ours["channel_mean"][:, "rgb".index(key[0])], ref["channel_mean"][:, "rgb".index(key[0])])  # fmt: skip
@@ -374,16 +398,19 @@ def report_markdown(result: dict, has_pairs: bool) -> str:
         "",
         result["reading"],
         "",
-        "| statistic | here | CIFAR-10 test | effect size |",
-        "| --- | ---: | ---: | ---: |",
+        "| statistic (per image) | mean here | CIFAR-10 test | effect size | spread ratio |",
+        "| --- | ---: | ---: | ---: | ---: |",
         *(
-            f"| {k} | {d['mean']:.4f} | {d['cifar10_test_mean']:.4f} | {d['effect_size']:+.2f} |"
+            f"| {k} | {d['mean']:.4f} | {d['cifar10_test_mean']:.4f} | {d['effect_size']:+.2f} | {d['spread_ratio']:.2f} |"
             for k, d in result["stats"].items()
-        ),  # fmt: skip
+        ),
         f"| channel means (R, G, B) | {', '.join(f'{v:.3f}' for v in ch['here']['mean'])} | "
-        f"{', '.join(f'{v:.3f}' for v in ch['cifar10_test']['mean'])} | |",
+        f"{', '.join(f'{v:.3f}' for v in ch['cifar10_test']['mean'])} | | |",
         f"| channel stds (R, G, B) | {', '.join(f'{v:.3f}' for v in ch['here']['std'])} | "
-        f"{', '.join(f'{v:.3f}' for v in ch['cifar10_test']['std'])} | |",
+        f"{', '.join(f'{v:.3f}' for v in ch['cifar10_test']['std'])} | | |",
+        "",
+        "Effect size: the difference of the means over CIFAR-10's standard deviation of the statistic; spread ratio: "
+        "the ratio of the standard deviations.",
         "",
         "![statistics](stats.png)",
         "",
@@ -391,7 +418,9 @@ def report_markdown(result: dict, has_pairs: bool) -> str:
         "",
         f"Exact copies: {result['duplicates']['exact']['test']:,} of test images, {result['duplicates']['exact']['train']:,} "
         f"of training images. Near copies (the same 8x8 luminance layout, cosine similarity >= {NEAR}), besides: "
-        f"{result['duplicates']['near']['test']:,} of test, {result['duplicates']['near']['train']:,} of training images.",
+        f"{result['duplicates']['near']['test']:,} of test, {result['duplicates']['near']['train']:,} of training images. "
+        f"For comparison, {result['duplicates']['cifar10_test_near_train']:.1%} of CIFAR-10's test images lie that near "
+        f"one of its training images.",
         "",
         *(["![duplicates](duplicates.png)", ""] if has_pairs else []),
         "![samples](samples.png)",

@@ -48,6 +48,14 @@ def test_notebook_executes_against_smoke_runs(runs, synthetic_dir, tmp_path, mon
     monkeypatch.setenv("DISTILL_REPORT_DIR", str(tmp_path / "nb_report"))
     monkeypatch.setenv("DISTILL_DATA_DIR", str(synthetic_dir))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    import pickle
+
+    from distill.data import load_cifar10
+
+    scored = tmp_path / "scored.pkl"  # the inspect cell's pickle: the synthetic test images, darkened
+    images = (load_cifar10(synthetic_dir, download=False)[1].images * 0.6).astype("uint8")
+    scored.write_bytes(pickle.dumps({"data": images, "ids": list(range(len(images)))}))
+    monkeypatch.setenv("DISTILL_TEST_PKL", str(scored))
     nb = nbformat.read(ROOT / "notebooks" / "results.ipynb", as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
         "commit the notebook with outputs cleared"
@@ -56,11 +64,13 @@ def test_notebook_executes_against_smoke_runs(runs, synthetic_dir, tmp_path, mon
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 3  # curves, confusion matrix, error grid
+    assert len(images) >= 5  # curves, confusion matrix, error grid, the scored set's statistics and model view
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "Final test accuracy:" in text and "Trainable parameters: 19954" in text
     assert (tmp_path / "nb_report" / "curves.png").is_file()
     assert (tmp_path / "nb_report_paper" / "main.tex").is_file()  # the paper cell
+    assert "darker" in text or "darker" in "".join(str(o.get("data", {})) for o in outputs)  # the inspect cell
+    assert (tmp_path / "nb_report_inspect" / "inspect.json").is_file()
 
 
 def test_report_adds_each_students_shift_suite(runs, synthetic_dir, tmp_path):
