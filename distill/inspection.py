@@ -282,6 +282,8 @@ def plot_stats(ours: dict, ref: dict, name: str, path: Path) -> None:
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
+    with matplotlib.rc_context({"pdf.fonttype": 42}):  # and as vector PDF (TrueType fonts), for distill-paper
+        fig.savefig(path.with_suffix(".pdf"))
     plt.close(fig)
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.augment import TTASpec
-from distill.data import CLASSES, load_cifar10
+from distill.data import CLASSES, load_cifar10, load_unlabeled, shared_images
 from distill.errors import UserError, cli_main
 from distill.files import check_writable, staged_directory
 from distill.models import architecture, count_trainable
@@ -45,7 +45,7 @@ from distill.report import Run, plot_confusion, plot_curves, predictions
 from distill.runs import load_run, started_with
 from distill.shift import family_means, plot_shift
 
-FIGURES = ("curves", "confusion", "shift")  # what --no-figure can drop
+FIGURES = ("curves", "confusion", "shift", "scored")  # what --no-figure can drop
 PAGE_LIMIT = 4
 LATEX_TIMEOUT = 300  # seconds for the whole compilation
 
@@ -302,8 +302,86 @@ def _results_table(runs: list[PaperRun]) -> str:
     ])  # fmt: skip
 
 
+def _teacher_of(r: PaperRun) -> str:
+    """The teacher run(s) a student distilled from, by name, read from its cache's meta.json; "-" for none."""
+    cache = r.summary.get("teacher_cache")
+    if not cache:
+        return "--"
+    try:
+        teachers = json.loads((Path(cache) / "meta.json").read_text())["teachers"]
+    except (OSError, ValueError, KeyError):
+        return "a cache no longer there"
+    names = [Path(t.get("run_dir", "?")).name for t in teachers]
+    return names[0] if len(names) == 1 else f"ensemble of {len(names)}"
+
+
+def settings(r: PaperRun) -> dict[str, str]:
+    """What a run's recipe chose, in the words of the differences table."""
+    rec, kd = r.recipe, r.summary.get("teacher_cache")
+    n = r.summary.get("unlabeled_images", 0)
+    return {
+        "model": tex(rec.model.name),
+        "teacher": tex(_teacher_of(r)) if r.run.role == "student" else "--",
+        "KD loss": tex(rec.kd.loss) if kd else "--",
+        "$\\alpha$": f"{rec.kd.alpha:g}" if kd else "--",
+        "$T$": f"{rec.kd.std_temperature if rec.kd.loss.endswith('_std') else rec.kd.temperature:g}" if kd else "--",
+        "transfer set": f"{n:,} img." if n else "--",
+        "epochs": str(rec.train.epochs),
+        "augmentation": tex(rec.augment.label),
+        "label sm.": f"{rec.train.label_smoothing:g}",
+        "TTA": tex(rec.tta.label),
+    }
+
+
+def _differences_table(runs: list[PaperRun]) -> str:
+    """What differs between the runs, read from their recipes, beside their accuracies: each comparison reads as an
+    ablation. Settings the runs share are said once in the caption."""
+    rows = [settings(r) for r in runs]
+    differ = [k for k in rows[0] if len({row[k] for row in rows}) > 1]
+    shared = [f"{k} {rows[0][k]}" for k in rows[0] if k not in differ]
+    cols = "l" + "l" * len(differ) + "r"
+    lines = [f"{tex(r.name)} & " + " & ".join(row[k] for k in differ) + (" & " if differ else "")
+             + f"{pct(r.summary['test_accuracy'])} \\\\" for r, row in zip(runs, rows)]  # fmt: skip
+    return "\n".join([
+        r"\begin{table}[htb]", r"\centering", r"\scriptsize", r"\setlength{\tabcolsep}{2.5pt}",
+        f"\\begin{{tabular}}{{{cols}}}", r"\hline",
+        "run & " + " & ".join(differ) + (" & " if differ else "") + r"test acc. \\", r"\hline",
+        *lines, r"\hline", r"\end{tabular}",
+        "\\caption{What differs between the runs (from their recipes), beside their test accuracy"
+        + (f". All share: {'; '.join(shared)}." if shared else ".") + "}",
+        r"\label{tab:differences}", r"\end{table}",
+    ])  # fmt: skip
+
+
+def transfer_sentence(r: PaperRun, test_images: np.ndarray | None) -> str:
+    """The transfer set by what it is: its images, how many, and whether they are the CIFAR-10 test images."""
+    n, files = r.summary.get("unlabeled_images", 0), r.summary.get("transfer_set") or []
+    if not n:
+        return ""
+    what = f"it also distils (KD term only) on the {n:,} unlabelled images of {tex(', '.join(Path(f).name for f in files))}"
+    try:
+        images = load_unlabeled(files).images
+    except UserError:
+        return what + " (the transfer set; its file is no longer where the run read it)"
+    shared = shared_images(images, test_images) if test_images is not None else 0
+    if shared == len(images) == len(test_images):
+        return what + ": the CIFAR-10 test images themselves, without their labels, as the transfer set"
+    if shared:
+        return what + f", the transfer set, {shared:,} of them CIFAR-10 test images (unlabelled)"
+    return what + ", the transfer set (none of them a CIFAR-10 test image)"
+
+
+def read_inspection(folder: str | Path) -> dict:
+    """distill-inspect's result in ``folder`` (its inspect.json and stats.png), for --inspect."""
+    folder = Path(folder)
+    if not (folder / "inspect.json").is_file() or not (folder / "stats.pdf").is_file():
+        raise UserError(f"--inspect {folder} holds no distill-inspect output (inspect.json, stats.pdf); run "
+                        f"distill-inspect PKL --out {folder} first")  # fmt: skip
+    return {**json.loads((folder / "inspect.json").read_text()), "_dir": str(folder)}
+
+
 def _figure(name: str, caption: str) -> str:
-    wide = name == "curves"  # two panels: across both columns
+    wide = name in ("curves", "scored")  # several panels: across both columns
     env = "figure*" if wide else "figure"
     width = "0.8\\textwidth" if wide else "\\columnwidth"
     return "\n".join([f"\\begin{{{env}}}[tb]", r"\centering", f"\\includegraphics[width={width}]{{{name}.pdf}}",
@@ -315,7 +393,16 @@ def write_here(what: str) -> str:
 
 
 def body(
-    runs: list[PaperRun], arch: dict, figures: list[str], title: str, authors: str, affiliation: str, repo: str
+    runs: list[PaperRun],
+    arch: dict,
+    figures: dict[str, str],
+    title: str,
+    authors: str,
+    affiliation: str,
+    repo: str,
+    left_out: list[str] | None = None,
+    inspected: dict | None = None,
+    transfer: str = "",
 ) -> str:
     student = runs[0]
     s, rec = student.summary, student.recipe
@@ -388,11 +475,7 @@ def body(
             r"p^{\mathrm{s}}_1),",
             r"\end{equation}",
             f"with $\\alpha={rec.kd.alpha:g}$, $p_T = \\mathrm{{softmax}}(z/T)$ and {_kd_term(rec.kd)}"
-            + (
-                f", over {len(rec.kd.unlabeled)} unlabelled transfer-set file(s) as well (KD term only)"
-                if rec.kd.unlabeled
-                else ""
-            )
+            + (f"; {transfer}" if transfer else "")
             + ".",
         ]
     lines += [r"\subsection{Training}"]
@@ -401,6 +484,7 @@ def body(
         lines.append("")
     lines += [write_here("why this architecture and these settings: their pros and cons, what else was tried.")]
     lines += [r"\section{Results}", _results_table(runs)]
+    lines += [_differences_table(runs)] if len(runs) > 1 else []
     result = (f"The student reaches {pct(s['test_accuracy'])} on the CIFAR-10 test set with {student.params:,} "
               f"trainable parameters (Table~\\ref{{tab:results}}).")  # fmt: skip
     if kd and labels_only:
@@ -418,12 +502,10 @@ def body(
             f"{pct(student.shift['mean_corruption_accuracy'])} on average (clean: {pct(student.shift['clean'])}); by "
             "family: " + ", ".join(f"{k} {pct(v)}" for k, v in fam.items()) + "."
         )
-    captions = {
-        "curves": "Training loss and per-epoch accuracy (no test-time augmentation) of every run.",
-        "confusion": f"Confusion matrix of the student on the {s['test_images']:,} test images.",
-        "shift": "The student's accuracy under each corruption and severity.",
-    }
-    lines += [_figure(name, captions[name]) for name in figures]
+    if inspected is not None:
+        lines.append(f"The images to be scored: {tex(inspected['reading'])}")
+    lines += [" ".join(left_out)] if left_out else []
+    lines += [_figure(name, caption) for name, caption in figures.items()]
     lines += [write_here("lessons learned: what worked, what did not, and why you think so."), r"\bibliography{refs}",
               r"\end{document}"]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -480,17 +562,26 @@ def _preamble(style: str) -> str:
 # -- figures, compilation ----------------------------------------------------------------------------
 
 
-def _figures(runs: list[PaperRun], out: Path, wanted: list[str], data_dir: str | None) -> list[str]:
-    """Vector PDFs of the wanted figures (TrueType fonts, as the kit asks: no Type 3); returns those made."""
+def _figures(
+    runs: list[PaperRun], out: Path, wanted: list[str], data_dir: str | None, inspected: dict | None
+) -> tuple[dict[str, str], list[str]]:
+    """Vector PDFs of the wanted figures (TrueType fonts, as the kit asks: no Type 3), each with the caption that
+    says what it shows; and a sentence for each wanted figure left out because it would have nothing to show."""
     import matplotlib
 
     matplotlib.rcParams["pdf.fonttype"] = 42  # TrueType, not Type 3
     matplotlib.rcParams["ps.fonttype"] = 42
-    made = []
+    made, left_out = {}, []
     student = runs[0]
     if "curves" in wanted:
-        plot_curves([r.run for r in runs], out, "curves.pdf")
-        made.append("curves")
+        panels = plot_curves([r.run for r in runs], out, "curves.pdf")
+        made["curves"] = (
+            "What every run measured each epoch: training loss (of its own objective) and training accuracy on its "
+            "augmented views"
+            + (", and the accuracy of each epoch evaluated (no test-time augmentation)." if "eval_acc" in panels else
+               ". The recipes evaluate on the test set only after the last epoch (Table~\\ref{tab:results}), so no "
+               "per-epoch test curve is drawn.")
+        )  # fmt: skip
     if "confusion" in wanted:
         _, test = load_cifar10(data_dir or student.recipe.data.dir, download=False)
         test = test.head(student.recipe.data.test_limit)
@@ -498,11 +589,22 @@ def _figures(runs: list[PaperRun], out: Path, wanted: list[str], data_dir: str |
         cm = np.zeros((10, 10), dtype=np.int64)
         np.add.at(cm, (test.labels, pred), 1)
         plot_confusion(cm, f"{student.name}: confusion matrix", out / "confusion.pdf")
-        made.append("confusion")
-    if "shift" in wanted and student.shift:
-        plot_shift(student.shift, out / "shift.pdf", f"{student.name} under shift")
-        made.append("shift")
-    return made
+        made["confusion"] = f"Confusion matrix of the student on the {len(test):,} test images."
+    if "shift" in wanted:
+        if student.shift:
+            plot_shift(student.shift, out / "shift.pdf", f"{student.name} under shift")
+            made["shift"] = "The student's accuracy under each corruption and severity."
+        else:
+            left_out.append("The shift figure is left out: the student has no shift suite (run distill/evaluate.py "
+                            "--suite shift on it first).")  # fmt: skip
+    if "scored" in wanted and inspected is not None:
+        shutil.copy(Path(inspected["_dir"]) / "stats.pdf", out / "scored.pdf")
+        made["scored"] = (
+            f"The images to be scored ({tex(Path(inspected['pickle']).name)}, {inspected['images']:,} images) against "
+            f"the CIFAR-10 test set: per-image brightness, contrast, saturation, sharpness, warmth and green-channel "
+            f"mean (distill-inspect)."
+        )
+    return made, left_out
 
 
 def compile_pdf(folder: Path) -> tuple[int | None, str]:
@@ -546,6 +648,7 @@ def paper(
     style_dir: str | Path | None = None,
     no_figures: list[str] | None = None,
     data_dir: str | None = None,
+    inspect: str | Path | None = None,
 ) -> dict:
     """Write the paper's sources (and PDF, where TeX is installed) into ``out``; returns what was made.
 
@@ -565,6 +668,7 @@ def paper(
         style = "aaai24"
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "main.tex").is_file())):
         raise UserError(f"--out {out} holds other files; give a new directory or an earlier paper's")
+    inspected = read_inspection(inspect) if inspect is not None else None
     runs = [PaperRun.read(d) for d in run_dirs]
     if not runs:
         raise UserError("give the student's run directory, then its teacher(s) and baselines")
@@ -573,14 +677,18 @@ def paper(
     check_writable(out.parent, flag="--out")
     with staged_directory(out, "paper.swap") as staging:  # built aside, then swapped in whole
         wanted = [f for f in FIGURES if f not in (no_figures or [])]
-        figures = _figures(runs, staging, wanted, data_dir)
+        figures, left_out = _figures(runs, staging, wanted, data_dir, inspected)
+        test_images = load_cifar10(data_dir or runs[0].recipe.data.dir, download=False)[1].images
+        transfer = transfer_sentence(runs[0], test_images)
         if style == "aaai24":
             for f in Path(style_dir).glob("aaai24.*"):  # the user's copy of the kit: .sty and, if there, .bst
                 shutil.copy(f, staging / f.name)
         else:
             (staging / "aaailike.sty").write_text(FALLBACK_STY)
         bst = "aaai24" if (staging / "aaai24.bst").is_file() else "plainnat"
-        text = _preamble(style) + body(runs, arch, figures, title, authors, affiliation, repo)
+        text = _preamble(style) + body(
+            runs, arch, figures, title, authors, affiliation, repo, left_out, inspected, transfer
+        )
         text = text.replace(r"\bibliography{refs}", f"\\bibliographystyle{{{bst}}}\n\\bibliography{{refs}}")
         (staging / "main.tex").write_text(text)
         (staging / "refs.bib").write_text("\n\n".join(BIB[k] for k in references(runs)) + "\n")
@@ -591,7 +699,7 @@ def paper(
             raise UserError(f"LaTeX failed: {how}; the log is {log}")
         for junk in ("aux", "bbl", "blg", "fls", "fdb_latexmk", "out", "log"):
             (staging / f"main.{junk}").unlink(missing_ok=True)
-    result = {"out": str(out), "pages": pages, "figures": figures, "style": style}
+    result = {"out": str(out), "pages": pages, "figures": list(figures), "style": style}
     if pages is None:
         print(f"wrote {out}/main.tex ({style} layout); no TeX engine on PATH: compile it with `cd {out} && latexmk -pdf "
               f"main.tex` (or pdflatex, bibtex, pdflatex twice), or upload {out}/ to Overleaf")  # fmt: skip
@@ -628,9 +736,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--style-dir", help="a folder holding AAAI's aaai24.sty (and aaai24.bst): the author kit")
     parser.add_argument("--no-figure", action="append", default=[], choices=FIGURES, help="leave a figure out")
     parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (default: the student's data.dir)")
+    parser.add_argument("--inspect", help="distill-inspect's output dir: adds the scored set's figure and reading")
     args = parser.parse_args(argv)
     return paper(args.runs, args.out, args.title, args.authors, args.affiliation, args.repo, args.style_dir,
-                 args.no_figure, args.data_dir)  # fmt: skip
+                 args.no_figure, args.data_dir, args.inspect)  # fmt: skip
 
 
 def cli() -> None:

@@ -2,10 +2,11 @@
 
     python distill/report.py runs/teacher runs/ce runs/kd_t4 --out reports/main [--data-dir DIR]
 
-Writes into ``--out``: ``curves.png`` (train loss and test accuracy per epoch, every run on shared
-axes), ``confusion_<run>.png`` and ``errors_<run>.png`` (a grid of misclassified test images with
-predicted and true labels) for each student, and ``report.md`` with the table (run, recipe, params,
-final test accuracy, epochs, wall time, img/s), per-class accuracy and teacher-student agreement.
+Writes into ``--out``: ``curves.png`` (training loss and accuracy per epoch, and per-epoch test accuracy
+where runs evaluated it, every run on shared axes), ``confusion_<run>.png`` and ``errors_<run>.png`` (a grid
+of misclassified test images with predicted and true labels) for each student, and ``report.md`` with the
+table (run, recipe, params, final test accuracy, epochs, wall time, img/s), per-class accuracy and
+teacher-student agreement.
 """
 
 from __future__ import annotations
@@ -64,28 +65,38 @@ class Run:
         return cls(path, path.name, json.loads(summary_file.read_text()), metrics)
 
 
-def plot_curves(runs: list[Run], out: Path, name: str = "curves.png") -> Path:
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 4.5), constrained_layout=True)
+def evaluated_epochs(run: Run) -> list[tuple[int, float]]:
+    """The (epoch, accuracy %) pairs a run evaluated (held-out split where it has one, else test), no TTA."""
+    key = "val_acc" if any(m.get("val_acc") is not None for m in run.metrics) else "test_acc"
+    return [(m["epoch"], 100 * m[key]) for m in run.metrics if m.get(key) is not None]
+
+
+def plot_curves(runs: list[Run], out: Path, name: str = "curves.png") -> list[str]:
+    """What every run measured each epoch: training loss and training accuracy (on its augmented views), and
+    the per-epoch held-out or test accuracy where some run evaluated at two epochs or more (a panel of one
+    final dot per run would say nothing: the table has those). Returns the panels drawn."""
+    curves = any(len(evaluated_epochs(run)) >= 2 for run in runs)
+    panels = ["loss", "train_acc"] + (["eval_acc"] if curves else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), constrained_layout=True)
     for run in runs:
         epochs = [m["epoch"] for m in run.metrics]
         label = f"{run.name} ({run.summary['model']})"
-        ax_loss.plot(epochs, [m["train_loss"] for m in run.metrics], marker="o", ms=3, label=label)
-        key = "val_acc" if any(m.get("val_acc") is not None for m in run.metrics) else "test_acc"
-        tested = [(m["epoch"], 100 * m[key]) for m in run.metrics if m.get(key) is not None]
-        if tested:
-            ax_acc.plot(*zip(*tested), marker="o", ms=3, label=label)
-    ax_loss.set(title="Training loss (KD runs: KD + CE objective)", xlabel="epoch", ylabel="loss")
-    ax_acc.set(
-        title="Accuracy per epoch (no TTA; held-out split where set, else test)", xlabel="epoch", ylabel="accuracy (%)"
-    )
-    for ax in (ax_loss, ax_acc):
+        axes[0].plot(epochs, [m["train_loss"] for m in run.metrics], marker="o", ms=3, label=label)
+        axes[1].plot(epochs, [100 * m["train_acc"] for m in run.metrics], marker="o", ms=3, label=label)
+        if curves and (tested := evaluated_epochs(run)):
+            axes[2].plot(*zip(*tested), marker="o", ms=3, label=label)
+    axes[0].set(title="Training loss (KD runs: their KD + CE objective)", xlabel="epoch", ylabel="loss")
+    axes[1].set(title="Training accuracy (augmented views, labelled images)", xlabel="epoch", ylabel="accuracy (%)")
+    if curves:
+        axes[2].set(title="Accuracy per epoch (no TTA; held-out split where set, else test)", xlabel="epoch",
+                    ylabel="accuracy (%)")  # fmt: skip
+    for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    path = out / name
-    fig.savefig(path, dpi=120)
+    fig.savefig(out / name, dpi=120)
     plt.close(fig)
-    return path
+    return panels
 
 
 # Published speed runs to compare against: (label, seconds, accuracy). The H100 number is issue 10's

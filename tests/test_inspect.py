@@ -37,7 +37,7 @@ def test_a_copy_of_the_test_set_is_all_duplicates(test_images, synthetic_dir, tm
     assert result["duplicates"]["exact"]["test"] == len(test_images) == result["duplicates"]["exact_total"]
     assert all(abs(d["effect_size"]) < 1e-6 for d in result["stats"].values())
     assert "look like CIFAR-10's test images" in result["reading"] and "overlaps CIFAR-10" in result["reading"]
-    for name in ("report.md", "inspect.json", "stats.png", "samples.png", "duplicates.png"):
+    for name in ("report.md", "inspect.json", "stats.png", "stats.pdf", "samples.png", "duplicates.png"):
         assert (tmp_path / "out" / name).is_file()
     assert json.loads((tmp_path / "out" / "inspect.json").read_text())["images"] == len(test_images)
 

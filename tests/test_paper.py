@@ -165,3 +165,87 @@ def test_the_paper_names_and_cites_the_kd_loss(loss, cited, words, runs):
     assert all(k in keys and k in paper.BIB for k in cited) and "hinton2015kd" in keys
     assert words in paper._kd_term(student.recipe.kd) and f"citep{{{cited[0]}}}" in paper._kd_term(student.recipe.kd)
     assert paper.references([paper.PaperRun.read(runs / "ce")]).count("zhao2022dkd") == 0
+
+
+@pytest.fixture(scope="module")
+def transfer_run(runs, synthetic_dir, tmp_path_factory):
+    """A KD student that also distilled on the synthetic CIFAR-10 test images (its transfer set), unlabelled."""
+    import pickle
+
+    import numpy as np
+
+    from distill import cache_logits
+    from distill.data import load_cifar10
+
+    root = tmp_path_factory.mktemp("paper_transfer")
+    images = load_cifar10(synthetic_dir, download=False)[1].images
+    pkl = root / "test_nolabel.pkl"
+    pkl.write_bytes(pickle.dumps({"data": images, "ids": np.arange(len(images))}))
+    cache_logits.main(["--teacher", str(runs / "teacher"), "--out", str(root / "cache"), "--unlabeled", str(pkl),
+                       *tiny(synthetic_dir)])  # fmt: skip
+    train_student.main(["--recipe", "kd_smoke", "--teacher-cache", str(root / "cache"), "--unlabeled", str(pkl),
+                        "--output-dir", str(root / "kd_transfer"), *tiny(synthetic_dir, "train.eval_every=1000")])  # fmt: skip
+    return root
+
+
+def test_the_paper_says_what_differs_and_what_the_transfer_set_is(runs, transfer_run, tmp_path, synthetic_dir,
+                                                                  monkeypatch):  # fmt: skip
+    monkeypatch.setattr(paper, "compile_pdf", lambda folder: (None, "no TeX engine on PATH"))
+    dirs = [transfer_run / "kd_transfer", runs / "kd", runs / "teacher", runs / "ce"]
+    result = paper.paper(dirs, out=tmp_path / "p", repo=REPO, data_dir=str(synthetic_dir))
+    text = (tmp_path / "p" / "main.tex").read_text()
+    table = text[text.index(r"\label{tab:results}") : text.index(r"\label{tab:differences}")]
+    header = next(line for line in table.splitlines() if line.startswith("run & "))
+    assert "teacher" in header and "transfer set" in header and "model" in header  # they differ between the runs
+    assert "epochs" not in header and "All share:" in table and "epochs 2" in table  # the same for all: the caption
+    row = next(line for line in table.splitlines() if line.startswith("kd\\_transfer &"))
+    assert "200 img." in row and "& teacher &" in row  # the teacher, by its run's name
+    assert "the CIFAR-10 test images themselves, without their labels, as the transfer set" in text
+    assert "200 unlabelled images of test\\_nolabel.pkl" in text
+    assert (
+        "and the accuracy of each epoch evaluated" in text and "curves" in result["figures"]
+    )  # the smoke runs' curves
+    assert "The shift figure is left out: the student has no shift suite" in text
+    # alone, the student that evaluated only after its last epoch: no per-epoch test curve is promised
+    paper.paper(dirs[:1], out=tmp_path / "alone", repo=REPO, data_dir=str(synthetic_dir))
+    alone = (tmp_path / "alone" / "main.tex").read_text()
+    assert "no per-epoch test curve is drawn" in alone and r"\label{tab:differences}" not in alone
+
+
+def test_the_inspected_scored_set_joins_the_paper(runs, tmp_path, synthetic_dir, monkeypatch):
+    import pickle
+
+    from distill.data import load_cifar10
+    from distill.inspection import inspect_set
+
+    monkeypatch.setattr(paper, "compile_pdf", lambda folder: (None, "no TeX engine on PATH"))
+    images = (load_cifar10(synthetic_dir, download=False)[1].images * 0.6).astype("uint8")
+    (tmp_path / "s.pkl").write_bytes(pickle.dumps({"data": images}))
+    reading = inspect_set(tmp_path / "s.pkl", tmp_path / "insp", data_dir=str(synthetic_dir))["reading"]
+    result = write(runs, tmp_path, synthetic_dir, inspect=tmp_path / "insp")
+    text = (tmp_path / "paper" / "main.tex").read_text()
+    assert "scored" in result["figures"] and (tmp_path / "paper" / "scored.pdf").is_file()
+    assert "scored.pdf" in text and paper.tex(reading) in text and "darker" in reading
+    with pytest.raises(UserError, match="holds no distill-inspect output"):
+        write(runs, tmp_path, synthetic_dir, inspect=tmp_path, out=tmp_path / "other")
+
+
+@pytest.mark.slow
+@needs_tex
+def test_four_runs_and_the_scored_set_still_fit_4_pages(runs, transfer_run, tmp_path, synthetic_dir):
+    import pickle
+
+    from distill.data import load_cifar10
+    from distill.inspection import inspect_set
+
+    images = load_cifar10(synthetic_dir, download=False)[1].images
+    (tmp_path / "s.pkl").write_bytes(pickle.dumps({"data": images}))
+    inspect_set(tmp_path / "s.pkl", tmp_path / "insp", data_dir=str(synthetic_dir))
+    dirs = [transfer_run / "kd_transfer", runs / "kd", runs / "teacher", runs / "ce"]
+    result = paper.paper(dirs, out=tmp_path / "p", repo=REPO, data_dir=str(synthetic_dir), inspect=tmp_path / "insp")
+    assert result["pages"] is not None and 1 <= result["pages"] <= 4
+    assert set(result["figures"]) == {"curves", "confusion", "scored"}
+    pdf = tmp_path / "p" / "main.pdf"
+    text = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout.split())
+    assert "All share:" in text and "transfer set" in text and "overlaps CIFAR-10" in text
+    subprocess.run(["pdftoppm", "-png", "-r", "50", str(pdf), str(tmp_path / "page")], check=True)
