@@ -186,6 +186,41 @@ def rows_to_nhwc(rows: np.ndarray, source: str) -> np.ndarray:
     return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()
 
 
+def _roughness(images: np.ndarray) -> float:
+    """Mean absolute difference of vertically and horizontally adjacent pixels of NHWC images."""
+    x = images.astype(np.float32)
+    return float(np.abs(np.diff(x, axis=1)).mean() + np.abs(np.diff(x, axis=2)).mean())
+
+
+def rows_from_data(rows: np.ndarray, source: str) -> np.ndarray:
+    """(N, 3072) rows of a test pickle -> (N, 32, 32, 3), their layout decided from the images, never guessed.
+
+    CIFAR-10's batches store each image channel-planar (1024 red, then green, then blue values); a row that
+    flattens an HWC image interleaves them. Natural images are smooth in the right layout and rough in the other
+    (on CIFAR-10's test images the wrong one is over twice as rough, for a single image as for 500); a layout
+    clearly smoother than the other (ratio under :data:`LAYOUT_MARGIN`) is taken, interleaved with a note, and
+    rows whose layout the images cannot tell are refused."""
+    planar = rows_to_nhwc(rows, source)
+    interleaved = np.ascontiguousarray(rows.reshape(-1, 32, 32, 3))
+    sample = slice(0, 500)
+    if np.array_equal(planar[sample], interleaved[sample]):  # e.g. flat images: both readings agree
+        return planar
+    rough_planar, rough_interleaved = _roughness(planar[sample]), _roughness(interleaved[sample])
+    if rough_planar < LAYOUT_MARGIN * rough_interleaved:
+        return planar
+    if rough_interleaved < LAYOUT_MARGIN * rough_planar:
+        _warn(f"{source}: its (N, 3072) rows are pixel-interleaved (each image HWC-flattened), not channel-planar "
+              f"as CIFAR-10's batches; read as such (they are {rough_planar / rough_interleaved:.1f}x smoother so)")  # fmt: skip
+        return interleaved
+    raise UserError(
+        f"{source}: cannot tell from the images whether its (N, 3072) rows are channel-planar (CIFAR-10's layout) or "
+        f"pixel-interleaved (HWC); save 'data' as (N, 32, 32, 3) uint8 images instead"
+    )
+
+
+LAYOUT_MARGIN = 0.8  # a layout this much smoother than the other is the images' (CIFAR-10: under 0.5)
+
+
 def _read_batch(path: Path) -> Split:
     batch = safe_unpickle(path)
     if not isinstance(batch, dict):
@@ -295,9 +330,13 @@ def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path}: 'data' must be uint8 pixels 0..255, got {data.dtype}; convert it with .astype(np.uint8)"
         )
     if data.ndim == 2:
-        data = rows_to_nhwc(data, str(path))
+        data = rows_from_data(data, str(path))
+    if data.ndim == 4 and data.shape[1:] == (3, 32, 32):  # NCHW: unambiguous, the channels are the 3-long axis
+        data = data.transpose(0, 2, 3, 1)
     if data.ndim != 4 or data.shape[1:] != (32, 32, 3):
-        raise UserError(f"{path}: 'data' must be (N, 32, 32, 3) or (N, 3072), got shape {data.shape}")
+        raise UserError(
+            f"{path}: 'data' must be (N, 32, 32, 3), (N, 3, 32, 32) or (N, 3072) images, got shape {data.shape}"
+        )
     if len(data) == 0:
         raise UserError(f"{path}: 'data' holds no images; pass the competition's test pickle")
     ids = _key(obj, "ids")

@@ -114,15 +114,45 @@ def _write(tmp_path, obj):
     return path
 
 
-def test_test_pickle_formats(tmp_path):
-    split = synthetic_split(5, 3)
-    images, ids = load_test_pickle(_write(tmp_path, {b"data": split.images, b"ids": np.array([9, 8, 7, 6, 5])}))
-    np.testing.assert_array_equal(images, split.images)
+def smooth_images(n: int, seed: int) -> np.ndarray:
+    """Images as smooth as photographs: a random colour gradient each, and a little noise."""
+    rng = np.random.default_rng(seed)
+    r, c = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    slope = rng.uniform(-3, 3, (n, 1, 1, 3, 2))
+    base = rng.uniform(60, 190, (n, 1, 1, 3))
+    x = base + slope[..., 0] * (r - 16)[None, :, :, None] + slope[..., 1] * (c - 16)[None, :, :, None]
+    return np.clip(x + rng.normal(0, 2, x.shape), 0, 255).astype(np.uint8)
+
+
+def test_test_pickle_formats(tmp_path, capsys):
+    images = smooth_images(5, 3)
+    read, ids = load_test_pickle(_write(tmp_path, {b"data": images, b"ids": np.array([9, 8, 7, 6, 5])}))
+    np.testing.assert_array_equal(read, images)
     assert ids.tolist() == [9, 8, 7, 6, 5]
-    rows = split.images.transpose(0, 3, 1, 2).reshape(5, -1)
-    images, ids = load_test_pickle(_write(tmp_path, {b"data": rows}))
-    np.testing.assert_array_equal(images, split.images)
-    assert ids.tolist() == [0, 1, 2, 3, 4]
+    read, ids = load_test_pickle(_write(tmp_path, {b"data": images.transpose(0, 3, 1, 2).reshape(5, -1)}))  # planar
+    np.testing.assert_array_equal(read, images)
+    assert ids.tolist() == [0, 1, 2, 3, 4] and "interleaved" not in capsys.readouterr().err
+    read, _ = load_test_pickle(_write(tmp_path, {b"data": images.reshape(5, -1)}))  # HWC-flattened rows
+    np.testing.assert_array_equal(read, images)
+    assert "pixel-interleaved (each image HWC-flattened)" in capsys.readouterr().err  # decided, and said
+    read, _ = load_test_pickle(_write(tmp_path, {b"data": images.transpose(0, 3, 1, 2)}))  # NCHW
+    np.testing.assert_array_equal(read, images)
+
+
+def test_rows_whose_layout_the_images_cannot_tell_are_refused(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (4, 3072), dtype=np.uint8)  # no layout is smoother
+    with pytest.raises(
+        UserError, match="cannot tell from the images whether its \\(N, 3072\\) rows are channel-planar"
+    ):
+        load_test_pickle(_write(tmp_path, {b"data": noise}))
+    flat = np.full((2, 3072), 7, np.uint8)  # both readings are the same images: nothing to decide
+    assert load_test_pickle(_write(tmp_path, {b"data": flat}))[0].shape == (2, 32, 32, 3)
+
+
+def test_real_cifar_rows_are_read_in_either_layout(real_data_dir, tmp_path):
+    images = load_cifar10(real_data_dir, download=False)[1].images[:50]
+    for rows in (images.transpose(0, 3, 1, 2).reshape(50, -1), images.reshape(50, -1)):
+        np.testing.assert_array_equal(load_test_pickle(_write(tmp_path, {b"data": rows}))[0], images)
 
 
 @pytest.mark.parametrize(
