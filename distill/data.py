@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.errors import UserError
+from distill.errors import UserError, warn
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCH_DIR = "cifar-10-batches-py"
@@ -209,7 +209,7 @@ def rows_from_data(rows: np.ndarray, source: str) -> np.ndarray:
     if rough_planar < LAYOUT_MARGIN * rough_interleaved:
         return planar
     if rough_interleaved < LAYOUT_MARGIN * rough_planar:
-        _warn(f"{source}: its (N, 3072) rows are pixel-interleaved (each image HWC-flattened), not channel-planar "
+        warn(f"{source}: its (N, 3072) rows are pixel-interleaved (each image HWC-flattened), not channel-planar "
               f"as CIFAR-10's batches; read as such (they are {rough_planar / rough_interleaved:.1f}x smoother so)")  # fmt: skip
         return interleaved
     raise UserError(
@@ -293,7 +293,7 @@ def check_batches(folder: Path, parts: dict[str, Split]) -> None:
     for name in parts:
         md5 = hashlib.md5((folder / name).read_bytes(), usedforsecurity=False).hexdigest()
         if md5 != OFFICIAL_MD5[name] and content[name] != OFFICIAL_CONTENT[name]:
-            _warn(
+            warn(
                 f"{folder / name} is not CIFAR-10's official {name} (neither its published md5 nor its images and "
                 f"labels); if that is not deliberate, replace it with the official file"
             )
@@ -301,14 +301,10 @@ def check_batches(folder: Path, parts: dict[str, Split]) -> None:
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             if content[a] == content[b]:
-                _warn(f"{folder / a} and {folder / b} hold the same images and labels (a copy gone wrong?)")
+                warn(f"{folder / a} and {folder / b} hold the same images and labels (a copy gone wrong?)")
     shared = shared_images(parts[TEST_FILE].images, np.concatenate([parts[n].images for n in TRAIN_FILES]))
     if shared > len(parts[TEST_FILE]) // 100:  # the official sets share no image
-        _warn(f"{shared:,} images of {folder / TEST_FILE} are also training images: the test set would be trained on")
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+        warn(f"{shared:,} images of {folder / TEST_FILE} are also training images: the test set would be trained on")
 
 
 def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

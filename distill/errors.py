@@ -39,6 +39,11 @@ class Stopped(Exception):
         self.exit_code = 128 + signum  # as if killed by that signal, which is what schedulers expect
 
 
+def warn(message: str) -> None:
+    """One ``warning:`` line on stderr: something the user may not have meant, which the run goes on with."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def _is_main_process() -> bool:
     # torchrun / accelerate launch set RANK; every process meets the same bad input, one of them says so.
     return os.environ.get("RANK", "0") == "0"

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -47,8 +48,29 @@ def write_error(path: Path, err: OSError, flag: str) -> str:
     return f"cannot write {path} ({err.strerror or err}); choose another {flag}"
 
 
+def to_json(obj: object, path: Path | str, indent: int | None = 2) -> str:
+    """``obj`` as JSON, refusing numbers that are not numbers: a NaN or an infinity is never written (Python's json
+    would write ``NaN``, which no strict reader parses and every table would print as a result)."""
+    try:
+        return json.dumps(obj, indent=indent, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"refusing to write {path}: {_non_finite(obj) or 'a value'} is NaN or infinite") from None
+
+
+def _non_finite(obj: object, where: str = "") -> str | None:
+    """The key path of the first NaN or infinity in ``obj``, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "the value"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list | tuple) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 def write_json(path: Path, obj: dict) -> None:
-    write_atomic(path, json.dumps(obj, indent=2) + "\n")
+    write_atomic(path, to_json(obj, path) + "\n")
 
 
 def sha256_file(path: Path) -> str:

@@ -36,7 +36,7 @@ from distill.augment import AugmentSpec, apply_views, normalize, sample_views, s
 from distill.data import Split
 from distill.errors import UserError
 from distill.failpoints import failpoint
-from distill.files import sha256_file, staged_directory
+from distill.files import sha256_file, staged_directory, to_json
 
 FORMAT_VERSION = 3  # 2: a list of teachers (an ensemble's logits are averaged); 3: view keys follow the spec
 
@@ -172,7 +172,7 @@ def _write_atomic(out_dir: Path, arrays: dict[str, np.ndarray], meta: dict) -> N
                 np.save(tmp / f"{name}.npy", arr)
                 meta["files"][f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
             failpoint("cache.files")
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            (tmp / "meta.json").write_text(to_json(meta, out_dir / "meta.json"))
             for f in tmp.iterdir():  # flush data before the rename makes it visible
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())

@@ -233,6 +233,13 @@ def make_report(
         raise UserError("give at least one run directory")
     if images is not None and images < 1:
         raise UserError(f"--images {images}: give a count of 1 or more")
+    scored = {run.summary.get("test_images") for run in runs}
+    if len(scored) > 1:
+        counts = " and ".join(f"{run.name} {run.summary.get('test_images') or 0:,}" for run in runs)
+        raise UserError(
+            f"the runs were scored on different test sets ({counts} images): one report compares runs of one test set; "
+            f"report them apart"
+        )
     final = check_report_out(Path(out))
     check_distinct(final, [run.path for run in runs], "--out")
     recipe, _ = load_run(runs[0].path)

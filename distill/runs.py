@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from distill.data import Split
 from distill.errors import ProcessFileError, UserError
 from distill.failpoints import failpoint
-from distill.files import check_writable, swap_in, write_atomic, write_json
+from distill.files import check_writable, swap_in, to_json, write_atomic, write_json
 from distill.models import create_model
 from distill.recipe import Recipe, dump_recipe, load_recipe
 
@@ -245,9 +245,10 @@ def rewrite_metrics(run_dir: Path, upto_epoch: int) -> None:
 
 def append_metrics(run_dir: Path, line: dict) -> None:
     path = run_dir / "metrics.jsonl"
+    text = to_json(line, path, indent=None) + "\n"
     try:
         with open(path, "a") as f:
-            f.write(json.dumps(line) + "\n")
+            f.write(text)
     except OSError as err:
         raise UserError(
             f"cannot write {path} ({err.strerror or err}); free disk space, then --resume continues from the last "

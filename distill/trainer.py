@@ -25,7 +25,7 @@ from timm.utils import ModelEmaV3
 from distill import engine
 from distill.augment import TTASpec, normalize
 from distill.data import Split, load_data, load_transfer_set
-from distill.errors import Stopped, UserError
+from distill.errors import Stopped, UserError, warn
 from distill.failpoints import failpoint
 from distill.files import RunLock, check_distinct, write_json
 from distill.logit_cache import LogitCache
@@ -291,6 +291,12 @@ def _check_inputs(
     check_run_dir(run_dir, recipe, resume)
     train_split, val_split, test_split = load_data(recipe.data)
     unlabeled = load_transfer_set(recipe.kd.unlabeled if kd else [], train_split, accelerator.is_main_process)
+    pool = len(train_split) + (len(unlabeled) if unlabeled is not None else 0)
+    if recipe.train.batch_size > pool and accelerator.is_main_process:
+        warn(
+            f"train.batch_size {recipe.train.batch_size} is larger than the {pool:,} training images: each epoch is one "
+            f"step of {pool:,} images, at the LR set for {recipe.train.batch_size} (set train.batch_size <= {pool:,})"
+        )
     if resume:
         check_same_data(run_dir, train_split, unlabeled)
     cache = None

@@ -35,3 +35,21 @@ def _dead_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+def test_numbers_that_are_not_numbers_are_never_written(tmp_path):
+    """summary.json, metrics.jsonl, the cache's meta.json and every other JSON go through to_json: a NaN or an
+    infinity stops the write, naming where it sits, and leaves no file."""
+    import math
+
+    from distill.files import write_json
+    from distill.runs import append_metrics
+
+    with pytest.raises(ValueError, match=r"refusing to write .*summary.json: runs.1.test_accuracy is NaN or infinite"):
+        write_json(tmp_path / "summary.json", {"runs": [{"test_accuracy": 0.5}, {"test_accuracy": math.nan}]})
+    assert not (tmp_path / "summary.json").exists()
+    with pytest.raises(ValueError, match="train_loss is NaN or infinite"):
+        append_metrics(tmp_path, {"epoch": 1, "train_loss": math.inf})
+    assert not (tmp_path / "metrics.jsonl").exists()
+    write_json(tmp_path / "ok.json", {"a": 1.5, "b": [None, 2]})
+    assert (tmp_path / "ok.json").read_text().startswith("{")

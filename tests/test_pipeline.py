@@ -403,3 +403,11 @@ def test_tensorboard_missing_is_one_line_before_anything_is_written(synthetic_di
         train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "r"),
                             *tiny(synthetic_dir, "train.log_with=tensorboard")])  # fmt: skip
     assert not (tmp_path / "r").exists()
+
+
+def test_a_batch_larger_than_the_training_set_is_warned(synthetic_dir, tmp_path, capsys):
+    train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "big"),
+                        *tiny(synthetic_dir, "train.epochs=1", "train.batch_size=1000")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "warning: train.batch_size 1000 is larger than the 400 training images: each epoch is one step" in err
+    assert json.loads((tmp_path / "big" / "state" / "progress.json").read_text())["step"] == 1

@@ -100,3 +100,17 @@ def test_report_adds_each_students_shift_suite(runs, synthetic_dir, tmp_path):
         noise = [a for c in ("gaussian_noise", "shot_noise", "impulse_noise") for a in shift["corruptions"][c].values()]
         assert cells[4] == f"{100 * sum(noise) / 15:.2f}%"
         assert cells[10] == f"{100 * shift['natural']['cifar102_test.npz']:.2f}%"
+
+
+def test_runs_scored_on_different_test_sets_are_not_compared(runs, synthetic_dir, tmp_path):
+    import shutil
+
+    from distill.errors import UserError
+
+    other = tmp_path / "other"
+    shutil.copytree(runs[1], other)
+    summary = json.loads((other / "summary.json").read_text())
+    (other / "summary.json").write_text(json.dumps({**summary, "test_images": 50}))
+    with pytest.raises(UserError, match=r"scored on different test sets \(teacher 200 and ce 200 and other 50 images\)"):
+        report.main([*map(str, runs[:2]), str(other), "--out", str(tmp_path / "rep"), "--data-dir", str(synthetic_dir)])
+    assert not (tmp_path / "rep").exists()
