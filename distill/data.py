@@ -349,9 +349,12 @@ def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 UNLABELED = -1  # the label of a transfer-set image: it has none
 
 
-def load_unlabeled(paths: list[str] | tuple[str, ...]) -> Split:
+def load_unlabeled(paths: list[str] | tuple[str, ...], say: bool = False) -> Split:
     """The images of a transfer set, in order, with label :data:`UNLABELED` (-1): each file a test pickle
-    (as :func:`load_test_pickle` reads it) or a plain ``.npy`` of (N, 32, 32, 3) uint8 images."""
+    (as :func:`load_test_pickle` reads it) or a plain ``.npy`` of (N, 32, 32, 3) uint8 images.
+
+    Exact duplicates (within a file, or a file given twice) are dropped, the first of each kept, so that no image
+    weighs twice in the KD term; with ``say``, a warning counts them."""
     parts = []
     for name in paths:
         path = Path(name)
@@ -377,6 +380,14 @@ def load_unlabeled(paths: list[str] | tuple[str, ...]) -> Split:
     if not parts:
         return Split(np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64))
     images = np.concatenate(parts)
+    first = np.sort(np.unique(image_keys(images), return_index=True)[1])
+    if len(first) < len(images):
+        if say:
+            warn(
+                f"{len(images) - len(first):,} of the {len(images):,} unlabelled images ({', '.join(map(str, paths))}) "
+                f"are exact duplicates of others (within a file, or a file given twice): dropped, {len(first):,} kept"
+            )
+        images = images[first]
     return Split(images, np.full(len(images), UNLABELED, dtype=np.int64))
 
 
@@ -400,7 +411,7 @@ def load_transfer_set(files: list[str], train: Split, say: bool) -> Split | None
     """The transfer set's images (None without one); a warning (when ``say``) if some are training images."""
     if not files:
         return None
-    unlabeled = load_unlabeled(files)
+    unlabeled = load_unlabeled(files, say=say)
     shared = shared_images(unlabeled.images, train.images)
     if shared and say:
         print(

@@ -55,12 +55,19 @@ def test_a_mixed_image_weighs_only_its_labelled_parts():
 def test_load_unlabeled_reads_npy_and_test_pickles(tmp_path):
     a, b = synthetic_split(30, 5).images, synthetic_split(20, 6).images
     np.save(tmp_path / "a.npy", a)
-    (tmp_path / "b.pkl").write_bytes(
-        pickle.dumps({b"data": b.transpose(0, 3, 1, 2).reshape(20, -1), b"ids": list(range(20))})
-    )
+    (tmp_path / "b.pkl").write_bytes(pickle.dumps({b"data": b, b"ids": list(range(20))}))
     pool = load_unlabeled([str(tmp_path / "a.npy"), str(tmp_path / "b.pkl")])
     assert np.array_equal(pool.images, np.concatenate([a, b])) and (pool.labels == UNLABELED).all()
     assert shared_images(pool.images, a[5:9]) == 4 and shared_images(pool.images[:30], b) == 0
+
+
+def test_duplicate_unlabelled_images_are_dropped_and_counted(tmp_path, capsys):
+    a = synthetic_split(30, 5).images
+    np.save(tmp_path / "a.npy", np.concatenate([a, a[:4]]))  # 4 repeated within the file
+    pool = load_unlabeled([str(tmp_path / "a.npy"), str(tmp_path / "a.npy")], say=True)  # and the file given twice
+    assert np.array_equal(pool.images, a)  # the first of each kept, in order
+    assert "38 of the 68 unlabelled images" in capsys.readouterr().err
+    assert len(load_unlabeled([str(tmp_path / "a.npy")])) == 30 and capsys.readouterr().err == ""  # say=False: quiet
 
 
 @pytest.fixture(scope="module")
