@@ -17,7 +17,8 @@ finished student trained on another cache than the one it would get now is refus
 (its results are never silently reused nor overwritten). Every input is checked before the first stage
 starts. Each stage's own command (``train_teacher.py``, ``cache_logits.py``, ``train_student.py``,
 ``report.py``, ``export.py``) works on the same directories. Trailing ``key=value`` overrides go to both
-recipes; ``--unlabeled`` to the student's only.
+recipes, but for ``kd.*`` (only the student distils: ``kd.temperature=2`` leaves a finished teacher as it is);
+``--unlabeled`` to the student's only.
 """
 
 from __future__ import annotations
@@ -103,12 +104,17 @@ def _cache_path(teacher: Recipe, student: Recipe, run_dir: Path) -> Path:
     return run_dir / f"cache-{student.name}-{_views_key(student)}"
 
 
+def teacher_overrides(overrides: list[str]) -> list[str]:
+    """The overrides a teacher reads: all but ``kd.*``, which only the student's loss and cache stage read."""
+    return [o for o in overrides if not o.strip().startswith("kd.")]
+
+
 def resolve(student: Recipe, runs: Path, overrides: list[str]) -> Job:
     """The recipes and directories of the job, before anything runs."""
     student_dir = runs / student.name
     if student.kd.alpha == 0:
         return Job(student, None, [], None, None, student_dir, None)
-    teacher = load_recipe(student.kd.teacher, overrides)
+    teacher = load_recipe(student.kd.teacher, teacher_overrides(overrides))
     seeds = student.kd.teacher_seeds
     run_dir = _teacher_dir(runs, teacher, seeds)
     cache_recipe = replace(
@@ -306,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="print each stage: run, skip or redo, and why; then exit, running nothing",
     )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for both recipes")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for both recipes (kd.*: the student's only)")
     args = parser.parse_intermixed_args(argv)
     overrides = with_data_dir(args.overrides, args.data_dir)
     return run_pipeline(

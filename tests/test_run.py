@@ -130,3 +130,12 @@ def test_the_three_switches_through_distill_run_on_real_data(real_data_dir, tmp_
     assert summary["train_images"] == 2000 + 1000 - 200
     assert "BatchNorm statistics from these images" in proc.stdout
     assert len(list(csv.reader(out.open()))) == 501
+
+
+def test_an_override_only_the_student_reads_leaves_the_teacher_as_it_is(tmp_path, test_pkl, synthetic_dir, capsys):
+    """kd.* is the student's: after a finished job, kd.temperature=2 finds the teacher as it is (before, the teacher
+    stage was refused as made with other overrides); the finished student, made with kd.temperature 4, is refused."""
+    pipeline(tmp_path, test_pkl, synthetic_dir)
+    with pytest.raises(UserError, match=r"^the student stage with a recipe other than .*kd.temperature: 4.0 -> 2.0"):
+        pipeline(tmp_path, test_pkl, synthetic_dir, "kd_smoke", "kd.temperature=2")
+    assert run.teacher_overrides(["kd.temperature=2", "train.lr=0.1", " kd.loss=dkd"]) == ["train.lr=0.1"]
