@@ -27,7 +27,7 @@ from distill.cli import UNLABELED_HELP, with_data_dir, with_unlabeled
 from distill.data import Split, load_data, load_transfer_set
 from distill.devices import make_accelerator
 from distill.errors import UserError, cli_main
-from distill.files import check_distinct, check_writable, sha256_file
+from distill.files import check_distinct, check_writable, sha256_file, write_json
 from distill.logit_cache import build_cache
 from distill.recipe import Recipe, recipe_from_dict
 from distill.runs import WEIGHTS, load_run, started_with
@@ -83,6 +83,36 @@ def check_trained_on(teacher: TeacherRun, train: Split, recipe: Recipe) -> None:
             f"({split(ours)}): its student would be measured on images the teacher trained on; cache it with the "
             f"data settings it trained with, or train a teacher with these"
         )
+
+
+def ensemble_accuracy(teachers: list[TeacherRun], recipe: Recipe, accelerator: Accelerator) -> float:
+    """The test accuracy of the teachers' mean logits (the ensemble a cache holds), with the recipe's TTA."""
+    from distill.engine import predict_logits
+
+    test = load_data(recipe.data)[2]
+    images = torch.from_numpy(test.images).to(accelerator.device)
+    total = None
+    for teacher in teachers:
+        model = teacher.model.to(accelerator.device).eval()
+        logits = predict_logits(
+            model, images, recipe.cache.batch_size, accelerator, recipe.tta, recipe.train.channels_last
+        )
+        total = logits if total is None else total + logits
+    return float((total.argmax(-1).cpu().numpy() == test.labels).mean())
+
+
+def report_ensemble(teachers: list[TeacherRun], recipe: Recipe, accelerator: Accelerator, run_dir: Path) -> float:
+    """Score the ensemble, write ``run_dir/ensemble.json`` and print its accuracy as the last line."""
+    accuracy = ensemble_accuracy(teachers, recipe, accelerator)
+    if accelerator.is_main_process:
+        members = {t.run_dir.name: t.test_accuracy for t in teachers}
+        write_json(
+            run_dir / "ensemble.json", {"members": members, "test_accuracy": accuracy, "tta": recipe.tta.to_dict()}
+        )
+        each = ", ".join(f"{name} {100 * acc:.2f}%" for name, acc in members.items() if acc is not None)
+        print(f"Ensemble of {len(teachers)} teachers (mean logits): test accuracy {100 * accuracy:.2f}% ({each})",
+              flush=True)  # fmt: skip
+    return accuracy
 
 
 def cache_teachers(

@@ -307,6 +307,19 @@ def check_batches(folder: Path, parts: dict[str, Split]) -> None:
         warn(f"{shared:,} images of {folder / TEST_FILE} are also training images: the test set would be trained on")
 
 
+def pixel_fix(data: np.ndarray) -> str:
+    """How to turn non-uint8 pixels into uint8 0..255, by what they hold: floats in 0..1 are scaled (a plain
+    ``.astype(np.uint8)`` would make them all 0 or 1), values in 0..255 rounded, anything else rescaled first."""
+    if data.size == 0 or not np.issubdtype(data.dtype, np.number):
+        return "save uint8 pixels 0..255"
+    low, high = float(np.nanmin(data)), float(np.nanmax(data))
+    if np.issubdtype(data.dtype, np.floating) and 0.0 <= low and high <= 1.0:
+        return "its values lie in 0..1: scale them, (x * 255).round().astype(np.uint8)"
+    if 0.0 <= low and high <= 255.0:
+        return "its values lie in 0..255: np.round(x).astype(np.uint8)"
+    return f"its values span {low:g}..{high:g}, not pixels 0..255: map them to 0..255 first, then .astype(np.uint8)"
+
+
 def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Read the Kaggle test pickle: returns ``(images (N, 32, 32, 3) uint8, ids (N,) int64)``.
 
@@ -322,9 +335,7 @@ def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{path}: no 'data' key (keys: {sorted(map(str, obj))}); pass the competition's test pickle")
     data = np.asarray(data)
     if data.dtype != np.uint8:
-        raise UserError(
-            f"{path}: 'data' must be uint8 pixels 0..255, got {data.dtype}; convert it with .astype(np.uint8)"
-        )
+        raise UserError(f"{path}: 'data' must be uint8 pixels 0..255, got {data.dtype}; {pixel_fix(data)}")
     if data.ndim == 2:
         data = rows_from_data(data, str(path))
     if data.ndim == 4 and data.shape[1:] == (3, 32, 32):  # NCHW: unambiguous, the channels are the 3-long axis
@@ -367,11 +378,14 @@ def load_unlabeled(paths: list[str] | tuple[str, ...], say: bool = False) -> Spl
                 raise UserError(
                     f"{path} is not a plain .npy array ({str(err).splitlines()[0]}); save it with np.save(path, images)"
                 ) from None
-            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+            if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
                 raise UserError(
                     f"{path}: unlabelled images must be uint8 (N, 32, 32, 3), got {images.dtype} {images.shape}; "
-                    f"convert them with .astype(np.uint8) in NHWC order"
+                    f"save them in NHWC order"
                 )
+            if images.dtype != np.uint8:
+                raise UserError(f"{path}: unlabelled images must be uint8 pixels 0..255, got {images.dtype}; "
+                                f"{pixel_fix(images)}")  # fmt: skip
             if len(images) == 0:
                 raise UserError(f"{path} holds no images; remove it from kd.unlabeled")
         else:
@@ -450,8 +464,10 @@ def load_shift_set(path: str | Path) -> Split:
         raise UserError(
             f"{path} is not a plain numpy array file ({str(err).splitlines()[0]}); re-download it"
         ) from None
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
+    if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
         raise UserError(f"{path}: images must be uint8 (N, 32, 32, 3), got {images.dtype} {images.shape}")
+    if images.dtype != np.uint8:
+        raise UserError(f"{path}: images must be uint8 pixels 0..255, got {images.dtype}; {pixel_fix(images)}")
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
         raise UserError(
             f"{path}: {len(images)} images need {len(images)} integer labels, got {labels.dtype} {labels.shape}"

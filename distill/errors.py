@@ -7,8 +7,11 @@ points run through :func:`cli_main`, which turns it into ``error: <message>`` on
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import sys
+from dataclasses import dataclass
 from typing import Callable
 
 EXIT_USER_ERROR = 2
@@ -37,6 +40,34 @@ class Stopped(Exception):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum  # as if killed by that signal, which is what schedulers expect
+
+
+@dataclass(frozen=True)
+class Words:
+    """How the command the user typed names what the stages' messages speak of: a message says what the user can
+    type, so ``distill-run`` never advises ``--output-dir`` or ``--resume``, flags it does not have."""
+
+    run_dir: str = "--output-dir"  # the option that chose a run's directory
+    resume: str = "pass --resume"  # how to continue a stopped run
+
+
+DISTILL_RUN = Words(run_dir="--runs-dir", resume="run the same distill-run command again")
+_WORDS: contextvars.ContextVar[Words] = contextvars.ContextVar("words", default=Words())
+
+
+def words() -> Words:
+    """The words of the command running now (the stage commands' own unless inside :func:`speaking`)."""
+    return _WORDS.get()
+
+
+@contextlib.contextmanager
+def speaking(chosen: Words):
+    """Within the block, messages use ``chosen`` words (distill-run wraps its stages in it)."""
+    token = _WORDS.set(chosen)
+    try:
+        yield
+    finally:
+        _WORDS.reset(token)
 
 
 def warn(message: str) -> None:

@@ -19,13 +19,13 @@ import sys
 import time
 from pathlib import Path
 
-from distill.errors import UserError
+from distill.errors import UserError, words
 from distill.failpoints import failpoint
 
 
-def write_atomic(path: Path, data: str | bytes, flag: str = "--output-dir") -> None:
+def write_atomic(path: Path, data: str | bytes, flag: str | None = None) -> None:
     """Write ``data`` to ``path`` via a temporary sibling and a rename; a write error is a UserError
-    naming its cause and ``flag``, the option that chose the path."""
+    naming its cause and ``flag``, the option that chose the path (default: the command's run-dir option)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -36,7 +36,7 @@ def write_atomic(path: Path, data: str | bytes, flag: str = "--output-dir") -> N
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise UserError(write_error(path, err, flag)) from None
+        raise UserError(write_error(path, err, flag or words().run_dir)) from None
 
 
 def write_error(path: Path, err: OSError, flag: str) -> str:
@@ -45,6 +45,9 @@ def write_error(path: Path, err: OSError, flag: str) -> str:
         return f"{path} is a directory; give {flag} the path of a file, not of a directory"
     if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"cannot write {path} ({err.strerror}): the disk is full; free disk space and run again"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write {path} ({err.strerror}): make {Path(path).parent} writable, or choose another "
+                f"{flag} in a folder you can write")  # fmt: skip
     return f"cannot write {path} ({err.strerror or err}); choose another {flag}"
 
 
@@ -81,17 +84,19 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def check_writable(folder: Path, flag: str = "--output-dir") -> None:
-    """Create ``folder`` and prove a file can be written there, before any work starts."""
+def check_writable(folder: Path, flag: str | None = None) -> None:
+    """Create ``folder`` and prove a file can be written there, before any work starts (``flag``: the option that
+    chose it; default the command's run-dir option)."""
+    flag = flag or words().run_dir
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".write-test-{os.getpid()}"
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as err:
-        raise UserError(
-            f"output dir {folder} cannot be written ({err.strerror or err}); choose another {flag}"
-        ) from None
+        fix = f"make it writable, or choose another {flag}" if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) \
+            else f"choose another {flag}"  # fmt: skip
+        raise UserError(f"output dir {folder} cannot be written ({err.strerror or err}); {fix}") from None
 
 
 def check_distinct(out: Path, inputs: list[Path], flag: str) -> None:

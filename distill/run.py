@@ -35,8 +35,8 @@ from distill.cache_logits import TeacherRun, cache_teachers
 from distill.cli import UNLABELED_HELP, with_data_dir, with_unlabeled
 from distill.data import load_data, load_test_pickle, load_unlabeled
 from distill.devices import make_accelerator
-from distill.engine import BN_STATS, BN_STATS_HELP
-from distill.errors import UserError, cli_main
+from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES
+from distill.errors import DISTILL_RUN, UserError, cli_main, speaking
 from distill.files import check_distinct, sha256_file
 from distill.logit_cache import LogitCache
 from distill.recipe import Recipe, load_recipe
@@ -44,7 +44,7 @@ from distill.runs import WEIGHTS, check_same_recipe, started_with
 from distill.train_teacher import train_teachers
 from distill.trainer import train
 
-AGAIN = "run the same distill-run command again"  # what resumes a stopped stage here (no --resume flag)
+AGAIN = DISTILL_RUN.resume  # what resumes a stopped stage here (no --resume flag)
 OTHER_RUNS = "run with the overrides it was made with, or give another --runs-dir"
 
 
@@ -245,7 +245,13 @@ def run_pipeline(
     """Teacher, cache, student, report and CSV, each skipped when done; returns the CSV's check.
 
     ``unlabeled`` files are the student's transfer set (``kd.unlabeled``); ``bn_stats`` goes to the export.
-    With ``dry_run`` it prints the plan (each stage: run, skip or redo, and why) and returns it, running nothing."""
+    With ``dry_run`` it prints the plan (each stage: run, skip or redo, and why) and returns it, running nothing.
+    Every message of every stage speaks distill-run's words (``--runs-dir``, "run the same command again")."""
+    with speaking(DISTILL_RUN):
+        return _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_stats, dry_run)
+
+
+def _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_stats, dry_run) -> dict:
     from distill import export, report  # the last stages' imports (matplotlib) only when they run
 
     student = load_recipe(student_recipe, with_unlabeled(list(overrides), unlabeled))
@@ -253,7 +259,12 @@ def run_pipeline(
     _check_student_recipe(student)
     export.check_out(out)  # every input checked before the first stage starts
     check_distinct(out, [Path(test_pkl), *map(Path, student.kd.unlabeled), runs], "--out")
-    load_test_pickle(test_pkl)
+    images, _ = load_test_pickle(test_pkl)
+    if bn_stats == "test" and len(images) < MIN_BN_IMAGES:  # known now: refused before a teacher trains for hours
+        raise UserError(
+            f"--bn-stats test needs at least {MIN_BN_IMAGES} images to estimate BatchNorm statistics from, and "
+            f"{test_pkl} holds {len(images)}; leave --bn-stats at train"
+        )
     job = resolve(student, runs, list(overrides))
     stages = plan(job, out)
     if dry_run:
@@ -312,7 +323,9 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="print each stage: run, skip or redo, and why; then exit, running nothing",
     )
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for both recipes (kd.*: the student's only)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="overrides for both recipes (kd.*: the student's only)"
+    )
     args = parser.parse_intermixed_args(argv)
     overrides = with_data_dir(args.overrides, args.data_dir)
     return run_pipeline(

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from distill.data import Split
-from distill.errors import ProcessFileError, UserError
+from distill.errors import ProcessFileError, UserError, words
 from distill.failpoints import failpoint
 from distill.files import check_writable, swap_in, to_json, write_atomic, write_json
 from distill.models import create_model
@@ -62,10 +62,12 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 RESUMABLE_CHANGES = ("data.dir", "data.download")
 
 
-RESUME_FIX = "leave out --recipe and overrides to resume with the run's own recipe.yaml, or start a new --output-dir"
+def resume_fix() -> str:
+    return (f"leave out --recipe and overrides to resume with the run's own recipe.yaml, or start a new "
+            f"{words().run_dir}")  # fmt: skip
 
 
-def check_same_recipe(run_dir: Path, recipe: Recipe, fix: str = RESUME_FIX, what: str = "--resume with") -> None:
+def check_same_recipe(run_dir: Path, recipe: Recipe, fix: str | None = None, what: str = "--resume with") -> None:
     """On --resume, the recipe must be the one the run started with (data location aside); ``fix`` and
     ``what`` word the refusal for the command at hand."""
     started = _flatten(load_recipe(run_dir / "recipe.yaml").to_dict())
@@ -75,7 +77,7 @@ def check_same_recipe(run_dir: Path, recipe: Recipe, fix: str = RESUME_FIX, what
     ]
     if changed:
         diff = ", ".join(f"{k}: {started.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
-        raise UserError(f"{what} a recipe other than the one {run_dir} started with ({diff}); {fix}")
+        raise UserError(f"{what} a recipe other than the one {run_dir} started with ({diff}); {fix or resume_fix()}")
 
 
 def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> None:
@@ -92,7 +94,9 @@ def check_run_dir(run_dir: Path, recipe: Recipe, resume: bool) -> None:
             raise UserError(f"nothing to resume in {run_dir} (no state/ checkpoint); run without --resume")
         check_same_recipe(run_dir, recipe)
     elif has_state or (run_dir / "summary.json").is_file():
-        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --output-dir")
+        raise UserError(
+            f"{run_dir} already holds a run; {words().resume} to continue it, or choose another {words().run_dir}"
+        )
 
 
 def begin_run(run_dir: Path, recipe: Recipe, resume: bool, is_main: bool) -> None:
@@ -168,7 +172,7 @@ def load_checkpoint(accelerator: Accelerator, run_dir: Path, ema=None) -> dict:
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, KeyError, SafetensorError) as err:
         raise ProcessFileError(
             f"checkpoint {state} cannot be loaded safely ({_first_line(err)}); restore it, or start the run "
-            f"again in a new --output-dir"
+            f"again in a new {words().run_dir}"
         ) from None
 
 
@@ -219,13 +223,14 @@ def check_same_data(run_dir: Path, train: Split, unlabeled: Split | None = None)
     if started is not None and started != train.fingerprint():
         raise UserError(
             f"--resume with other training data than {run_dir} started with (fingerprint {started[:12]}, now "
-            f"{train.fingerprint()[:12]}); point --data-dir at the data the run started with, or start a new --output-dir"
+            f"{train.fingerprint()[:12]}); point --data-dir at the data the run started with, or start a new "
+            f"{words().run_dir}"
         )
     now = unlabeled.fingerprint() if unlabeled is not None else None
     if "unlabeled_fingerprint" in data and data["unlabeled_fingerprint"] != now:
         raise UserError(
             f"--resume with another transfer set (kd.unlabeled) than {run_dir} started with; give the files it "
-            f"started with, or start a new --output-dir"
+            f"started with, or start a new {words().run_dir}"
         )
 
 
@@ -273,7 +278,7 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise UserError(
-            f"cannot write {path} ({err.strerror or err}); free disk space or choose another --output-dir"
+            f"cannot write {path} ({err.strerror or err}); free disk space or choose another {words().run_dir}"
         ) from None
 
 
@@ -282,6 +287,14 @@ def load_run(run_dir: str | Path) -> tuple[Recipe, torch.nn.Module]:
     run_dir = Path(run_dir)
     recipe_file, weights = run_dir / "recipe.yaml", run_dir / WEIGHTS
     if not recipe_file.is_file() or not weights.is_file():
+        members = sorted(p for p in run_dir.glob("seed*") if (p / "recipe.yaml").is_file())
+        if members:  # train_teacher.py --seeds N's directory: the runs are its members
+            raise UserError(
+                f"{run_dir} is the directory of an ensemble of {len(members)} ({', '.join(p.name for p in members)}), "
+                f"not one run; give its members: "
+                + " ".join(f"--teacher {p}" for p in members)
+                + " (to a command that takes one run, one of them)"
+            )
         raise UserError(f"{run_dir} is not a finished run (needs recipe.yaml and {WEIGHTS}); train it first")
     recipe = load_recipe(recipe_file)
     model = create_model(recipe.model.name, recipe.model.kwargs)

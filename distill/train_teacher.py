@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distill.cli import dry_run, parse, training_parser
-from distill.errors import UserError, cli_main
+from distill.errors import UserError, cli_main, words
 from distill.recipe import Recipe
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def train_teachers(
     complete cache ends the job. ``again`` is what a stopped run tells the user to do to continue. Returns the
     results, the teachers and the cache's path.
     """
-    from distill.cache_logits import TeacherRun, cache_teachers  # training's imports, not a dry run's
+    from distill.cache_logits import TeacherRun, cache_teachers, report_ensemble  # training's, not a dry run's
     from distill.runs import check_same_recipe
     from distill.trainer import train
 
@@ -70,6 +70,8 @@ def train_teachers(
         results.append(result)
         teachers.append(TeacherRun(result.model, member_dir, member, result.test_accuracy))
     cache_teachers(teachers, cache_recipe or recipe, accelerator, cache)
+    if seeds > 1:  # the ensemble's own accuracy, last: it is what the student distils from
+        report_ensemble(teachers, recipe, accelerator, run_dir)
     return results, teachers, cache
 
 
@@ -81,16 +83,16 @@ def check_layout(run_dir: Path, members: list[Path]) -> None:
     if members == [run_dir] and seeds:
         raise UserError(
             f"{run_dir} holds an ensemble of {len(seeds)} teachers ({', '.join(seeds)}); train a single teacher into "
-            f"another --output-dir, or pass --seeds {len(seeds)} to continue the ensemble"
+            f"another {words().run_dir}, or pass --seeds {len(seeds)} to continue the ensemble"
         )
     if members != [run_dir] and single:
         raise UserError(
-            f"{run_dir} holds a single teacher; train the ensemble of {len(members)} into another --output-dir"
+            f"{run_dir} holds a single teacher; train the ensemble of {len(members)} into another {words().run_dir}"
         )
     if seeds and not set(seeds) <= {d.name for d in members}:
         raise UserError(
             f"{run_dir} holds an ensemble of {', '.join(seeds)}, not of {', '.join(d.name for d in members)}; train "
-            f"this ensemble into another --output-dir"
+            f"this ensemble into another {words().run_dir}"
         )
 
 

@@ -25,7 +25,7 @@ from timm.utils import ModelEmaV3
 from distill import engine
 from distill.augment import TTASpec, normalize
 from distill.data import Split, load_data, load_transfer_set
-from distill.errors import Stopped, UserError, warn
+from distill.errors import Stopped, UserError, warn, words
 from distill.failpoints import failpoint
 from distill.files import RunLock, check_distinct, write_json
 from distill.logit_cache import LogitCache
@@ -284,7 +284,7 @@ def _check_inputs(
             f"build one with distill/train_teacher.py, or use recipe 'ce'"
         )
     inputs = [Path(recipe.data.dir), *(Path(f) for f in recipe.kd.unlabeled)] + ([Path(teacher_cache)] if kd else [])
-    check_distinct(run_dir, inputs, "--output-dir")
+    check_distinct(run_dir, inputs, words().run_dir)
     if resume and accelerator.is_main_process:
         recover_state(run_dir)  # a kill during a checkpoint swap leaves state.tmp / state.old
     accelerator.wait_for_everyone()

@@ -430,9 +430,9 @@ class NaNAfter:
     def __init__(self, loss: torch.nn.Module, n: int):
         self.loss, self.n, self.calls = loss, n, 0
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         self.calls += 1
-        out = self.loss(*args)
+        out = self.loss(*args, **kwargs)
         if self.calls >= self.n:
             out["loss"] = out["loss"] * float("nan")
         return out

@@ -189,3 +189,23 @@ def test_hold_out_is_stratified_seeded_and_disjoint():
     assert again.fingerprint() == val.fingerprint() and other.fingerprint() != val.fingerprint()
     rows = {r.tobytes() for r in train.images.reshape(1000, -1)}
     assert rows == {r.tobytes() for r in np.concatenate([rest.images, val.images]).reshape(1000, -1)}
+
+
+@pytest.mark.parametrize(
+    "pixels, advice",
+    [
+        (np.full((2, 32, 32, 3), 0.5, np.float32), r"values lie in 0\.\.1: scale them, \(x \* 255\)\.round\(\)"),
+        (np.full((2, 32, 32, 3), 200.0), r"values lie in 0\.\.255: np\.round\(x\)\.astype\(np\.uint8\)"),
+        (np.full((2, 32, 32, 3), -1.5, np.float32), r"span -1\.5\.\.-1\.5, not pixels 0\.\.255: map them"),
+        (np.full((2, 32, 32, 3), 7, np.int64), r"values lie in 0\.\.255"),
+    ],
+)
+def test_float_pixels_are_never_advised_a_plain_cast(pixels, advice, tmp_path):
+    """.astype(np.uint8) on floats in 0..1 makes every pixel 0: the advice follows what the array holds."""
+    from distill.data import load_unlabeled
+
+    with pytest.raises(UserError, match=advice):
+        load_test_pickle(_write(tmp_path, {b"data": pixels}))
+    np.save(tmp_path / "u.npy", pixels)
+    with pytest.raises(UserError, match=advice):
+        load_unlabeled([str(tmp_path / "u.npy")])

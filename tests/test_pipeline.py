@@ -355,11 +355,16 @@ def test_validation_split_end_to_end(synthetic_dir, tmp_path):
     assert (info["val_size"], info["val_seed"], info["train_images"]) == (40, 3, 360)
 
 
-def test_teacher_seeds_share_one_cache_of_mean_logits(synthetic_dir, tmp_path):
+def test_teacher_seeds_share_one_cache_of_mean_logits(synthetic_dir, tmp_path, capsys):
     out = tmp_path / "ens"
     args = ["--recipe", "teacher_smoke", "--seeds", "2", "--output-dir", str(out), *tiny(synthetic_dir, "seed=4")]
     results = train_teacher.main(args)
     assert [r.run_dir.name for r in results] == ["seed4", "seed5"]
+    # the ensemble's own accuracy is the last line, and in ensemble.json (its mean logits, with the recipe's TTA)
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    saved = json.loads((out / "ensemble.json").read_text())
+    assert last.startswith("Ensemble of 2 teachers (mean logits): test accuracy") and "seed4" in last
+    assert f"{100 * saved['test_accuracy']:.2f}%" in last and set(saved["members"]) == {"seed4", "seed5"}
     # one process trained both: each checkpoint holds its own model and optimiser only (so each resumes alone)
     assert sorted(p.name for p in (out / "seed5" / "state").glob("model*")) == ["model.safetensors"]
     cache = LogitCache.load(out / "cache")

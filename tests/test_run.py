@@ -139,3 +139,34 @@ def test_an_override_only_the_student_reads_leaves_the_teacher_as_it_is(tmp_path
     with pytest.raises(UserError, match=r"^the student stage with a recipe other than .*kd.temperature: 4.0 -> 2.0"):
         pipeline(tmp_path, test_pkl, synthetic_dir, "kd_smoke", "kd.temperature=2")
     assert run.teacher_overrides(["kd.temperature=2", "train.lr=0.1", " kd.loss=dkd"]) == ["train.lr=0.1"]
+
+
+def test_messages_speak_distill_runs_flags(tmp_path, test_pkl, synthetic_dir):
+    """A stage's refusal inside distill-run names --runs-dir and "the same command", never the stage commands'
+    --output-dir or --resume; the same refusal from train_student names its own flags."""
+    from distill import train_student
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the runs dir should be")
+    out = tmp_path / "submission.csv"
+    with pytest.raises(UserError) as err:
+        run.main(["--test-pkl", str(test_pkl), "--out", str(out), "--runs-dir", str(blocked / "runs"),
+                  *tiny(synthetic_dir, "kd.alpha=0")])  # fmt: skip
+    assert "--runs-dir" in str(err.value) and "--output-dir" not in str(err.value) and "--resume" not in str(err.value)
+    with pytest.raises(UserError, match="choose another --output-dir"):
+        train_student.main(["--recipe", "ce_smoke", "--output-dir", str(blocked / "ce"), *tiny(synthetic_dir)])
+
+
+def test_bn_stats_test_on_too_few_images_is_refused_before_any_stage(tmp_path, test_pkl, synthetic_dir):
+    with pytest.raises(UserError, match="--bn-stats test needs at least 256 images .* holds 50; leave --bn-stats"):
+        pipeline(tmp_path, test_pkl, synthetic_dir, "kd_smoke", "--bn-stats", "test")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_read_only_place_is_fixed_by_making_it_writable_not_by_another_flag(tmp_path):
+    import errno
+
+    from distill.files import write_error
+
+    said = write_error(tmp_path / "x" / "summary.json", OSError(errno.EROFS, "Read-only file system"), "--runs-dir")
+    assert f"make {tmp_path / 'x'} writable, or choose another --runs-dir in a folder you can write" in said
