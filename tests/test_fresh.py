@@ -77,7 +77,9 @@ def test_an_ensemble_goes_into_its_own_directory(tmp_path, test_pkl, synthetic_d
     # the ensemble's parent directory given as one run: named with its members
     from distill import cache_logits
 
-    with pytest.raises(UserError, match=r"is the directory of an ensemble of 2 \(seed0, seed1\).*--teacher .*seed0 --teacher"):
+    with pytest.raises(
+        UserError, match=r"is the directory of an ensemble of 2 \(seed0, seed1\).*--teacher .*seed0 --teacher"
+    ):
         cache_logits.main(["--teacher", str(runs / "teacher_smoke-x2"), "--out", str(tmp_path / "c")])
 
 

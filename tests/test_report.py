@@ -111,6 +111,8 @@ def test_runs_scored_on_different_test_sets_are_not_compared(runs, synthetic_dir
     shutil.copytree(runs[1], other)
     summary = json.loads((other / "summary.json").read_text())
     (other / "summary.json").write_text(json.dumps({**summary, "test_images": 50}))
-    with pytest.raises(UserError, match=r"scored on different test sets \(teacher 200 and ce 200 and other 50 images\)"):
+    with pytest.raises(
+        UserError, match=r"scored on different test sets \(teacher 200 and ce 200 and other 50 images\)"
+    ):
         report.main([*map(str, runs[:2]), str(other), "--out", str(tmp_path / "rep"), "--data-dir", str(synthetic_dir)])
     assert not (tmp_path / "rep").exists()
