@@ -75,10 +75,16 @@ def evaluate_shift(
     _, test = load_cifar10(data_dir or recipe.data.dir, download=False)
     test = test.head(recipe.data.test_limit).head(images)
     check_writable(out, flag="--out")
-    if bn_stats == "test" and len(test) < MIN_BN_IMAGES:  # checked before the first set is scored
-        raise UserError(
-            f"--bn-stats test needs at least {MIN_BN_IMAGES} images per set; --images {len(test)} has fewer"
-        )
+    if bn_stats == "test":  # every set's size checked before the first of 60 corrupted sets is scored
+        small = [
+            (name, len(split)) for name, split in {"the test set": test, **sets}.items() if len(split) < MIN_BN_IMAGES
+        ]
+        if small:
+            raise UserError(
+                f"--bn-stats test needs at least {MIN_BN_IMAGES} images per set; "
+                + ", ".join(f"{name} has {n}" for name, n in small)
+                + " (raise --images, or leave that --natural set out, or --bn-stats at train)"
+            )
     result = score_shift(
         model, test, TTA_VARIANTS[tta], sets, precision=recipe.train.mixed_precision, bn_stats=bn_stats
     )

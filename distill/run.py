@@ -40,7 +40,7 @@ from distill.errors import DISTILL_RUN, UserError, cli_main, speaking
 from distill.files import check_distinct, sha256_file
 from distill.logit_cache import LogitCache
 from distill.recipe import Recipe, load_recipe
-from distill.runs import WEIGHTS, check_same_recipe, started_with
+from distill.runs import WEIGHTS, check_same_recipe, check_weights, started_with
 from distill.train_teacher import train_teachers
 from distill.trainer import train
 
@@ -131,6 +131,7 @@ def _teacher_stage(job: Job) -> Stage:
         for k, d in enumerate(job.members):
             member = replace(job.teacher, seed=job.teacher.seed + k) if len(job.members) > 1 else job.teacher
             check_same_recipe(d, member, fix=OTHER_RUNS, what="the teacher stage with")
+            check_weights(d, AGAIN)
         return Stage("teacher", job.teacher_dir, "reuse", f"{who} finished")
     stopped = any((d / "state").is_dir() or (d / "summary.json").is_file() for d in job.members)
     if stopped:
@@ -172,6 +173,7 @@ def _student_stage(job: Job, cache: Stage | None) -> Stage:
     d = job.student_dir
     if (d / "summary.json").is_file():
         check_same_recipe(d, job.student, fix=OTHER_RUNS, what="the student stage with")
+        check_weights(d, AGAIN)
         if cache is not None:
             recorded = started_with(d, "teacher_cache_key")
             now = LogitCache.load(job.cache).key if cache.action == "reuse" else None

@@ -19,7 +19,7 @@ from pathlib import Path
 import timm
 import torch
 from accelerate import Accelerator
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from distill.data import Split
@@ -279,6 +279,19 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
         tmp.unlink(missing_ok=True)
         raise UserError(
             f"cannot write {path} ({err.strerror or err}); free disk space or choose another {words().run_dir}"
+        ) from None
+
+
+def check_weights(run_dir: Path, again: str) -> None:
+    """A finished run's weights must be readable whole (a truncated or overwritten file is refused, with ``again``,
+    what to run after moving the run aside); reads only the safetensors header, which covers the whole file."""
+    try:
+        with safe_open(str(Path(run_dir) / WEIGHTS), "pt"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise UserError(
+            f"{run_dir} is finished but its {WEIGHTS} is damaged ({_first_line(err)}); move {run_dir} aside (or delete "
+            f"it) and {again} to train it again"
         ) from None
 
 

@@ -220,3 +220,18 @@ def test_a_log_gets_lines_not_blank_screens(capsys):
         predict(model, synthetic_split(64, k).images, None, what=f"set {k}", precision="no")
     out = capsys.readouterr().out
     assert out.count("\n") == 5 and "\n\n" not in out and all(line.startswith("set ") for line in out.splitlines())
+
+
+@pytest.mark.slow  # a whole distill-run job
+def test_a_damaged_finished_run_is_reported_alike_by_dry_run_and_run(tmp_path, test_pkl, synthetic_dir):
+    """Truncated weights of a finished student: --dry-run refuses as the real run does, saying what to do, and
+    the real run writes nothing (the report and CSV are not made from a file that cannot be read)."""
+    job(tmp_path, test_pkl, synthetic_dir)
+    weights = tmp_path / "runs" / "kd_smoke" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    (tmp_path / "sub.csv").unlink()
+    for dry in (True, False):
+        with pytest.raises(UserError, match=r"kd_smoke is finished but its model.safetensors is damaged .*move .* aside "
+                                            r"\(or delete it\) and run the same distill-run command again"):  # fmt: skip
+            job(tmp_path, test_pkl, synthetic_dir, dry_run=dry)
+    assert not (tmp_path / "sub.csv").exists()

@@ -91,3 +91,13 @@ def test_evaluate_shift_suite_on_a_finished_run(synthetic_dir, tmp_path):
     mean = np.mean([a for v in saved["corruptions"].values() for a in v.values()])
     assert saved["mean_corruption_accuracy"] == pytest.approx(mean)
     assert saved["drop"] == pytest.approx(saved["clean"] - mean) and set(saved["natural"]) == {"v6_data.npy"}
+    # --bn-stats test on a natural set too small for statistics: refused before any set is scored or written
+    import shutil
+
+    from distill.errors import UserError
+
+    shutil.rmtree(run / "shift")
+    with pytest.raises(UserError, match=r"needs at least 256 images per set; the test set has 200, v6_data\.npy has 30"):
+        evaluate.main(["--run", str(run), "--suite", "shift", "--natural", str(tmp_path / "v6_data.npy"),
+                       "--bn-stats", "test"])  # fmt: skip
+    assert not (run / "shift" / "shift.json").exists()
