@@ -666,7 +666,9 @@ def paper(
                 f"it out for the built-in layout"
             )
         style = "aaai24"
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "main.tex").is_file())):
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give the directory the paper should go into (a new one)")
+    if out.is_dir() and any(out.iterdir()) and not (out / "main.tex").is_file():
         raise UserError(f"--out {out} holds other files; give a new directory or an earlier paper's")
     inspected = read_inspection(inspect) if inspect is not None else None
     runs = [PaperRun.read(d) for d in run_dirs]
@@ -693,14 +695,22 @@ def paper(
         (staging / "main.tex").write_text(text)
         (staging / "refs.bib").write_text("\n\n".join(BIB[k] for k in references(runs)) + "\n")
         pages, how = compile_pdf(staging)
-        if pages == -1:
+        unusual = sorted({c for c in title + authors + affiliation if ord(c) > 127})
+        if pages == -1 and unusual:  # pdflatex cannot set every script: the sources are right, the engine is not
+            pages, how = None, f"pdflatex could not typeset {''.join(unusual)} ({how})"
+        elif pages == -1:
             log = out.with_name(f"{out.name}-latex.log")
             shutil.copy(staging / "main.log", log) if (staging / "main.log").is_file() else None
             raise UserError(f"LaTeX failed: {how}; the log is {log}")
         for junk in ("aux", "bbl", "blg", "fls", "fdb_latexmk", "out", "log"):
             (staging / f"main.{junk}").unlink(missing_ok=True)
     result = {"out": str(out), "pages": pages, "figures": list(figures), "style": style}
-    if pages is None:
+    if pages is None and how.startswith("pdflatex could not"):
+        print(f"wrote {out}/main.tex ({style} layout) without a PDF: {how}; the title, authors or affiliation need a "
+              f"Unicode engine: compile it with `cd {out} && latexmk -xelatex main.tex` (XeLaTeX, or -lualatex), with a "
+              f"font that has those characters, or upload {out}/ to Overleaf and choose XeLaTeX or LuaLaTeX as its "
+              f"compiler")  # fmt: skip
+    elif pages is None:
         print(f"wrote {out}/main.tex ({style} layout); no TeX engine on PATH: compile it with `cd {out} && latexmk -pdf "
               f"main.tex` (or pdflatex, bibtex, pdflatex twice), or upload {out}/ to Overleaf")  # fmt: skip
     elif pages > PAGE_LIMIT:

@@ -38,7 +38,8 @@ def runs(synthetic_dir, tmp_path_factory):
 def write(runs, tmp_path, synthetic_dir, *extra_runs, **kwargs):
     dirs = [runs / "kd", runs / "teacher", runs / "ce", *extra_runs]
     kwargs.setdefault("out", tmp_path / "paper")
-    return paper.paper(dirs, repo=REPO, data_dir=str(synthetic_dir), authors="Ada Lovelace, Alan Turing", **kwargs)
+    kwargs.setdefault("authors", "Ada Lovelace, Alan Turing")
+    return paper.paper(dirs, repo=REPO, data_dir=str(synthetic_dir), **kwargs)
 
 
 def test_every_fact_in_the_tex_is_the_runs(runs, tmp_path, synthetic_dir, monkeypatch):
@@ -249,3 +250,21 @@ def test_four_runs_and_the_scored_set_still_fit_4_pages(runs, transfer_run, tmp_
     text = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout.split())
     assert "All share:" in text and "transfer set" in text and "overlaps CIFAR-10" in text
     subprocess.run(["pdftoppm", "-png", "-r", "50", str(pdf), str(tmp_path / "page")], check=True)
+
+
+@pytest.mark.slow
+@needs_tex
+def test_unicode_names_are_written_and_the_engine_is_named(runs, tmp_path, synthetic_dir, capsys):
+    result = write(runs, tmp_path, synthetic_dir, authors="José Müller, 李雷, Ана Иванова")
+    tex_source = (tmp_path / "paper" / "main.tex").read_text()
+    assert "李雷" in tex_source and "Ана Иванова" in tex_source and (tmp_path / "paper" / "refs.bib").is_file()
+    said = capsys.readouterr().out
+    assert result["pages"] is None and "latexmk -xelatex" in said and "XeLaTeX or LuaLaTeX" in said
+    assert not list(tmp_path.glob("paper-latex.log"))
+
+
+def test_out_an_existing_file_says_so(runs, tmp_path, synthetic_dir):
+    (tmp_path / "paper").write_text("notes")
+    with pytest.raises(UserError, match="--out .*paper is a file; give the directory the paper should go into"):
+        write(runs, tmp_path, synthetic_dir)
+    assert (tmp_path / "paper").read_text() == "notes"
