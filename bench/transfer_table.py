@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from distill.compute import Compute
 from distill.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from distill.data import load_cifar10
 from distill.engine import predict
@@ -70,7 +71,7 @@ def score(runs: dict[str, Path], sets_dir: Path) -> dict:
         for key, (images, labels) in sets.items():
             for bn in ("train", "test"):
                 pred = predict(model, images, recipe.tta, what=f"{label} on {SETS[key]}, BN {bn}",
-                               precision=recipe.train.mixed_precision, bn_stats=bn)  # fmt: skip
+                               compute=Compute.resolve(recipe.train.mixed_precision), bn_stats=bn)  # fmt: skip
                 row[f"{key}_bn_{bn}"] = float((pred == labels).mean())
         rows[label] = row
     return {"commit": git_commit(), "command": " ".join(["bench/transfer_table.py", *sys.argv[1:]]), "rows": rows}

@@ -1,7 +1,7 @@
 """The one Accelerator a run uses: CPU or GPU, one process or many, with the recipe's precision.
 
 Entry points build it (:func:`make_accelerator`) and hand it down; nothing below them creates one.
-Its precision is ``train.mixed_precision`` as :func:`~distill.precision.resolve_precision` reads it:
+Its precision is ``train.mixed_precision`` as :class:`~distill.compute.Compute` resolves it for every stage:
 ``auto`` (the default) is bf16 autocast on a GPU and on a CPU that computes bf16 natively, float32 on
 other CPUs.
 """
@@ -14,10 +14,8 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.state import AcceleratorState
 
-from distill.host import keep_freed_memory
-from distill.precision import resolve_precision
+from distill.compute import Compute
 from distill.recipe import Recipe
 
 
@@ -27,15 +25,14 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     state = PartialState(cpu=use_cpu)
     if state.num_processes == 1 and state.is_main_process:
         _warn_if_processes_were_dropped()
-    mode = resolve_precision(recipe.train.mixed_precision, state.device.type).mode
-    # Accelerate keeps one precision per process: a second Accelerator (a cache built within bench.py or a
-    # test) gets the first one's, and the run's header says so (distill.trainer).
-    mode = AcceleratorState._shared_state.get("_mixed_precision") or mode
-    if state.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels once
-    else:
-        keep_freed_memory()  # a CPU step's activations are reused, not mapped and faulted in again
-    return Accelerator(mixed_precision=mode, cpu=use_cpu)
+    compute = Compute.resolve(recipe.train.mixed_precision, state.device)
+    try:
+        return Accelerator(mixed_precision=compute.mode, cpu=use_cpu)
+    except ValueError:
+        # Accelerate keeps one precision per process: a second Accelerator (a cache built within bench.py or a test)
+        # that asks for another one is refused, so it takes the first one's, and the run's header says so
+        # (distill.trainer).
+        return Accelerator(cpu=use_cpu)
 
 
 def _requested_processes(launcher_argv: list[str]) -> int:

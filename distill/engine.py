@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,11 +31,10 @@ from distill.augment import (
     seeded_generator,
     shift,
 )
+from distill.compute import Compute
 from distill.errors import UserError
 from distill.failpoints import failpoint
-from distill.host import keep_freed_memory
 from distill.models import create_model
-from distill.precision import autocast, resolve_precision
 
 
 @dataclass
@@ -280,16 +280,19 @@ def predict_logits(
     tta: TTASpec | None = None,
     channels_last: bool = True,
     on_batch=None,
-    precision: str = "no",
+    compute: Compute | None = None,
 ) -> torch.Tensor:
     """Logits (N, C) in float32 for uint8 (N, 32, 32, 3) images on the model's device, with ``tta``'s views.
 
-    Autocast is the ``accelerator``'s, else ``precision``'s (a :class:`~distill.precision.Precision` mode).
-    ``on_batch(n)`` is called after each batch of n images (a progress bar)."""
+    Autocast is the ``accelerator``'s, else ``compute``'s (float32 without either). ``on_batch(n)`` is called
+    after each batch of n images (a progress bar)."""
     outputs = []
     for start in range(0, len(images), batch_size):
         x = normalize(images[start : start + batch_size], channels_last)
-        with accelerator.autocast() if accelerator is not None else autocast(precision, x.device):
+        context = (
+            accelerator.autocast() if accelerator is not None else compute.autocast() if compute else nullcontext()
+        )
+        with context:
             outputs.append(tta_logits(model, x, tta))
         if on_batch is not None:
             on_batch(len(x))
@@ -306,7 +309,7 @@ BN_STATS_HELP = (
 
 @torch.no_grad()
 def batchnorm_from(
-    model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, precision: str = "no"
+    model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, compute: Compute | None = None
 ) -> torch.nn.Module:
     """A copy of ``model`` whose BatchNorm running statistics are re-estimated on uint8 (N, 32, 32, 3)
     ``images``: reset, then one pass without gradients in batches of ``batch_size``, each batch's mean and
@@ -324,7 +327,7 @@ def batchnorm_from(
         bn.momentum = None
         bn.train()
     for start in range(0, len(images), batch_size):
-        with autocast(precision, images.device):
+        with compute.autocast() if compute is not None else nullcontext():
             adapted(normalize(images[start : start + batch_size]))
     return adapted.eval()
 
@@ -335,41 +338,38 @@ def predict(
     tta: TTASpec | None,
     batch_size: int = 256,
     what: str | None = None,
-    precision: str = "auto",
+    compute: Compute | None = None,
     bn_stats: str = "train",
 ) -> np.ndarray:
     """Class predictions (N,) for uint8 (N, 32, 32, 3) images, with ``tta``'s views, outside a training run.
 
-    Runs on the GPU if there is one, in ``precision`` (the recipe's ``train.mixed_precision``, resolved as
-    training resolves it: bf16 on a GPU or a CPU with native bf16 for ``auto``). With ``bn_stats="test"``
-    the BatchNorm statistics come from ``images`` themselves (:func:`batchnorm_from`), not from training. On a CPU, batches of 256 in channels-last memory halve the time
-    that batches of 1000 in NCHW took: those spent a third of their CPU time in the kernel, faulting
-    in fresh activation memory for every batch (BENCHMARKS.md, "exporting on a CPU"). With ``what``,
-    a line says what is predicted, and on a terminal a progress bar follows it.
+    Runs as ``compute`` says (default: ``Compute.resolve("auto")``, the GPU if there is one and bf16 where it is
+    native; callers pass the run's ``train.mixed_precision`` resolved the same way training resolves it). With
+    ``bn_stats="test"`` the BatchNorm statistics come from ``images`` themselves (:func:`batchnorm_from`), not from
+    training. On a CPU, batches of 256 in channels-last memory halve the time that batches of 1000 in NCHW took:
+    those spent a third of their CPU time in the kernel, faulting in fresh activation memory for every batch
+    (BENCHMARKS.md, "exporting on a CPU"). With ``what``, a line says what is predicted, and on a terminal a
+    progress bar follows it.
     """
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        keep_freed_memory()
-    model = model.to(device, memory_format=torch.channels_last).eval()
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    compute = compute or Compute.resolve()
+    model = model.to(compute.device, memory_format=torch.channels_last).eval()
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(compute.device)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     views = tta.forward_passes if tta else 1
-    mode = resolve_precision(precision, device.type)
     if bn_stats not in BN_STATS:
         raise UserError(f"--bn-stats {bn_stats!r}: use train (the run's own statistics) or test")
     if bn_stats == "test":
-        model = batchnorm_from(model, x, batch_size, mode.mode)
+        model = batchnorm_from(model, x, batch_size, compute)
     if what:
         stats = ", BatchNorm statistics from these images" if bn_stats == "test" else ""
         print(
-            f"{what}: {len(x):,} images x {views} view{'s' if views > 1 else ''} on {device}, {mode.label}{stats}",
+            f"{what}: {len(x):,} images x {views} view{'s' if views > 1 else ''} on {compute.device}, "
+            f"{compute.precision.label}{stats}",
             flush=True,
         )
     with Progress(*columns, disable=what is None or not Console().is_terminal, transient=True) as bar:
         task = bar.add_task(what or "", total=len(x))
-        logits = predict_logits(
-            model, x, batch_size, tta=tta, on_batch=lambda n: bar.advance(task, n), precision=mode.mode
-        )
+        logits = predict_logits(model, x, batch_size, tta=tta, on_batch=lambda n: bar.advance(task, n), compute=compute)
     return logits.argmax(-1).cpu().numpy()
 
 

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.augment import TTA_VARIANTS
+from distill.compute import Compute
 from distill.data import load_cifar10
 from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES, predict
 from distill.errors import UserError, cli_main
@@ -47,7 +48,12 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None, bn_sta
 
     def accuracy(name: str, tta) -> float:
         pred = predict(
-            model, test.images, tta, what=f"TTA {name}", precision=recipe.train.mixed_precision, bn_stats=bn_stats
+            model,
+            test.images,
+            tta,
+            what=f"TTA {name}",
+            compute=Compute.resolve(recipe.train.mixed_precision),
+            bn_stats=bn_stats,
         )
         return float((pred == test.labels).mean())
 
@@ -86,7 +92,7 @@ def evaluate_shift(
                 + " (raise --images, or leave that --natural set out, or --bn-stats at train)"
             )
     result = score_shift(
-        model, test, TTA_VARIANTS[tta], sets, precision=recipe.train.mixed_precision, bn_stats=bn_stats
+        model, test, TTA_VARIANTS[tta], sets, compute=Compute.resolve(recipe.train.mixed_precision), bn_stats=bn_stats
     )
     result["run"] = str(run_dir)
     title = f"{Path(run_dir).name} ({recipe.model.name}) under shift, TTA {tta}"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distill.compute import Compute
 from distill.data import CLASSES, load_test_pickle
 from distill.engine import BN_STATS, BN_STATS_HELP, predict
 from distill.errors import UserError, cli_main
@@ -65,7 +66,9 @@ def export(run_dir: str | Path, test_pkl: str | Path, out: str | Path, bn_stats:
     recipe, model = load_run(run_dir)
     check_param_cap(model, recipe.model.name)  # a submission must come from a student under the cap
     what = f"predicting {len(images):,} test images"
-    labels = predict(model, images, recipe.tta, what=what, precision=recipe.train.mixed_precision, bn_stats=bn_stats)
+    labels = predict(
+        model, images, recipe.tta, what=what, compute=Compute.resolve(recipe.train.mixed_precision), bn_stats=bn_stats
+    )
     text = "ID,Labels\n" + "".join(f"{i},{y}\n" for i, y in zip(ids.tolist(), labels.tolist()))
     report = validate_csv(text, ids)
     write_atomic(out, text, flag="--out")

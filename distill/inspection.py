@@ -28,10 +28,10 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from distill.augment import normalize  # noqa: E402
+from distill.compute import Compute  # noqa: E402
 from distill.data import CLASSES, DataConfig, Split, image_keys, load_cifar10, load_test_pickle  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402
 from distill.files import check_distinct, check_writable, staged_directory, write_atomic, write_json  # noqa: E402
-from distill.precision import autocast, resolve_precision  # noqa: E402
 from distill.runs import load_run  # noqa: E402
 
 STATS = ("brightness", "contrast", "saturation", "sharpness", "warmth")
@@ -210,7 +210,7 @@ def _pairs(images, train, test, best, flagged, n: int = 8) -> list[tuple[np.ndar
 
 
 @torch.inference_mode()
-def model_view(model: nn.Module, images: np.ndarray, precision: str, batch: int = 500) -> dict:
+def model_view(model: nn.Module, images: np.ndarray, compute: Compute, batch: int = 500) -> dict:
     """Predicted classes, confidences (top softmax probability) and each BatchNorm layer's input mean and
     variance per channel on ``images`` (the model in eval mode, its stored statistics untouched)."""
     norms = {name: m for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
@@ -231,8 +231,8 @@ def model_view(model: nn.Module, images: np.ndarray, precision: str, batch: int 
     preds, confs = [], []
     try:
         for start in range(0, len(images), batch):
-            x = normalize(torch.from_numpy(images[start : start + batch]))
-            with autocast(precision, x.device):
+            x = normalize(torch.from_numpy(images[start : start + batch]).to(compute.device))
+            with compute.autocast():
                 probs = model(x).float().softmax(-1)
             confs.append(probs.max(-1).values.numpy())
             preds.append(probs.argmax(-1).numpy())
@@ -368,8 +368,9 @@ def inspect_set(pkl: str | Path, out: str | Path, run: str | Path | None = None,
     }
     bn, view, ref_view = None, None, None
     if model is not None:
-        precision = resolve_precision(recipe.train.mixed_precision, "cpu").mode
-        view, ref_view = model_view(model, images, precision), model_view(model, test.images, precision)
+        compute = Compute.resolve(recipe.train.mixed_precision)
+        model = model.to(compute.device).eval()
+        view, ref_view = model_view(model, images, compute), model_view(model, test.images, compute)
         bn = bn_shift(view["norms"], view["moments"], ref_view["moments"])
         result["model"] = {
             "run": str(run),

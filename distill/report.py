@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from distill.augment import TTASpec  # noqa: E402
+from distill.compute import Compute  # noqa: E402
 from distill.data import CLASSES, load_cifar10  # noqa: E402
 from distill.engine import predict  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402
@@ -185,7 +186,11 @@ def plot_errors(images: np.ndarray, pred: np.ndarray, true: np.ndarray, title: s
 def predictions(run: Run, images: np.ndarray) -> np.ndarray:
     recipe, model = load_run(run.path)  # predicted as the submission would be
     return predict(
-        model, images, recipe.tta, what=f"predicting with {run.name}", precision=recipe.train.mixed_precision
+        model,
+        images,
+        recipe.tta,
+        what=f"predicting with {run.name}",
+        compute=Compute.resolve(recipe.train.mixed_precision),
     )
 
 
@@ -341,7 +346,7 @@ def _write(runs: list[Run], out: Path, test, suite: str, sets: dict) -> None:
         ]
         if suite == "shift":
             run_recipe, model = load_run(run.path)
-            shift = score_shift(model, test, None, sets, precision=run_recipe.train.mixed_precision)
+            shift = score_shift(model, test, None, sets, compute=Compute.resolve(run_recipe.train.mixed_precision))
             compared.append((run, run_recipe.augment.label, shift))
             write_json(out / f"shift_{run.name}.json", shift)
             plot_shift(shift, out / f"shift_{run.name}.png", f"{run.name} under shift (no TTA)")

@@ -16,6 +16,7 @@ import torch
 from rich.table import Table
 
 from distill.augment import TTASpec
+from distill.compute import Compute
 from distill.corruptions import CORRUPTIONS, FAMILIES, SEVERITIES, corrupt
 from distill.data import Split, load_shift_set
 from distill.engine import predict
@@ -28,20 +29,20 @@ def score_shift(
     natural: dict[str, Split] | None = None,
     seed: int = 0,
     corruptions: tuple[str, ...] = CORRUPTIONS,
-    precision: str = "auto",
+    compute: Compute | None = None,
     bn_stats: str = "train",
 ) -> dict:
     """Accuracy on the clean test set, each corruption and severity, and each natural-shift set
-    (``{name: split}``, see :func:`load_natural`), in ``precision`` (the run's ``train.mixed_precision``).
+    (``{name: split}``, see :func:`load_natural`), as ``compute`` says (the run's ``train.mixed_precision``).
     With ``bn_stats="test"`` each set is predicted with BatchNorm statistics of its own images."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    compute = compute or Compute.resolve()
 
     def accuracy(images: np.ndarray, labels: np.ndarray, what: str) -> float:
-        return float((predict(model, images, tta, what=what, precision=precision, bn_stats=bn_stats) == labels).mean())
+        return float((predict(model, images, tta, what=what, compute=compute, bn_stats=bn_stats) == labels).mean())
 
     result = {"tta": (tta or TTASpec()).to_dict(), "images": len(test), "seed": seed, "bn_stats": bn_stats}
     result["clean"] = accuracy(test.images, test.labels, "clean test set")
-    images = torch.from_numpy(test.images).to(device)
+    images = torch.from_numpy(test.images).to(compute.device)
     result["corruptions"] = {
         name: {
             str(s): accuracy(corrupt(images, name, s, seed).cpu().numpy(), test.labels, f"{name} severity {s}")

@@ -24,6 +24,7 @@ from timm.utils import ModelEmaV3
 
 from distill import engine
 from distill.augment import TTASpec, normalize
+from distill.compute import Compute
 from distill.data import Split, load_data, load_transfer_set
 from distill.errors import Stopped, UserError, warn, words
 from distill.failpoints import failpoint
@@ -32,7 +33,6 @@ from distill.logit_cache import LogitCache
 from distill.losses import KDLoss
 from distill.models import count_trainable, create_model
 from distill.optim import StepSchedule, make_optimizer
-from distill.precision import resolve_precision
 from distill.recipe import Recipe
 from distill.runs import (
     WEIGHTS,
@@ -253,7 +253,7 @@ def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, r
 
 def _precision_label(setting: str, accelerator: Accelerator) -> str:
     """What the run computes in and why: the recipe's choice, unless this process's Accelerator already had one."""
-    wanted = resolve_precision(setting, accelerator.device.type)
+    wanted = Compute.resolve(setting, accelerator.device).precision
     if wanted.mode == accelerator.mixed_precision:
         return wanted.label
     running = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision

@@ -212,12 +212,13 @@ def test_a_log_gets_lines_not_blank_screens(capsys):
     """Where output is not a terminal (a log, SLURM), predicting prints its one line and no progress bar."""
     import torch
 
+    from distill.compute import Compute
     from distill.engine import predict
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
     model(torch.zeros(1, 3, 32, 32))
     for k in range(5):
-        predict(model, synthetic_split(64, k).images, None, what=f"set {k}", precision="no")
+        predict(model, synthetic_split(64, k).images, None, what=f"set {k}", compute=Compute.resolve("no"))
     out = capsys.readouterr().out
     assert out.count("\n") == 5 and "\n\n" not in out and all(line.startswith("set ") for line in out.splitlines())
 

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 LAYERS = [
     {"distill.errors", "distill.failpoints", "distill.losses", "students", "students.resnet"},
     {"teachers", "teachers.airnet", "distill.files", "distill.data", "distill.precision",
-     "distill.host"},
+     "distill.host", "distill.compute"},
     {"distill.augment", "distill.models"},
     {"distill.corruptions", "distill.recipe", "distill.engine"},
     {"distill.optim", "distill.devices", "distill.logit_cache", "distill.runs", "distill.shift", "distill.cli"},

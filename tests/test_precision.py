@@ -82,16 +82,33 @@ def test_a_short_run_in_each_precision(
 
 
 def test_predict_follows_the_rule(monkeypatch):
-    """Export and evaluation predict in the run's precision: bf16 autocast changes the logits a little."""
+    """Export and evaluation predict in the run's precision, resolved by the one Compute setup training uses."""
+    from distill import compute
+
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
     images = synthetic_split(64, 0).images
     model(torch.zeros(1, 3, 32, 32))
     seen = []
     real = precision.autocast
-    monkeypatch.setattr("distill.engine.autocast", lambda mode, device: seen.append(mode) or real(mode, device))
+    monkeypatch.setattr(compute, "autocast", lambda mode, device: seen.append(mode) or real(mode, device))
     monkeypatch.setattr(precision, "cpu_bf16_feature", lambda: "avx512_bf16")
-    predict(model, images, None, precision="auto")
+    predict(model, images, None, compute=compute.Compute.resolve("auto"))
     monkeypatch.setattr(precision, "cpu_bf16_feature", lambda: None)
-    predict(model, images, None, precision="auto")
-    predict(model, images, None, precision="bf16")
-    assert seen == ["bf16", "no", "bf16"]
+    predict(model, images, None, compute=compute.Compute.resolve("auto"))
+    predict(model, images, None, compute=compute.Compute.resolve("bf16"))
+    predict(model, images, None)  # the default: auto
+    assert seen == ["bf16", "no", "bf16", "no"]
+
+
+def test_one_compute_setup_everywhere_and_no_private_accelerate_state():
+    """Training (devices), caching, evaluation, export, the shift suite and distill-inspect take their device,
+    precision and allocator from distill.compute; nothing reads Accelerate's private state."""
+    import re
+
+    from tests.conftest import ROOT
+
+    for path in (ROOT / "distill").glob("*.py"):
+        text = path.read_text()
+        assert "_shared_state" not in text, path.name
+        if path.name not in ("compute.py", "host.py", "precision.py"):
+            assert not re.search(r"resolve_precision\(|keep_freed_memory\(|torch\.device\(\"cuda\" if", text), path.name
