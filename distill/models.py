@@ -73,56 +73,11 @@ def count_flops(model: nn.Module, image_size: int = 32, in_chans: int = 3) -> di
 
 
 def architecture(model: nn.Module, image_size: int = 32) -> dict:
-    """The assignment's description of a residual network, read off the built ``model`` (not its name):
-    ``N`` residual layers (stages), and per layer ``B`` blocks, ``C`` channels, ``F`` the blocks' conv
-    kernel size, ``K`` the skip connection's kernel size (0 for identity skips only), its input and output
-    resolution and trainable parameters; ``P`` the final average pool's kernel (the last feature map's side).
+    """The assignment's description of a student, as its class gives it (:meth:`CifarResNet.architecture`): N
+    residual layers with B_i, C_i, F_i, K_i, sizes and parameters, P, the stem, the block and the head.
 
-    Needs a model with ``stem`` and ``stages`` of residual blocks (``conv1``, ``shortcut``), as
-    :class:`students.resnet.CifarResNet`; raises ValueError for any other.
-    """
-    stages = getattr(model, "stages", None)
-    if stages is None or not hasattr(model, "stem"):
+    Raises ValueError for a model that is no residual network of the assignment's block (a teacher)."""
+    describe = getattr(model, "architecture", None)
+    if describe is None:
         raise ValueError(f"{type(model).__name__} has no stem and stages of residual blocks to describe")
-    sizes: dict[int, tuple[int, int]] = {}
-    probe = copy.deepcopy(model).cpu().float().eval()
-    hooks = [
-        stage.register_forward_hook(lambda m, i, o, k=k: sizes.__setitem__(k, (i[0].shape[-1], o.shape[-1])))
-        for k, stage in enumerate(probe.stages)
-    ]
-    with torch.no_grad():
-        probe(torch.zeros(1, 3, image_size, image_size))
-    for h in hooks:
-        h.remove()
-    layers = []
-    for k, stage in enumerate(stages):
-        blocks = [m for m in stage if hasattr(m, "conv1") and hasattr(m, "shortcut")]
-        skips = [b.shortcut[0].kernel_size[0] for b in blocks if isinstance(b.shortcut, nn.Sequential)]
-        layers.append(
-            {
-                "blocks": len(blocks),
-                "channels": blocks[-1].conv2.out_channels,
-                "conv_kernel": blocks[0].conv1.kernel_size[0],
-                "skip_kernel": max(skips, default=0),
-                "in_size": sizes[k][0],
-                "out_size": sizes[k][1],
-                "params": count_trainable(stage),
-                "downsample": "max-pool" if any(isinstance(m, nn.MaxPool2d) for m in stage) else (
-                    "stride 2" if blocks and blocks[0].conv1.stride[0] == 2 else "none"),
-            }
-        )  # fmt: skip
-    stem_convs = [m for m in model.stem if isinstance(m, nn.Conv2d)]
-    return {
-        "N": len(layers),
-        "layers": layers,
-        "P": layers[-1]["out_size"] if layers else image_size,
-        "stem": {
-            "channels": stem_convs[-1].out_channels if stem_convs else None,
-            "kernel": stem_convs[-1].kernel_size[0] if stem_convs else None,
-            "whitening": any(type(m).__name__ == "PatchWhitening" for m in model.stem),
-            "pool": any(isinstance(m, nn.MaxPool2d) for m in model.stem),
-            "params": count_trainable(model.stem),
-        },
-        "head_params": count_trainable(model.fc) if hasattr(model, "fc") else 0,
-        "trainable_params": count_trainable(model),
-    }
+    return describe(image_size)

@@ -33,6 +33,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
 import numpy as np
 
 from distill.augment import TTASpec
@@ -91,69 +92,20 @@ def pct(x: float) -> str:
 
 # -- references: what the recipes used ---------------------------------------------------------------
 
-BIB = {
-    "he2016resnet": "@inproceedings{he2016resnet,\n  author = {He, Kaiming and Zhang, Xiangyu and Ren, Shaoqing and Sun, Jian},\n"
-    "  title = {Deep Residual Learning for Image Recognition},\n  booktitle = {Proceedings of the IEEE Conference on "
-    "Computer Vision and Pattern Recognition (CVPR)},\n  pages = {770--778},\n  year = {2016}\n}",
-    "hinton2015kd": "@article{hinton2015kd,\n  author = {Hinton, Geoffrey and Vinyals, Oriol and Dean, Jeff},\n  title = "
-    "{Distilling the Knowledge in a Neural Network},\n  journal = {arXiv preprint arXiv:1503.02531},\n  year = {2015}\n}",
-    "krizhevsky2009cifar": "@techreport{krizhevsky2009cifar,\n  author = {Krizhevsky, Alex},\n  title = {Learning Multiple "
-    "Layers of Features from Tiny Images},\n  institution = {University of Toronto},\n  year = {2009}\n}",
-    "ioffe2015bn": "@inproceedings{ioffe2015bn,\n  author = {Ioffe, Sergey and Szegedy, Christian},\n  title = {Batch "
-    "Normalization: Accelerating Deep Network Training by Reducing Internal Covariate Shift},\n  booktitle = {Proceedings "
-    "of the 32nd International Conference on Machine Learning (ICML)},\n  pages = {448--456},\n  year = {2015}\n}",
-    "muller2021trivialaugment": '@inproceedings{muller2021trivialaugment,\n  author = {M{\\"u}ller, Samuel G. and Hutter, '
-    "Frank},\n  title = {TrivialAugment: Tuning-free Yet State-of-the-Art Data Augmentation},\n  booktitle = {Proceedings "
-    "of the IEEE/CVF International Conference on Computer Vision (ICCV)},\n  pages = {774--782},\n  year = {2021}\n}",
-    "devries2017cutout": "@article{devries2017cutout,\n  author = {DeVries, Terrance and Taylor, Graham W.},\n  title = "
-    "{Improved Regularization of Convolutional Neural Networks with Cutout},\n  journal = {arXiv preprint "
-    "arXiv:1708.04552},\n  year = {2017}\n}",
-    "zhang2018mixup": "@inproceedings{zhang2018mixup,\n  author = {Zhang, Hongyi and Cisse, Moustapha and Dauphin, Yann N. "
-    "and Lopez-Paz, David},\n  title = {mixup: Beyond Empirical Risk Minimization},\n  booktitle = {International "
-    "Conference on Learning Representations (ICLR)},\n  year = {2018}\n}",
-    "yun2019cutmix": "@inproceedings{yun2019cutmix,\n  author = {Yun, Sangdoo and Han, Dongyoon and Oh, Seong Joon and "
-    "Chun, Sanghyuk and Choe, Junsuk and Yoo, Youngjoon},\n  title = {CutMix: Regularization Strategy to Train Strong "
-    "Classifiers with Localizable Features},\n  booktitle = {Proceedings of the IEEE/CVF International Conference on "
-    "Computer Vision (ICCV)},\n  pages = {6023--6032},\n  year = {2019}\n}",
-    "szegedy2016inception": "@inproceedings{szegedy2016inception,\n  author = {Szegedy, Christian and Vanhoucke, Vincent "
-    "and Ioffe, Sergey and Shlens, Jon and Wojna, Zbigniew},\n  title = {Rethinking the Inception Architecture for "
-    "Computer Vision},\n  booktitle = {Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition "
-    "(CVPR)},\n  pages = {2818--2826},\n  year = {2016}\n}",
-    "zhang2019lookahead": "@inproceedings{zhang2019lookahead,\n  author = {Zhang, Michael R. and Lucas, James and Hinton, "
-    "Geoffrey and Ba, Jimmy},\n  title = {Lookahead Optimizer: k Steps Forward, 1 Step Back},\n  booktitle = {Advances "
-    "in Neural Information Processing Systems (NeurIPS)},\n  year = {2019}\n}",
-    "jordan2024airbench": "@article{jordan2024airbench,\n  author = {Jordan, Keller},\n  title = {94\\% on {CIFAR}-10 in 3.29 "
-    "Seconds on a Single {GPU}},\n  journal = {arXiv preprint arXiv:2404.00498},\n  year = {2024}\n}",
-    "loshchilov2017sgdr": "@inproceedings{loshchilov2017sgdr,\n  author = {Loshchilov, Ilya and Hutter, Frank},\n  title = "
-    "{{SGDR}: Stochastic Gradient Descent with Warm Restarts},\n  booktitle = {International Conference on Learning "
-    "Representations (ICLR)},\n  year = {2017}\n}",
-    "sutskever2013momentum": "@inproceedings{sutskever2013momentum,\n  author = {Sutskever, Ilya and Martens, James and "
-    "Dahl, George and Hinton, Geoffrey},\n  title = {On the Importance of Initialization and Momentum in Deep Learning},\n"
-    "  booktitle = {Proceedings of the 30th International Conference on Machine Learning (ICML)},\n  pages = "
-    "{1139--1147},\n  year = {2013}\n}",
-    "hendrycks2019corruptions": "@inproceedings{hendrycks2019corruptions,\n  author = {Hendrycks, Dan and Dietterich, "
-    "Thomas},\n  title = {Benchmarking Neural Network Robustness to Common Corruptions and Perturbations},\n  booktitle = "
-    "{International Conference on Learning Representations (ICLR)},\n  year = {2019}\n}",
-    "recht2018cifar101": "@article{recht2018cifar101,\n  author = {Recht, Benjamin and Roelofs, Rebecca and Schmidt, "
-    "Ludwig and Shankar, Vaishaal},\n  title = {Do {CIFAR}-10 Classifiers Generalize to {CIFAR}-10?},\n  journal = "
-    "{arXiv preprint arXiv:1806.00451},\n  year = {2018}\n}",
-    "zhao2022dkd": "@inproceedings{zhao2022dkd,\n  author = {Zhao, Borui and Cui, Quan and Song, Renjie and Qiu, Yiyu and "
-    "Liang, Jiajun},\n  title = {Decoupled Knowledge Distillation},\n  booktitle = {Proceedings of the IEEE/CVF "
-    "Conference on Computer Vision and Pattern Recognition (CVPR)},\n  pages = {11953--11962},\n  year = {2022}\n}",
-    "huang2022dist": "@inproceedings{huang2022dist,\n  author = {Huang, Tao and You, Shan and Wang, Fei and Qian, Chen and "
-    "Xu, Chang},\n  title = {Knowledge Distillation from A Stronger Teacher},\n  booktitle = {Advances in Neural "
-    "Information Processing Systems (NeurIPS)},\n  year = {2022}\n}",
-    "sun2024logitstd": "@inproceedings{sun2024logitstd,\n  author = {Sun, Shangquan and Ren, Wenqi and Li, Jingzhi and Wang, "
-    "Rui and Cao, Xiaochun},\n  title = {Logit Standardization in Knowledge Distillation},\n  booktitle = {Proceedings of "
-    "the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},\n  pages = {15731--15740},\n  year = "
-    "{2024}\n}",
-    "wightman2019timm": "@misc{wightman2019timm,\n  author = {Wightman, Ross},\n  title = {{PyTorch} Image Models},\n"
-    "  howpublished = {\\url{https://github.com/huggingface/pytorch-image-models}},\n  year = {2019}\n}",
-    "gugger2022accelerate": "@misc{gugger2022accelerate,\n  author = {Gugger, Sylvain and Debut, Lysandre and Wolf, "
-    "Thomas and Schmid, Philipp and Mueller, Zachary and Mangrulkar, Sourab and Sun, Marc and Bossan, Benjamin},\n"
-    "  title = {Accelerate: Training and Inference at Scale Made Simple, Efficient and Adaptable},\n  howpublished = "
-    "{\\url{https://github.com/huggingface/accelerate}},\n  year = {2022}\n}",
-}
+TEMPLATES = Path(__file__).resolve().parent / "templates"  # package data: main.tex, aaailike.sty, refs.bib
+
+
+def _read_bib(path: Path) -> dict[str, str]:
+    """The entries of a .bib file by key, each as written there."""
+    entries = {}
+    for chunk in path.read_text().split("\n@")[1:]:
+        entry = "@" + chunk.strip()
+        entries[entry[entry.index("{") + 1 : entry.index(",")]] = entry
+    return entries
+
+
+BIB = _read_bib(TEMPLATES / "refs.bib")  # every reference the paper may cite; refs.bib gets those the runs used
+FALLBACK_STY = (TEMPLATES / "aaailike.sty").read_text()
 
 
 LOSS_REFERENCES = {"kl": [], "kl_std": ["sun2024logitstd"], "dkd": ["zhao2022dkd"], "dkd_std": ["zhao2022dkd",
@@ -392,109 +344,129 @@ def write_here(what: str) -> str:
     return f"\\noindent\\fbox{{\\parbox{{0.96\\columnwidth}}{{\\textbf{{Write here:}} {what}}}}}\n"
 
 
-def body(
-    runs: list[PaperRun],
-    arch: dict,
-    figures: dict[str, str],
-    title: str,
-    authors: str,
-    affiliation: str,
-    repo: str,
-    left_out: list[str] | None = None,
-    inspected: dict | None = None,
-    transfer: str = "",
-) -> str:
-    student = runs[0]
-    s, rec = student.summary, student.recipe
-    teachers = [r for r in runs if r.run.role == "teacher"]
-    baselines = [r for r in runs[1:] if r.run.role == "student"]
-    labels_only = [r for r in baselines if not r.summary.get("teacher_cache") and r.params == student.params]
-    tta = TTASpec(**s["tta"]).label
-    kd = bool(s.get("teacher_cache"))
-    abstract = [
+@dataclass
+class Context:
+    """What every section reads: the runs in their roles, and what was drawn and measured beside them."""
+
+    runs: list[PaperRun]
+    arch: dict
+    figures: dict[str, str]
+    repo: str
+    left_out: list[str]
+    inspected: dict | None
+    transfer: str
+
+    @property
+    def student(self) -> PaperRun:
+        return self.runs[0]
+
+    @property
+    def teachers(self) -> list[PaperRun]:
+        return [r for r in self.runs if r.run.role == "teacher"]
+
+    @property
+    def baselines(self) -> list[PaperRun]:
+        return [r for r in self.runs[1:] if r.run.role == "student"]
+
+    @property
+    def labels_only(self) -> list[PaperRun]:
+        """Baselines of the student's network on labels alone: what distillation is measured against."""
+        return [r for r in self.baselines if not r.summary.get("teacher_cache") and r.params == self.student.params]
+
+    @property
+    def kd(self) -> bool:
+        return bool(self.student.summary.get("teacher_cache"))
+
+
+def _abstract(c: Context) -> str:
+    s, student = c.student.summary, c.student
+    parts = [
         f"We train a residual network with {student.params:,} trainable parameters, under the competition's limit of "
         f"5,000,000, to classify CIFAR-10 \\citep{{krizhevsky2009cifar}} from scratch."
     ]
-    if kd and teachers:
-        t = teachers[0]
-        abstract.append(
+    if c.kd and c.teachers:
+        t = c.teachers[0]
+        parts.append(
             f"It learns by knowledge distillation \\citep{{hinton2015kd}} from the logits of a "
-            f"{'ensemble of ' + str(len(teachers)) + ' ' if len(teachers) > 1 else ''}teacher trained from scratch "
+            f"{'ensemble of ' + str(len(c.teachers)) + ' ' if len(c.teachers) > 1 else ''}teacher trained from scratch "
             f"({tex(t.recipe.model.name)}, {t.params / 1e6:.2f}M parameters, {pct(t.summary['test_accuracy'])} test accuracy)."
         )
-    abstract.append(f"The student reaches {pct(s['test_accuracy'])} test accuracy (test-time augmentation: {tex(tta)}) "
-                    f"after {s['epochs']} epochs.")  # fmt: skip
-    if kd and labels_only:
-        gain = s["test_accuracy"] - labels_only[0].summary["test_accuracy"]
-        abstract.append(
-            f"The same network on the same schedule with labels alone reaches {pct(labels_only[0].summary['test_accuracy'])}: "
-            f"distillation {'adds' if gain >= 0 else 'costs'} {abs(100 * gain):.2f} points."
-        )
+    parts.append(f"The student reaches {pct(s['test_accuracy'])} test accuracy (test-time augmentation: "
+                 f"{tex(TTASpec(**s['tta']).label)}) after {s['epochs']} epochs.")  # fmt: skip
+    if c.kd and c.labels_only:
+        base = c.labels_only[0].summary["test_accuracy"]
+        gain = s["test_accuracy"] - base
+        parts.append(f"The same network on the same schedule with labels alone reaches {pct(base)}: distillation "
+                     f"{'adds' if gain >= 0 else 'costs'} {abs(100 * gain):.2f} points.")  # fmt: skip
     if student.shift:
-        abstract.append(
-            f"Under 12 synthetic corruptions at 5 severities \\citep{{hendrycks2019corruptions}} its mean accuracy is "
-            f"{pct(student.shift['mean_corruption_accuracy'])}."
-        )
-    lines = [
-        f"\\title{{{tex(title)}}}",
-        f"\\author{{{tex(authors)}}}",
-        f"\\affiliations{{{tex(affiliation)}\\\\ Code: \\url{{{repo}}}}}",
-        r"\begin{document}",
-        r"\maketitle",
-        r"\begin{abstract}",
-        " ".join(abstract),
-        r"\end{abstract}",
-        r"\section{Overview}",
+        parts.append(f"Under 12 synthetic corruptions at 5 severities \\citep{{hendrycks2019corruptions}} its mean "
+                     f"accuracy is {pct(student.shift['mean_corruption_accuracy'])}.")  # fmt: skip
+    return " ".join(parts)
+
+
+def _overview(c: Context) -> str:
+    commit = started_with(c.student.run.path, "commit")
+    return (
         f"The task is the CIFAR-10 classification of 32$\\times$32 images into {len(CLASSES)} classes by a residual "
         f"network \\citep{{he2016resnet}} of at most 5 million trainable parameters, trained from scratch without "
-        f"extra data. The runs were made with the public code at \\url{{{repo}}}"
-        + (
-            f" (the student at commit \\texttt{{{commit[:10]}}})"
-            if (commit := started_with(student.run.path, "commit"))
-            else ""
-        )
-        + ".",
-        "",
-        write_here("the question the project asks, the approach in two sentences, and the main finding."),
-        r"\section{Methodology}",
-        r"\subsection{Architecture}",
+        f"extra data. The runs were made with the public code at \\url{{{c.repo}}}"
+        + (f" (the student at commit \\texttt{{{commit[:10]}}})" if commit else "")
+        + "."
+    )
+
+
+def _architecture(c: Context) -> str:
+    block, head = c.arch["block"], c.arch["head"]
+    inner = block["inner_activation"]
+    frozen = block["norm_weights"] != "learned"
+    return "\n".join([
         f"Each residual block computes $\\mathrm{{ReLU}}(S(x)+F(x))$ with $F$ a convolution, batch normalisation "
-        f"\\citep{{ioffe2015bn}}, ReLU, convolution and batch normalisation, and $S$ the identity or, where the shape "
-        f"changes, a $1\\times1$ convolution with batch normalisation. Table~\\ref{{tab:arch}} lists the student "
-        f"({tex(rec.model.name)}) in the assignment's notation.",
+        f"\\citep{{ioffe2015bn}}, {inner}, convolution and batch normalisation, and $S$ the identity or, where the "
+        f"shape changes, a $1\\times1$ convolution with batch normalisation"
+        + (" (every batch normalisation's scale frozen at 1, its shift learned)" if frozen else "")
+        + f". Table~\\ref{{tab:arch}} lists the student ({tex(c.student.recipe.model.name)}) in the assignment's "
+        f"notation; its head is a global {head['pool']} pool and a linear layer"
+        + (f" whose logits are scaled by {head['logit_scale']:.4g}" if head["logit_scale"] != 1 else "") + ".",
         "",
-        _architecture_table(arch),
-    ]
-    if kd:
-        lines += [
-            r"\subsection{Knowledge distillation}",
-            "The teacher's logits are computed once, on exactly the augmented views the student will see, and cached "
-            "to disk; the student never runs the teacher. Its loss is",
-            r"\begin{equation}",
-            r"\mathcal{L} = \alpha\,D\big(z^{\mathrm{s}}, z^{\mathrm{t}}\big) + (1-\alpha)\,\mathrm{CE}(y, "
-            r"p^{\mathrm{s}}_1),",
-            r"\end{equation}",
-            f"with $\\alpha={rec.kd.alpha:g}$, $p_T = \\mathrm{{softmax}}(z/T)$ and {_kd_term(rec.kd)}"
-            + (f"; {transfer}" if transfer else "")
-            + ".",
-        ]
-    lines += [r"\subsection{Training}"]
-    for r in [student, *teachers, *baselines]:
-        lines.append(f"\\textbf{{{tex(r.name)}}} ({r.run.role}, {tex(r.recipe.model.name)}): {_describe_training(r)}.")
-        lines.append("")
-    lines += [write_here("why this architecture and these settings: their pros and cons, what else was tried.")]
-    lines += [r"\section{Results}", _results_table(runs)]
-    lines += [_differences_table(runs)] if len(runs) > 1 else []
-    result = (f"The student reaches {pct(s['test_accuracy'])} on the CIFAR-10 test set with {student.params:,} "
-              f"trainable parameters (Table~\\ref{{tab:results}}).")  # fmt: skip
-    if kd and labels_only:
-        result += (f" Trained on labels alone, the same network reaches "
-                   f"{pct(labels_only[0].summary['test_accuracy'])}.")  # fmt: skip
-    if teachers:
-        result += (
-            f" Its teacher reaches {pct(teachers[0].summary['test_accuracy'])} with {teachers[0].params:,} parameters."
+        _architecture_table(c.arch),
+    ])  # fmt: skip
+
+
+def _distillation(c: Context) -> str:
+    rec = c.student.recipe
+    return "\n".join([
+        "The teacher's logits are computed once, on exactly the augmented views the student will see, and cached "
+        "to disk; the student never runs the teacher. Its loss is",
+        r"\begin{equation}",
+        r"\mathcal{L} = \alpha\,D\big(z^{\mathrm{s}}, z^{\mathrm{t}}\big) + (1-\alpha)\,\mathrm{CE}(y, "
+        r"p^{\mathrm{s}}_1),",
+        r"\end{equation}",
+        f"with $\\alpha={rec.kd.alpha:g}$, $p_T = \\mathrm{{softmax}}(z/T)$ and {_kd_term(rec.kd)}"
+        + (f"; {c.transfer}" if c.transfer else "") + ".",
+    ])  # fmt: skip
+
+
+def _training(c: Context) -> str:
+    return (
+        "\n\n".join(
+            f"\\textbf{{{tex(r.name)}}} ({r.run.role}, {tex(r.recipe.model.name)}): {_describe_training(r)}."
+            for r in [c.student, *c.teachers, *c.baselines]
         )
-    lines.append(result)
+        + "\n"
+    )
+
+
+def _results(c: Context) -> str:
+    s, student = c.student.summary, c.student
+    lines = [_results_table(c.runs), *([_differences_table(c.runs)] if len(c.runs) > 1 else [])]
+    found = (f"The student reaches {pct(s['test_accuracy'])} on the CIFAR-10 test set with {student.params:,} "
+             f"trainable parameters (Table~\\ref{{tab:results}}).")  # fmt: skip
+    if c.kd and c.labels_only:
+        found += f" Trained on labels alone, the same network reaches {pct(c.labels_only[0].summary['test_accuracy'])}."
+    if c.teachers:
+        t = c.teachers[0]
+        found += f" Its teacher reaches {pct(t.summary['test_accuracy'])} with {t.params:,} parameters."
+    lines.append(found)
     if student.shift:
         fam = family_means(student.shift)
         lines.append(
@@ -502,61 +474,28 @@ def body(
             f"{pct(student.shift['mean_corruption_accuracy'])} on average (clean: {pct(student.shift['clean'])}); by "
             "family: " + ", ".join(f"{k} {pct(v)}" for k, v in fam.items()) + "."
         )
-    if inspected is not None:
-        lines.append(f"The images to be scored: {tex(inspected['reading'])}")
-    lines += [" ".join(left_out)] if left_out else []
-    lines += [_figure(name, caption) for name, caption in figures.items()]
-    lines += [write_here("lessons learned: what worked, what did not, and why you think so."), r"\bibliography{refs}",
-              r"\end{document}"]  # fmt: skip
-    return "\n".join(lines) + "\n"
+    if c.inspected is not None:
+        lines.append(f"The images to be scored: {tex(c.inspected['reading'])}")
+    lines += [" ".join(c.left_out)] if c.left_out else []
+    lines += [_figure(name, caption) for name, caption in c.figures.items()]
+    return "\n".join(lines)
 
 
-FALLBACK_STY = r"""\NeedsTeXFormat{LaTeX2e}
-\ProvidesPackage{aaailike}[2026/12/01 distill: the AAAI-24 camera-ready geometry, without the author kit]
-% US letter; two columns; a 7.0 x 9.0 in text block with 0.75 in left, right and top margins and 0.375 in
-% between the columns; Times 10 pt on 11 pt; unnumbered centred section heads; no page numbers.
-\RequirePackage{times}
-\RequirePackage{helvet}
-\RequirePackage{courier}
-\RequirePackage{graphicx}
-\RequirePackage[hyphens]{url}
-\RequirePackage{natbib}
-\RequirePackage{caption}
-\urlstyle{rm}
-\setlength{\paperwidth}{8.5in}\setlength{\paperheight}{11in}
-\setlength{\pdfpagewidth}{8.5in}\setlength{\pdfpageheight}{11in}
-\setlength{\textwidth}{7in}\setlength{\textheight}{9in}
-\setlength{\oddsidemargin}{-0.25in}\setlength{\evensidemargin}{-0.25in}
-\setlength{\topmargin}{-0.25in}\setlength{\headheight}{0pt}\setlength{\headsep}{0pt}
-\setlength{\columnsep}{0.375in}
-\renewcommand{\normalsize}{\@setfontsize\normalsize{10}{11}%
-  \abovedisplayskip 7pt plus 2pt minus 4pt\belowdisplayskip\abovedisplayskip}
-\renewcommand{\small}{\@setfontsize\small{9}{10}}
-\normalsize
-\setcounter{secnumdepth}{0}
-\renewcommand\section{\@startsection{section}{1}{\z@}{-2ex plus -0.5ex minus -0.2ex}{1ex plus 0.2ex}%
-  {\centering\normalfont\fontsize{12}{13}\bfseries}}
-\renewcommand\subsection{\@startsection{subsection}{2}{\z@}{-1.5ex plus -0.5ex minus -0.2ex}{0.8ex plus 0.2ex}%
-  {\normalfont\fontsize{11}{12}\bfseries}}
-\pagestyle{empty}
-\let\ps@plain\ps@empty
-\def\@affiliations{}
-\newcommand{\affiliations}[1]{\gdef\@affiliations{#1}}
-\renewcommand{\@maketitle}{\newpage\null\vskip 0.25in\begin{center}%
-  {\fontsize{14}{15}\bfseries\@title\par}\vskip 0.2in%
-  {\fontsize{11}{12}\bfseries\@author\par}\vskip 0.05in%
-  {\fontsize{9}{10}\@affiliations\par}\end{center}\par\vskip 0.3in}
-\frenchspacing
-"""
-
-
-def _preamble(style: str) -> str:
-    if style == "aaai24":
-        return "\\documentclass[letterpaper]{article}\n\\usepackage{aaai24}\n\\usepackage{times}\n\\usepackage{helvet}\n" \
-               "\\usepackage{courier}\n\\usepackage[hyphens]{url}\n\\usepackage{graphicx}\n\\urlstyle{rm}\n" \
-               "\\usepackage{natbib}\n\\usepackage{caption}\n\\usepackage{amsmath}\n\\frenchspacing\n" \
-               "\\setlength{\\pdfpagewidth}{8.5in}\n\\setlength{\\pdfpageheight}{11in}\n"  # fmt: skip
-    return "\\documentclass[letterpaper,twocolumn,10pt]{article}\n\\usepackage{aaailike}\n\\usepackage{amsmath}\n"
+def render(c: Context, title: str, authors: str, affiliation: str, style: str, bst: str) -> str:
+    """main.tex: the template (words and layout) filled with each section's text (the values)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        block_start_string=r"\BLOCK{", block_end_string="}", variable_start_string=r"\VAR{", variable_end_string="}",
+        comment_start_string=r"\#{", comment_end_string="}", trim_blocks=True, lstrip_blocks=True,
+        autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+    )  # fmt: skip
+    env.filters["tex"] = tex
+    return env.get_template("main.tex").render(
+        style=style, bst=bst, title=title, authors=authors, affiliation=affiliation, repo=c.repo,
+        abstract=_abstract(c), overview=_overview(c), architecture=_architecture(c),
+        distillation=_distillation(c) if c.kd else "", training=_training(c), results=_results(c),
+        write_here=write_here,
+    )  # fmt: skip
 
 
 # -- figures, compilation ----------------------------------------------------------------------------
@@ -688,11 +627,8 @@ def paper(
         else:
             (staging / "aaailike.sty").write_text(FALLBACK_STY)
         bst = "aaai24" if (staging / "aaai24.bst").is_file() else "plainnat"
-        text = _preamble(style) + body(
-            runs, arch, figures, title, authors, affiliation, repo, left_out, inspected, transfer
-        )
-        text = text.replace(r"\bibliography{refs}", f"\\bibliographystyle{{{bst}}}\n\\bibliography{{refs}}")
-        (staging / "main.tex").write_text(text)
+        context = Context(runs, arch, figures, repo, left_out, inspected, transfer)
+        (staging / "main.tex").write_text(render(context, title, authors, affiliation, style, bst))
         (staging / "refs.bib").write_text("\n\n".join(BIB[k] for k in references(runs)) + "\n")
         pages, how = compile_pdf(staging)
         unusual = sorted({c for c in title + authors + affiliation if ord(c) > 127})

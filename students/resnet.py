@@ -7,6 +7,7 @@ the ``forward_features`` / ``forward_head(x, pre_logits=False)`` API so feature 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import torch
@@ -236,6 +237,59 @@ class CifarResNet(nn.Module):
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.drop(self.pool(x).flatten(1))  # (B, C)
         return x if pre_logits else self.fc(x) * self.logit_scale
+
+    def architecture(self, image_size: int = 32) -> dict:
+        """The assignment's description of this network, read off its modules: ``N`` residual layers (stages), and
+        per layer ``B`` blocks, ``C`` channels, ``F`` the blocks' conv kernel, ``K`` the skip's kernel (0: identity
+        skips only), the resolution in and out, trainable parameters and how it halves the resolution; ``P`` the
+        final pool's kernel (the last map's side); the stem, the head, and what the blocks compute (``F``'s inner
+        activation, whether BatchNorm weights learn)."""
+        sizes: dict[int, tuple[int, int]] = {}
+        probe = copy.deepcopy(self).cpu().float().eval()
+        hooks = [stage.register_forward_hook(lambda m, i, o, k=k: sizes.__setitem__(k, (i[0].shape[-1], o.shape[-1])))
+                 for k, stage in enumerate(probe.stages)]  # fmt: skip
+        with torch.no_grad():
+            probe(torch.zeros(1, 3, image_size, image_size))
+        for h in hooks:
+            h.remove()
+        trainable = lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)  # noqa: E731
+        layers = []
+        for k, stage in enumerate(self.stages):
+            blocks = [m for m in stage if isinstance(m, ResidualBlock)]
+            skips = [b.shortcut[0].kernel_size[0] for b in blocks if isinstance(b.shortcut, nn.Sequential)]
+            halving = "max-pool" if any(isinstance(m, nn.MaxPool2d) for m in stage) else (
+                "stride 2" if blocks and blocks[0].conv1.stride[0] == 2 else "none")  # fmt: skip
+            layers.append({
+                "blocks": len(blocks), "channels": blocks[-1].conv2.out_channels,
+                "conv_kernel": blocks[0].conv1.kernel_size[0], "skip_kernel": max(skips, default=0),
+                "in_size": sizes[k][0], "out_size": sizes[k][1], "params": trainable(stage), "downsample": halving,
+            })  # fmt: skip
+        stem_convs = [m for m in self.stem if isinstance(m, nn.Conv2d) and not isinstance(m, StridedConv1x1)]
+        stem_conv = [c for c in stem_convs if c.weight.requires_grad]
+        norms = [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
+        first = next(m for m in self.modules() if isinstance(m, ResidualBlock))
+        return {
+            "N": len(layers),
+            "layers": layers,
+            "P": layers[-1]["out_size"] if layers else image_size,
+            "stem": {
+                "channels": stem_conv[-1].out_channels if stem_conv else None,
+                "kernel": stem_conv[-1].kernel_size[0] if stem_conv else None,
+                "whitening": self.whiten is not None,
+                "pool": any(isinstance(m, nn.MaxPool2d) for m in self.stem),
+                "params": trainable(self.stem),
+            },
+            "block": {
+                "inner_activation": "GELU" if isinstance(first.act, nn.GELU) else "ReLU",
+                "norm_weights": "learned" if all(n.weight.requires_grad for n in norms) else "frozen at 1",
+            },
+            "head": {
+                "pool": "max" if isinstance(self.pool, nn.AdaptiveMaxPool2d) else "average",
+                "logit_scale": self.logit_scale,
+            },
+            "head_params": trainable(self.fc),
+            "trainable_params": trainable(self),
+        }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

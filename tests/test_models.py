@@ -213,3 +213,18 @@ def test_max_pool_head_with_a_logit_scale():
     torch.testing.assert_close(model.forward_head(feats), model.fc(pooled) / 9)
     with pytest.raises(ValueError, match="head 'attn' is not one of"):
         CifarResNet(widths=(8,), blocks=(1,), head="attn")
+
+
+def test_the_student_describes_its_own_architecture():
+    """The assignment's notation, read off the modules by the class itself (distill-paper's table and sentence)."""
+    from distill.models import architecture
+
+    kwargs = dict(whiten=True, act="gelu", norm_weight=False, init="dirac", head="max", logit_scale=0.125)
+    arch = timm.create_model("cifar_resnet_lite", num_classes=10, **kwargs).architecture()
+    assert arch["block"] == {"inner_activation": "GELU", "norm_weights": "frozen at 1"}
+    assert arch["head"] == {"pool": "max", "logit_scale": 0.125} and arch["N"] == 3 and arch["P"] == 3
+    assert [la["channels"] for la in arch["layers"]] == [64, 256, 256] and arch["stem"]["whitening"]
+    assert [la["skip_kernel"] for la in arch["layers"]] == [0, 1, 0] and arch["layers"][1]["downsample"] == "max-pool"
+    assert arch["trainable_params"] == count_trainable(timm.create_model("cifar_resnet_lite", num_classes=10, **kwargs))
+    with pytest.raises(ValueError, match="no stem and stages of residual blocks"):
+        architecture(timm.create_model("cifar_air94", num_classes=10))

@@ -268,3 +268,19 @@ def test_out_an_existing_file_says_so(runs, tmp_path, synthetic_dir):
     with pytest.raises(UserError, match="--out .*paper is a file; give the directory the paper should go into"):
         write(runs, tmp_path, synthetic_dir)
     assert (tmp_path / "paper").read_text() == "notes"
+
+
+def test_the_words_are_templates_and_every_value_is_escaped(runs, tmp_path, synthetic_dir, monkeypatch):
+    """main.tex, aaailike.sty and refs.bib are package data (STYLE 15); a title, names and affiliation holding
+    LaTeX's special characters come out escaped, and the architecture sentence is the student class's own."""
+    monkeypatch.setattr(paper, "compile_pdf", lambda folder: (None, "no TeX engine on PATH"))
+    assert (paper.TEMPLATES / "main.tex").is_file() and set(paper.BIB) >= {"hinton2015kd", "zhao2022dkd"}
+    write(runs, tmp_path, synthetic_dir, title="Ours & theirs: 100% {KD}", authors="A_B #1", affiliation="R&D ~lab")
+    text = (tmp_path / "paper" / "main.tex").read_text()
+    assert r"\title{Ours \& theirs: 100\% \{KD\}}" in text and r"\author{A\_B \#1}" in text
+    assert r"R\&D \textasciitilde{}lab" in text and "\\VAR{" not in text and "\\BLOCK{" not in text
+    arch = architecture(load_run(runs / "kd")[1])
+    assert (
+        arch["block"] == {"inner_activation": "ReLU", "norm_weights": "learned"} and arch["head"]["pool"] == "average"
+    )
+    assert "convolution, batch normalisation \\citep{ioffe2015bn}, ReLU, convolution" in text

@@ -1,0 +1,3 @@
+from distill.run import cli
+
+cli()

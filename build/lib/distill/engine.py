@@ -1,0 +1,400 @@
+"""One epoch of training and one evaluation, each reading top to bottom.
+
+Data lives on the device as uint8; a batch is an index gather plus :func:`~distill.augment.apply_views`.
+Processes split every global batch by ``rank::world`` (and the test set likewise), so no image is
+counted twice and no DataLoader or worker is involved.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from distill.augment import (
+    AugmentSpec,
+    TTASpec,
+    apply_views,
+    mix_targets,
+    normalize,
+    sample_views,
+    seeded_generator,
+    shift,
+)
+from distill.compute import Compute
+from distill.errors import UserError
+from distill.failpoints import failpoint
+from distill.models import create_model
+
+
+@dataclass
+class EpochData:
+    """The training set on the device, plus (optionally) the teacher's cached logits for this epoch."""
+
+    images: torch.Tensor  # (N, 32, 32, 3) uint8 on the device
+    labels: torch.Tensor  # (N,) int64 on the device
+    views: dict[str, torch.Tensor]  # view parameters, each (N,)
+    teacher_logits: torch.Tensor | None  # (N, 10) float16 on the device, from the cache
+
+
+@dataclass
+class Batch:
+    """One process's part of a global batch: the views, their labels, and what mixing and the cache add."""
+
+    index: torch.Tensor  # (B,) the images' positions in the training set
+    x: torch.Tensor  # (B, 3, H, W) float32, normalised
+    y: torch.Tensor  # (B,) labels of the images themselves
+    teacher_logits: torch.Tensor | None = None  # (B, 10) float16: the teacher's logits on exactly x
+    y_partner: torch.Tensor | None = None  # (B,) labels of the images mixed in (mixup / cutmix)
+    lam: torch.Tensor | None = None  # (B,) weight of y in the loss; 1 - lam weighs y_partner
+
+
+def epoch_batches(
+    data: EpochData,
+    spec: AugmentSpec,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    accelerator: Accelerator,
+    channels_last: bool = True,
+    size: int = 32,
+):
+    """Yield this process's :class:`Batch` of each global batch of one epoch.
+
+    The permutation is drawn from a generator seeded by (seed, epoch), the same on all processes;
+    each process keeps ``indices[rank::world]`` of every global batch. A final batch too small to
+    give every process two images is dropped (BatchNorm needs two). With ``size`` < 32 the augmented
+    batch is downscaled (antialiased bilinear) to ``size`` x ``size`` (progressive resizing).
+    """
+    n = len(data.labels)
+    perm = torch.randperm(n, generator=seeded_generator("order", seed, epoch)).to(data.images.device)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    for start in range(0, n, batch_size):
+        index = perm[start : start + batch_size]
+        if len(index) < 2 * world and start > 0:
+            break
+        index = index[rank::world]
+        x = apply_views(data.images, data.views, index, spec, channels_last)
+        if size != x.shape[-1]:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        teacher = data.teacher_logits[index] if data.teacher_logits is not None else None
+        yield Batch(index, x, data.labels[index], teacher, *mix_targets(data.labels, data.views, index))
+
+
+def epoch_resolution(epoch: int, epochs: int, min_size: int, until: float) -> int:
+    """Progressive resizing: the training resolution of ``epoch``, rising linearly from ``min_size``
+    at the first epoch to 32 at ``until`` x ``epochs`` (a multiple of 4; 32 when ``min_size`` is 0)."""
+    end = until * epochs
+    if not min_size or min_size >= 32 or epoch >= end:
+        return 32
+    return min(32, max(min_size, int(min_size + (32 - min_size) * epoch / end) // 4 * 4))
+
+
+def steps_per_epoch(n: int, batch_size: int, world: int) -> int:
+    steps = math.ceil(n / batch_size)
+    if steps > 1 and n - (steps - 1) * batch_size < 2 * world:
+        steps -= 1
+    return steps
+
+
+def fresh_views(n: int, spec: AugmentSpec, seed: int, epoch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    views = sample_views(n, spec, seeded_generator("views", seed, epoch), index=epoch, seed=seed)
+    return {k: v.to(device) for k, v in views.items()}
+
+
+def make_progress(accelerator: Accelerator) -> Progress:
+    """The epoch's progress bar: on the main process, on a terminal (in a log it would print blank lines)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.2%}  {task.fields[ips]:,.0f} img/s"),
+        TimeRemainingColumn(),
+        disable=not accelerator.is_main_process or not Console().is_terminal,
+        transient=False,
+    )
+
+
+class EpochTimer:
+    """Seconds of device work for an epoch: CUDA events on a GPU, the wall clock elsewhere."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        if self.cuda:
+            self.start_event = torch.cuda.Event(enable_timing=True)
+            self.end_event = torch.cuda.Event(enable_timing=True)
+            self.start_event.record()
+        self.start = time.perf_counter()
+
+    def stop(self) -> float:
+        if self.cuda:
+            self.end_event.record()
+            self.end_event.synchronize()
+            return self.start_event.elapsed_time(self.end_event) / 1000.0
+        return time.perf_counter() - self.start
+
+
+def train_one_epoch(
+    model,
+    batches,
+    num_steps: int,
+    criterion,
+    optimizer,
+    scheduler,
+    accelerator: Accelerator,
+    ema,
+    epoch: int,
+    step: int,
+    progress: Progress,
+    log_every: int = 20,
+    on_pace=None,
+) -> dict:
+    """Train for one epoch; returns metrics, and raises UserError on a non-finite loss.
+
+    Args:
+        batches: iterable of :class:`Batch` from :func:`epoch_batches`.
+        num_steps: batches in the epoch (for the progress bar).
+        step: optimiser updates done before this epoch (drives the per-update schedule).
+        on_pace: called once, ``on_pace(seconds_per_step)``, after the first ``log_every`` steps but the first
+            (which may compile): what an estimate of the whole run's time is made from.
+    """
+    model.train()
+    task = progress.add_task(f"epoch {epoch + 1}", total=num_steps, loss=0.0, acc=0.0, ips=0.0)
+    # loss and kd (times images), ce (times labelled images), correct, labelled images; float32 holds 60k exactly
+    sums = torch.zeros(5, device=accelerator.device)
+    seen = 0
+    timer = EpochTimer(accelerator.device)
+    start = time.perf_counter()
+    first_step = 0.0
+    for i, batch in enumerate(batches):
+        with accelerator.autocast():
+            logits = model(batch.x)
+        done = (step + 1) / scheduler.total_steps  # the run's fraction done after this step (DKD's warm-up)
+        losses = criterion(logits, batch.y, batch.teacher_logits, batch.y_partner, batch.lam, progress=done)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(losses["loss"])
+        optimizer.step()
+        step += 1
+        scheduler.step_update(num_updates=step)
+        if ema is not None:
+            ema.update(model, step=step)
+        failpoint("train.step")
+        if i == 0:  # the first step holds torch.compile's compilation (and the allocator's warm-up)
+            if accelerator.device.type == "cuda":
+                torch.cuda.synchronize()
+            first_step = time.perf_counter() - start
+
+        n, labelled = len(batch.y), (batch.y >= 0).sum().float()  # a transfer set's images have label -1
+        correct = (logits.detach().argmax(-1) == batch.y).sum().float()
+        sums += torch.stack([losses["loss"].detach() * n, losses["ce"] * labelled, losses["kd"] * n, correct, labelled])
+        seen += n
+        if (i + 1) % log_every == 0 or i + 1 == num_steps:
+            loss_sum, correct_sum, labelled_sum = sums[[0, 3, 4]].tolist()  # one sync every log_every steps
+            loss_now, acc_now = loss_sum / max(seen, 1), correct_sum / max(labelled_sum, 1)
+            if not math.isfinite(loss_now):
+                raise UserError(
+                    f"loss became {loss_now} in epoch {epoch + 1}, step {i + 1}; lower train.lr or use "
+                    f"train.mixed_precision=no (the last good checkpoint is kept for --resume)"
+                )
+            ips = seen * accelerator.num_processes / max(time.perf_counter() - start, 1e-9)
+            progress.update(task, completed=i + 1, loss=loss_now, acc=acc_now, ips=ips)
+            if on_pace is not None and i + 1 == log_every:
+                on_pace((time.perf_counter() - start - first_step) / max(i, 1))
+    seconds = timer.stop()
+    totals = accelerator.reduce(torch.cat([sums, sums.new_tensor([seen])]), "sum")
+    loss, ce, kd, correct, labelled, images = totals.tolist()
+    progress.remove_task(task)
+    return {
+        "train_loss": loss / images,
+        "train_ce": ce / max(labelled, 1),
+        "train_kd": kd / images,
+        "train_acc": correct / max(labelled, 1),  # of the labelled images
+        "img_per_s": images / seconds,
+        "seconds": seconds,
+        "first_step_seconds": first_step,
+        "lr": optimizer.param_groups[0]["lr"],
+        "step": step,
+    }
+
+
+def bare_step(recipe, trained: torch.nn.Module, x: torch.Tensor, accelerator, steps: int = 8) -> float:
+    """Images per second of forward + cross-entropy + backward + plain SGD on ``x``: a fresh build of the
+    recipe's model holding ``trained``'s weights (a deepcopy would keep Accelerate's forward wrapper, bound
+    to the original module), in the recipe's memory format, under the accelerator's autocast."""
+    model = create_model(recipe.model.name, recipe.model.kwargs)
+    model.load_state_dict(accelerator.unwrap_model(trained).state_dict())
+    if recipe.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(x.device).train()
+    sgd = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9, nesterov=True)
+    y = torch.randint(0, 10, (len(x),), device=x.device)
+
+    def step():
+        with accelerator.autocast():
+            out = model(x)
+        loss = F.cross_entropy(out.float(), y)
+        sgd.zero_grad(set_to_none=True)
+        loss.backward()
+        sgd.step()
+
+    step()  # warm-up: oneDNN's primitives, the allocator
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if x.device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * len(x) / (time.perf_counter() - start)
+
+
+def tta_logits(model, x: torch.Tensor, tta: TTASpec | None) -> torch.Tensor:
+    """Float32 logits of a normalised batch, averaged over the views of ``tta`` (see :class:`TTASpec`)."""
+
+    def mirrored(v: torch.Tensor) -> torch.Tensor:
+        out = model(v).float()
+        return 0.5 * (out + model(torch.flip(v, dims=[3])).float()) if tta is not None and tta.flip else out
+
+    if tta is None or not tta.translate:
+        return mirrored(x)
+    px = tta.translate
+    return 0.5 * mirrored(x) + 0.25 * (mirrored(shift(x, -px, -px)) + mirrored(shift(x, px, px)))
+
+
+@torch.inference_mode()
+def predict_logits(
+    model,
+    images: torch.Tensor,
+    batch_size: int,
+    accelerator: Accelerator | None = None,
+    tta: TTASpec | None = None,
+    channels_last: bool = True,
+    on_batch=None,
+    compute: Compute | None = None,
+) -> torch.Tensor:
+    """Logits (N, C) in float32 for uint8 (N, 32, 32, 3) images on the model's device, with ``tta``'s views.
+
+    Autocast is the ``accelerator``'s, else ``compute``'s (float32 without either). ``on_batch(n)`` is called
+    after each batch of n images (a progress bar)."""
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        x = normalize(images[start : start + batch_size], channels_last)
+        context = (
+            accelerator.autocast() if accelerator is not None else compute.autocast() if compute else nullcontext()
+        )
+        with context:
+            outputs.append(tta_logits(model, x, tta))
+        if on_batch is not None:
+            on_batch(len(x))
+    return torch.cat(outputs) if outputs else torch.empty(0, 10, device=images.device)
+
+
+MIN_BN_IMAGES = 256  # fewer images than this give BatchNorm statistics that are mostly noise
+BN_STATS = ("train", "test")
+BN_STATS_HELP = (
+    "BatchNorm statistics: the run's own (train, the default) or re-estimated on the very images being predicted "
+    "(test: transductive; the weights on disk stay as they are)"
+)
+
+
+@torch.no_grad()
+def batchnorm_from(
+    model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256, compute: Compute | None = None
+) -> torch.nn.Module:
+    """A copy of ``model`` whose BatchNorm running statistics are re-estimated on uint8 (N, 32, 32, 3)
+    ``images``: reset, then one pass without gradients in batches of ``batch_size``, each batch's mean and
+    variance weighing the same (PyTorch's cumulative average, ``momentum=None``). Nothing else changes, and
+    ``model`` itself is left as it was (test-time BatchNorm, as in Schneider et al. 2020 and TENT's baseline)."""
+    if len(images) < MIN_BN_IMAGES:
+        raise UserError(
+            f"--bn-stats test needs at least {MIN_BN_IMAGES} images to estimate BatchNorm statistics from, and there "
+            f"are {len(images)}; predict more images at once, or leave --bn-stats at train"
+        )
+    adapted = copy.deepcopy(model).eval()
+    norms = [m for m in adapted.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    for start in range(0, len(images), batch_size):
+        with compute.autocast() if compute is not None else nullcontext():
+            adapted(normalize(images[start : start + batch_size]))
+    return adapted.eval()
+
+
+def predict(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    tta: TTASpec | None,
+    batch_size: int = 256,
+    what: str | None = None,
+    compute: Compute | None = None,
+    bn_stats: str = "train",
+) -> np.ndarray:
+    """Class predictions (N,) for uint8 (N, 32, 32, 3) images, with ``tta``'s views, outside a training run.
+
+    Runs as ``compute`` says (default: ``Compute.resolve("auto")``, the GPU if there is one and bf16 where it is
+    native; callers pass the run's ``train.mixed_precision`` resolved the same way training resolves it). With
+    ``bn_stats="test"`` the BatchNorm statistics come from ``images`` themselves (:func:`batchnorm_from`), not from
+    training. On a CPU, batches of 256 in channels-last memory halve the time that batches of 1000 in NCHW took:
+    those spent a third of their CPU time in the kernel, faulting in fresh activation memory for every batch
+    (BENCHMARKS.md, "exporting on a CPU"). With ``what``, a line says what is predicted, and on a terminal a
+    progress bar follows it.
+    """
+    compute = compute or Compute.resolve()
+    model = model.to(compute.device, memory_format=torch.channels_last).eval()
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(compute.device)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    views = tta.forward_passes if tta else 1
+    if bn_stats not in BN_STATS:
+        raise UserError(f"--bn-stats {bn_stats!r}: use train (the run's own statistics) or test")
+    if bn_stats == "test":
+        model = batchnorm_from(model, x, batch_size, compute)
+    if what:
+        stats = ", BatchNorm statistics from these images" if bn_stats == "test" else ""
+        print(
+            f"{what}: {len(x):,} images x {views} view{'s' if views > 1 else ''} on {compute.device}, "
+            f"{compute.precision.label}{stats}",
+            flush=True,
+        )
+    with Progress(*columns, disable=what is None or not Console().is_terminal, transient=True) as bar:
+        task = bar.add_task(what or "", total=len(x))
+        logits = predict_logits(model, x, batch_size, tta=tta, on_batch=lambda n: bar.advance(task, n), compute=compute)
+    return logits.argmax(-1).cpu().numpy()
+
+
+def evaluate(
+    model,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    accelerator: Accelerator,
+    batch_size: int,
+    tta: TTASpec | None = None,
+    channels_last: bool = True,
+) -> float:
+    """Top-1 accuracy on the test set, each image counted once: process r scores images r::world."""
+    model.eval()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    local_images, local_labels = images[rank::world], labels[rank::world]
+    logits = predict_logits(model, local_images, batch_size, accelerator, tta, channels_last)
+    counts = torch.tensor(
+        [(logits.argmax(-1) == local_labels).sum().item(), len(local_labels)],
+        device=accelerator.device,
+        dtype=torch.float64,
+    )
+    counts = accelerator.reduce(counts, "sum")
+    return (counts[0] / counts[1]).item()
+
+
+def to_device_data(images: np.ndarray, labels: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device), torch.from_numpy(labels).to(device)

@@ -1,0 +1,216 @@
+"""Files written so that a kill at any instant never leaves one that looks complete but is not.
+
+A file is written under a temporary name, flushed and renamed into place (:func:`write_atomic`); a
+directory is built beside its target and swapped in (:func:`staged_directory`, :func:`swap_in`), which
+every stage that writes a directory uses. A run directory is held by one run at a time (:class:`RunLock`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+
+from distill.errors import UserError, words
+from distill.failpoints import failpoint
+
+
+def write_atomic(path: Path, data: str | bytes, flag: str | None = None) -> None:
+    """Write ``data`` to ``path`` via a temporary sibling and a rename; a write error is a UserError
+    naming its cause and ``flag``, the option that chose the path (default: the command's run-dir option)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise UserError(write_error(path, err, flag or words().run_dir)) from None
+
+
+def write_error(path: Path, err: OSError, flag: str) -> str:
+    """One line for a failed write: what happened, and the fix that fits the cause."""
+    if err.errno == errno.EISDIR or Path(path).is_dir():
+        return f"{path} is a directory; give {flag} the path of a file, not of a directory"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"cannot write {path} ({err.strerror}): the disk is full; free disk space and run again"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write {path} ({err.strerror}): make {Path(path).parent} writable, or choose another "
+                f"{flag} in a folder you can write")  # fmt: skip
+    return f"cannot write {path} ({err.strerror or err}); choose another {flag}"
+
+
+def to_json(obj: object, path: Path | str, indent: int | None = 2) -> str:
+    """``obj`` as JSON, refusing numbers that are not numbers: a NaN or an infinity is never written (Python's json
+    would write ``NaN``, which no strict reader parses and every table would print as a result)."""
+    try:
+        return json.dumps(obj, indent=indent, allow_nan=False)
+    except ValueError:
+        raise ValueError(f"refusing to write {path}: {_non_finite(obj) or 'a value'} is NaN or infinite") from None
+
+
+def _non_finite(obj: object, where: str = "") -> str | None:
+    """The key path of the first NaN or infinity in ``obj``, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "the value"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list | tuple) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_atomic(path, to_json(obj, path) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_writable(folder: Path, flag: str | None = None) -> None:
+    """Create ``folder`` and prove a file can be written there, before any work starts (``flag``: the option that
+    chose it; default the command's run-dir option)."""
+    flag = flag or words().run_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        fix = f"make it writable, or choose another {flag}" if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) \
+            else f"choose another {flag}"  # fmt: skip
+        raise UserError(f"output dir {folder} cannot be written ({err.strerror or err}); {fix}") from None
+
+
+def check_distinct(out: Path, inputs: list[Path], flag: str) -> None:
+    """Refuse an output path that is one of the command's inputs (the same file, through links too) or a
+    folder holding one: writing it would replace the input."""
+    out = Path(out)
+    for source in inputs:
+        source = Path(source)
+        if not source.exists():
+            continue
+        same = out.exists() and os.path.samefile(out, source)
+        holds = source.resolve().is_relative_to(out.resolve()) and out.resolve() != source.resolve()
+        if same or (holds and out.is_dir()):
+            what = "is" if same else "holds"
+            raise UserError(f"{flag} {out} {what} an input of this command ({source}); give another {flag}")
+
+
+def swap_in(staged: Path, target: Path, old: Path, point: str) -> None:
+    """Put the complete directory ``staged`` in the place of ``target``.
+
+    ``target`` (if any) is renamed to ``old``, ``staged`` to ``target``, and ``old`` is deleted: a kill
+    at any instant leaves ``target`` whole, or ``old`` and ``staged`` both whole, never a mix. The
+    failpoint ``point`` sits between the two renames (see :mod:`distill.failpoints`).
+    """
+    if target.exists():
+        target.rename(old)
+    failpoint(point)
+    staged.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_directory(final: Path, point: str):
+    """Build a directory beside ``final`` and swap it in whole when the block ends (:func:`swap_in`).
+
+    Yields the staging directory ``.NAME.tmp-PID``; an exception (a Ctrl-C included) removes it and leaves
+    ``final`` as it was. What killed runs of the same stage left beside ``final`` (``.NAME.tmp-PID`` or
+    ``.NAME.old-PID`` of a process that is gone) is removed first, so a SIGKILL leaves no litter for long.
+    """
+    final = Path(final)
+    for leftover in [*final.parent.glob(f".{final.name}.tmp-*"), *final.parent.glob(f".{final.name}.old-*")]:
+        pid = leftover.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+    staged = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staged, ignore_errors=True)
+    staged.mkdir(parents=True)
+    try:
+        yield staged
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    swap_in(staged, final, final.with_name(f".{final.name}.old-{os.getpid()}"), point)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """``<run dir>/.lock`` holding the PID and host of the run writing there; removed when it ends.
+
+    Taken with ``O_EXCL``, so of two runs started at once into one directory exactly one gets it; the
+    other is refused. A lock whose process is gone (same host, PID not alive: a SIGKILL) is stale
+    and taken over. A lock from another host cannot be checked and is refused with how to clear it.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / self.NAME
+        self.held = False
+
+    def acquire(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and holder.get("host") == me["host"] and not pid_alive(int(holder["pid"])):
+                    self.path.unlink(missing_ok=True)  # stale: its run was killed
+                    print(
+                        f"note: {self.path.parent} was locked by PID {holder['pid']} (since {holder['started']}), which "
+                        f"is gone (killed or crashed); taking the lock over",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    continue
+                who = f"PID {holder['pid']} on {holder['host']} since {holder['started']}" if holder else "another run"
+                raise UserError(
+                    f"{self.path.parent} is in use by {who}; wait for that run to end, or, if it is dead, "
+                    f"delete {self.path}"
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise UserError(f"cannot take {self.path}; delete it if no run is writing to {self.path.parent}")
+
+    def _holder(self) -> dict | None:
+        try:
+            holder = json.loads(self.path.read_text())
+            return holder if {"pid", "host", "started"} <= set(holder) else None
+        except (OSError, ValueError):
+            return None
+
+    def release(self) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False

@@ -1,0 +1,326 @@
+"""Recipes: plain YAML files mapped onto typed dataclasses.
+
+``load_recipe("kd_t4", ["train.epochs=5"])`` reads ``recipes/kd_t4.yaml``, applies the dotted
+overrides and returns a :class:`Recipe`. An unknown key, in the file or in an override, is a
+:class:`~distill.errors.UserError` naming it; an override is parsed as YAML and checked against
+the field's type (``train.lr=abc`` fails, ``train.lr=1`` becomes ``1.0``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from distill.augment import POLICIES, AugmentSpec, TTASpec
+from distill.data import DataConfig
+from distill.errors import UserError
+from distill.losses import LOSSES
+from distill.precision import SETTINGS as PRECISIONS
+
+RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as YAML 1.2 does: ``1e-12`` is a float, not the string PyYAML's
+    YAML 1.1 rules make of an exponent without a dot, which no type check would catch in ``model.kwargs``."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _load_yaml(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cifar_resnet_s"  # a timm registry name from teachers/ or students/
+    kwargs: dict = field(default_factory=dict)  # passed to timm.create_model
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 512  # global batch, split over processes
+    lr: float = 0.2  # peak learning rate for batch_size
+    lr_min: float = 0.0  # end of the decay
+    schedule: str = "cosine"  # "cosine" or "linear" decay after warm-up (timm schedulers)
+    warmup_epochs: float = 1.0  # linear warm-up to lr, in epochs (fractions allowed)
+    warmup_from: float = 1e-3  # the LR at the start of warm-up, as a fraction of lr (airbench: 0.2)
+    optimizer: str = "sgd"  # Nesterov SGD; "adamw" also accepted
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4  # on conv/linear weights (and, without filter_bias_and_bn, on everything)
+    filter_bias_and_bn: bool = True  # timm's default: no weight decay on biases and norm parameters
+    norm_bias_lr_scale: float = 1.0  # LR multiplier of BatchNorm biases (airbench: 64)
+    label_smoothing: float = 0.0
+    lookahead: bool = False  # wrap the optimiser in timm's Lookahead: every k steps slow += alpha (fast - slow)
+    lookahead_k: int = 6
+    lookahead_alpha: float = 0.5  # the slow weights' step; with lookahead_ramp, its value at the end
+    lookahead_ramp: float = 0.0  # > 0: alpha falls from 1 to lookahead_alpha as (step / total)^ramp (airbench: 3)
+    ema_decay: float = 0.0  # >0 keeps timm ModelEmaV3 weights, evaluated and saved instead of the raw ones
+    mixed_precision: str = "auto"  # auto: bf16 on a GPU or a CPU with native bf16, else fp32; or no / bf16 / fp16
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the model (default mode)
+    progressive_min_size: int = 0  # progressive resizing: train from this resolution up to 32 (0 = off)
+    progressive_until: float = 0.5  # ... reaching 32 at this fraction of the epochs
+    eval_batch_size: int = 1024
+    eval_every: int = 1  # evaluate on the test set every N epochs (and always after the last)
+    checkpoint_every: int = 1  # save the Accelerate state every N epochs for --resume
+    log_with: str = "none"  # "tensorboard": each epoch's loss, accuracy, LR and img/s also into RUN/tb/ (offline)
+
+
+@dataclass
+class KDConfig:
+    temperature: float = 4.0  # T: softens both distributions (kl, dkd; DIST's tau)
+    alpha: float = 0.9  # weight of the KD term; (1 - alpha) weights the cross-entropy; 0 = plain CE
+    loss: str = "kl"  # the KD term: kl (Hinton), kl_std, dkd, dkd_std, dist (distill.losses; README "Losses")
+    std_temperature: float = 2.0  # kl_std / dkd_std: the base temperature on z-scored logits (Sun et al. 2024)
+    std_weight: float = 10.0  # kl_std / dkd_std: the term's weight (with alpha 0.9: CE 0.1, KD 9, the paper's)
+    dkd_alpha: float = 1.0  # dkd: weight of TCKD, the target-vs-rest KL (Zhao et al. 2022)
+    dkd_beta: float = 8.0  # dkd: weight of NCKD, the KL among the non-target classes
+    dkd_warmup: float = 0.0833  # dkd: the term rises from 0 over this fraction of the run (the paper's 20 of 240)
+    dist_beta: float = 2.0  # dist: weight of the inter-class relation (Huang et al. 2022, CIFAR-100)
+    dist_gamma: float = 2.0  # dist: weight of the intra-class relation
+    teacher: str = ""  # the teacher recipe this student is meant for (what distill-run trains first)
+    teacher_seeds: int = 1  # ... as an ensemble of this many seeds, whose mean logits are cached
+    # A transfer set: unlabelled images (test pickles or (N, 32, 32, 3) uint8 .npy files) that the cache
+    # holds the teacher's logits of and the student distils on too (KD only, no CE); see distill.data.
+    unlabeled: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CacheConfig:
+    views: int = 8  # K augmented view sets; 0 = logits of the un-augmented images only
+    batch_size: int = 1024  # teacher inference batch while caching
+    seed: int = 0  # seeds the views' augmentation parameters
+
+
+@dataclass
+class Recipe:
+    name: str = "unnamed"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)  # defined in distill.augment
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    tta: TTASpec = field(default_factory=lambda: TTASpec(flip=True))  # at the final evaluation and in export.py
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_value(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against a field's type, widening int to float; raise UserError on mismatch."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arm in typing.get_args(hint):
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_value(value, arm, key)
+            except UserError as err:
+                errors.append(err)
+        raise errors[0] if errors else UserError(f"recipe key '{key}' must be set")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if origin is list:  # a list of strings (kd.unlabeled); one string is a list of one
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise UserError(f"recipe key '{key}' must be a list of paths, got {value!r}")
+        return list(value)
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"recipe key '{key}' must be a mapping, got {value!r}")
+        return value
+    if hint is str and isinstance(value, bool):  # YAML 1.1 reads a bare no / off / false as False
+        return "no" if not value else "yes"  # (train.mixed_precision=no is what a user types)
+    if hint is int and isinstance(value, bool):
+        raise UserError(f"recipe key '{key}' must be an int, got {value!r}")
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise UserError(f"recipe key '{key}' must be {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    if not isinstance(values, dict):
+        raise UserError(f"recipe section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = _field_types(cls)
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in hints:
+            known = ", ".join(sorted(hints))
+            raise UserError(f"unknown recipe key '{path}' (known keys here: {known})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, f"{path}.")
+        else:
+            kwargs[key] = _check_value(value, hint, path)
+    return cls(**kwargs)
+
+
+def _set_override(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c=value`` in a nested dict; dict-typed fields (model.kwargs) accept new keys."""
+    node, cls = tree, Recipe
+    parts = dotted.split(".")
+    for i, part in enumerate(parts[:-1]):
+        hints = _field_types(cls) if cls is not None else None
+        if hints is not None and part not in hints:
+            raise UserError(f"unknown recipe key '{'.'.join(parts[: i + 1])}' in override '{dotted}={value}'")
+        hint = hints[part] if hints is not None else None
+        cls = hint if dataclasses.is_dataclass(hint) else None
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"recipe key '{'.'.join(parts[: i + 1])}' is not a section")
+    if cls is not None and parts[-1] not in _field_types(cls):
+        raise UserError(f"unknown recipe key '{dotted}' in override '{dotted}={value}'")
+    node[parts[-1]] = value
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    """``kd_t4`` -> ``recipes/kd_t4.yaml``; anything with a suffix or a slash is a path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml") and "/" not in name_or_path:
+        path = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        available = ", ".join(sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")))
+        raise UserError(f"recipe '{name_or_path}' not found at {path}; use a path or one of: {available}")
+    return path
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override '{item}' is not key=value (for example train.epochs=5)")
+        try:
+            value = _load_yaml(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe file and apply ``key=value`` overrides; see the module docstring."""
+    path = resolve_recipe_path(str(name_or_path))
+    try:
+        tree = _load_yaml(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"recipe {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"recipe {path} must be a mapping of sections")
+    tree.setdefault("name", path.stem)
+    return recipe_from_dict(tree, overrides)
+
+
+def _upgrade(tree: dict[str, Any]) -> dict[str, Any]:
+    """Read recipes written before TTA had its own section (``train.tta``, ``train.tta_translate``), so that
+    older run dirs still load (export, evaluate, cache_logits, --resume)."""
+    train = tree.get("train")
+    if isinstance(train, dict) and ("tta" in train or "tta_translate" in train) and "tta" not in tree:
+        tree["tta"] = {"flip": train.pop("tta", True), "translate": train.pop("tta_translate", 0)}
+    return tree
+
+
+def recipe_from_dict(tree: dict[str, Any], overrides: list[str] | None = None) -> Recipe:
+    tree = _upgrade(yaml.safe_load(yaml.safe_dump(tree)))  # a deep copy of plain values
+    for key, value in parse_overrides(overrides or []):
+        _set_override(tree, key, value)
+    recipe = _build(Recipe, tree)
+    validate(recipe)
+    return recipe
+
+
+def validate(recipe: Recipe) -> None:
+    """Check value ranges that types alone cannot express."""
+    train = recipe.train
+    checks = [
+        (train.epochs >= 1, "train.epochs must be >= 1"),
+        (train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (train.lr > 0, "train.lr must be > 0"),
+        (0.0 <= train.warmup_from <= 1.0, "train.warmup_from must be in [0, 1]"),
+        (train.norm_bias_lr_scale > 0, "train.norm_bias_lr_scale must be > 0"),
+        (
+            train.lookahead_k >= 1 and 0.0 < train.lookahead_alpha <= 1.0,
+            "train.lookahead_k >= 1, lookahead_alpha in (0, 1]",
+        ),
+        (train.lookahead_ramp >= 0, "train.lookahead_ramp must be >= 0"),
+        (train.schedule in ("cosine", "linear"), "train.schedule must be 'cosine' or 'linear'"),
+        (train.optimizer in ("sgd", "adamw"), "train.optimizer must be 'sgd' or 'adamw'"),
+        (train.log_with in ("none", "tensorboard"), "train.log_with must be 'none' or 'tensorboard'"),
+        (train.mixed_precision in PRECISIONS, f"train.mixed_precision must be one of {', '.join(PRECISIONS)}"),
+        (0.0 <= train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
+        (0.0 <= train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
+        (0.0 <= recipe.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),
+        (recipe.kd.temperature > 0, "kd.temperature must be > 0"),
+        (recipe.kd.loss in LOSSES, f"kd.loss must be one of {', '.join(LOSSES)}"),
+        (recipe.kd.std_temperature > 0 and recipe.kd.std_weight >= 0, "kd.std_temperature > 0, kd.std_weight >= 0"),
+        (
+            min(recipe.kd.dkd_alpha, recipe.kd.dkd_beta, recipe.kd.dist_beta, recipe.kd.dist_gamma) >= 0,
+            "kd.dkd_alpha, kd.dkd_beta, kd.dist_beta and kd.dist_gamma must be >= 0",
+        ),
+        (0.0 <= recipe.kd.dkd_warmup <= 1.0, "kd.dkd_warmup must be in [0, 1] (a fraction of the run)"),
+        (recipe.kd.teacher_seeds >= 1, "kd.teacher_seeds must be >= 1"),
+        (recipe.cache.views >= 0, "cache.views must be >= 0"),
+        (0 <= recipe.augment.translate <= 16, "augment.translate must be in 0..16 pixels"),
+        (0 <= recipe.augment.cutout <= 32, "augment.cutout must be in 0..32 pixels"),
+        (recipe.augment.policy in POLICIES, f"augment.policy must be one of {', '.join(POLICIES)}"),
+        (recipe.augment.mixup_alpha >= 0 and recipe.augment.cutmix_alpha >= 0, "augment.*_alpha must be >= 0"),
+        (
+            0 <= recipe.augment.mix_prob <= 1 and 0 <= recipe.augment.cutmix_switch_prob <= 1,
+            "augment.mix_prob and augment.cutmix_switch_prob must be in [0, 1]",
+        ),
+        (0 <= recipe.tta.translate <= 4, "tta.translate must be in 0..4 pixels"),
+        (recipe.data.val_size >= 0, "data.val_size must be >= 0"),
+        (
+            not recipe.data.train_on_test or recipe.data.val_size > 0,
+            "data.train_on_test=true trains on the test split, which leaves only a held-out split to measure the run "
+            "on: set data.val_size (e.g. 5000)",
+        ),
+        (
+            train.progressive_min_size == 0 or 8 <= train.progressive_min_size <= 32,
+            "train.progressive_min_size: 0 or 8..32",
+        ),
+        (0.0 < train.progressive_until <= 1.0, "train.progressive_until must be in (0, 1]"),
+        (
+            not recipe.augment.alternate_flip or recipe.cache.views % 2 == 0,
+            "cache.views must be even with augment.alternate_flip (view sets alternate like epochs)",
+        ),
+        (recipe.data.train_limit is None or recipe.data.train_limit >= 1, "data.train_limit must be >= 1"),
+        (recipe.data.test_limit is None or recipe.data.test_limit >= 1, "data.test_limit must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(f"bad recipe value: {message}")
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

@@ -1,0 +1,344 @@
+"""From nothing to a submission in one command: teacher -> cache -> student -> report -> CSV.
+
+    distill-run --student-recipe kd_t4 --test-pkl cifar_test_nolabel.pkl --out submission.csv
+    distill-run --student-recipe kd_t4 --test-pkl cifar_test_nolabel.pkl --dry-run    # what it would do, and why
+    accelerate launch -q -m distill --student-recipe kd_max --test-pkl cifar_test_nolabel.pkl --out submission.csv
+
+Trains the teacher the student recipe names (``kd.teacher``) into ``RUNS/<teacher recipe>`` (an ensemble of
+``kd.teacher_seeds`` N > 1 into ``RUNS/<teacher recipe>-x<N>``), caches its logits on the student's views
+(the teacher's own ``cache/`` when the views are the teacher's, else ``cache-<student recipe>-<key>/``,
+keyed by the views and the transfer set), trains the student into ``RUNS/<student recipe>``, writes the
+report into ``RUNS/<student recipe>/report`` and the CSV to ``--out``.
+
+Every stage is judged by what it contains, not by its path: run the same command again and a finished
+stage whose inputs are unchanged is skipped (it says so), an interrupted one continues from its
+checkpoint, a cache whose teachers' weights, data, split or views changed is rebuilt (it says why), and a
+finished student trained on another cache than the one it would get now is refused with what to do
+(its results are never silently reused nor overwritten). Every input is checked before the first stage
+starts. Each stage's own command (``train_teacher.py``, ``cache_logits.py``, ``train_student.py``,
+``report.py``, ``export.py``) works on the same directories. Trailing ``key=value`` overrides go to both
+recipes, but for ``kd.*`` (only the student distils: ``kd.temperature=2`` leaves a finished teacher as it is);
+``--unlabeled`` to the student's only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import timm
+
+from distill.cache_logits import TeacherRun, cache_teachers
+from distill.cli import UNLABELED_HELP, with_data_dir, with_unlabeled
+from distill.data import load_data, load_test_pickle, load_unlabeled
+from distill.devices import make_accelerator
+from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES
+from distill.errors import DISTILL_RUN, UserError, cli_main, speaking
+from distill.files import check_distinct, sha256_file
+from distill.logit_cache import LogitCache
+from distill.recipe import Recipe, load_recipe
+from distill.runs import WEIGHTS, check_same_recipe, check_weights, started_with
+from distill.train_teacher import train_teachers
+from distill.trainer import train
+
+AGAIN = DISTILL_RUN.resume  # what resumes a stopped stage here (no --resume flag)
+OTHER_RUNS = "run with the overrides it was made with, or give another --runs-dir"
+
+
+def _say(accelerator, message: str) -> None:
+    if accelerator is None or accelerator.is_main_process:
+        print(f"distill-run: {message}", flush=True)
+
+
+@dataclass
+class Stage:
+    """One stage of the job as the current state of the disk decides it."""
+
+    name: str  # teacher, cache, student, report, csv
+    path: Path
+    action: str  # train, resume, reuse, build, rebuild, write, leave
+    why: str
+
+    def line(self) -> str:
+        return f"{self.name}: {self.action} {self.path} ({self.why})"
+
+
+@dataclass
+class Job:
+    """The resolved recipes and paths of one distill-run."""
+
+    student: Recipe
+    teacher: Recipe | None
+    members: list[Path]  # the teacher run dirs (one, or the ensemble's seed<k>)
+    teacher_dir: Path | None
+    cache: Path | None
+    student_dir: Path
+    cache_recipe: Recipe | None  # the teacher's recipe with the student's views and transfer set
+
+
+def _teacher_dir(runs: Path, teacher: Recipe, seeds: int) -> Path:
+    """``RUNS/<teacher>`` for one teacher, ``RUNS/<teacher>-x<N>`` for an ensemble of N: never the same dir."""
+    return runs / (teacher.name if seeds == 1 else f"{teacher.name}-x{seeds}")
+
+
+def _members(teacher: Recipe, run_dir: Path, seeds: int) -> list[Path]:
+    return [run_dir] if seeds == 1 else [run_dir / f"seed{teacher.seed + k}" for k in range(seeds)]
+
+
+def _views_key(student: Recipe) -> str:
+    """8 hex digits of what the student's cache is made of besides the teachers: views, view sets, seed and
+    the transfer set's images."""
+    unlabeled = load_unlabeled(student.kd.unlabeled).fingerprint() if student.kd.unlabeled else None
+    spec = {"augment": asdict(student.augment), "cache": [student.cache.views, student.cache.seed], "u": unlabeled}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def _cache_path(teacher: Recipe, student: Recipe, run_dir: Path) -> Path:
+    """The teacher's own cache when the student replays the teacher's views, else one keyed by the student's."""
+    views = lambda r: (r.augment, r.cache.views, r.cache.seed)  # noqa: E731  (what fixes a cache's content)
+    if views(student) == views(teacher) and not student.kd.unlabeled:
+        return run_dir / "cache"
+    return run_dir / f"cache-{student.name}-{_views_key(student)}"
+
+
+def teacher_overrides(overrides: list[str]) -> list[str]:
+    """The overrides a teacher reads: all but ``kd.*``, which only the student's loss and cache stage read."""
+    return [o for o in overrides if not o.strip().startswith("kd.")]
+
+
+def resolve(student: Recipe, runs: Path, overrides: list[str]) -> Job:
+    """The recipes and directories of the job, before anything runs."""
+    student_dir = runs / student.name
+    if student.kd.alpha == 0:
+        return Job(student, None, [], None, None, student_dir, None)
+    teacher = load_recipe(student.kd.teacher, teacher_overrides(overrides))
+    seeds = student.kd.teacher_seeds
+    run_dir = _teacher_dir(runs, teacher, seeds)
+    cache_recipe = replace(
+        teacher, augment=student.augment, cache=student.cache, kd=replace(teacher.kd, unlabeled=student.kd.unlabeled)
+    )
+    return Job(student, teacher, _members(teacher, run_dir, seeds), run_dir, _cache_path(teacher, student, run_dir),
+               student_dir, cache_recipe)  # fmt: skip
+
+
+def _teacher_stage(job: Job) -> Stage:
+    done = [(d / "summary.json").is_file() for d in job.members]
+    who = f"{job.teacher.name} x{len(job.members)}"
+    if all(done):
+        for k, d in enumerate(job.members):
+            member = replace(job.teacher, seed=job.teacher.seed + k) if len(job.members) > 1 else job.teacher
+            check_same_recipe(d, member, fix=OTHER_RUNS, what="the teacher stage with")
+            check_weights(d, AGAIN)
+        return Stage("teacher", job.teacher_dir, "reuse", f"{who} finished")
+    stopped = any((d / "state").is_dir() or (d / "summary.json").is_file() for d in job.members)
+    if stopped:
+        return Stage("teacher", job.teacher_dir, "resume", f"{who}: {sum(done)} finished, the rest from a checkpoint")
+    return Stage("teacher", job.teacher_dir, "train", f"{who}: not trained yet")
+
+
+def _cache_fits(job: Job) -> str | None:
+    """Why the cache at ``job.cache`` cannot serve the student (None if it can): judged by content."""
+    if not (job.cache / "meta.json").is_file():
+        return "no cache there yet"
+    try:
+        found = LogitCache.load(job.cache)
+        weights = [sha256_file(d / WEIGHTS) for d in job.members]
+        if found.teacher_weights != weights:
+            return (
+                f"it holds logits of teacher weights {', '.join(w[:12] for w in found.teacher_weights)}, the teachers "
+                f"are now {', '.join(w[:12] for w in weights)}"
+            )
+        student = job.student
+        unlabeled = load_unlabeled(student.kd.unlabeled) if student.kd.unlabeled else None
+        found.check_matches(load_data(student.data)[0], student.augment, student.cache.views, student.data, unlabeled)
+    except UserError as why:
+        return str(why)
+    return None
+
+
+def _cache_stage(job: Job, teacher: Stage) -> Stage:
+    if teacher.action != "reuse":
+        return Stage("cache", job.cache, "build", "after the teacher stage")
+    why = _cache_fits(job)
+    if why is None:
+        return Stage("cache", job.cache, "reuse", "holds the finished teachers' logits on the student's views")
+    return Stage("cache", job.cache, "build" if "no cache" in why else "rebuild", why)
+
+
+def _student_stage(job: Job, cache: Stage | None) -> Stage:
+    """Reuse a finished student only if it was trained on the very cache it would get now; else refuse."""
+    d = job.student_dir
+    if (d / "summary.json").is_file():
+        check_same_recipe(d, job.student, fix=OTHER_RUNS, what="the student stage with")
+        check_weights(d, AGAIN)
+        if cache is not None:
+            recorded = started_with(d, "teacher_cache_key")
+            now = LogitCache.load(job.cache).key if cache.action == "reuse" else None
+            if recorded is None or recorded != now:
+                change = "the cache is to be rebuilt" if now is None else f"the cache is now {now}"
+                raise UserError(
+                    f"student {d} is finished but was trained on cache {recorded or '(not recorded)'}, and {change} "
+                    f"({cache.why}); its results would not be those of this job: move {d} aside (or delete it) and "
+                    f"{AGAIN} to retrain it"
+                )
+        return Stage("student", d, "reuse", "finished, on this cache" if cache else "finished")
+    if (d / "state").is_dir():
+        return Stage("student", d, "resume", "stopped after a checkpoint")
+    return Stage("student", d, "train", "not trained yet")
+
+
+def plan(job: Job, out: Path) -> list[Stage]:
+    """What the job would do now, stage by stage, and why; raises a UserError for a stage it must refuse."""
+    stages = []
+    cache = None
+    if job.teacher is not None:
+        teacher = _teacher_stage(job)
+        cache = _cache_stage(job, teacher)
+        stages += [teacher, cache]
+    student = _student_stage(job, cache)
+    report = job.student_dir / "report"
+    fresh = student.action == "reuse" and (report / "report.md").is_file()
+    stages += [
+        student,
+        Stage("report", report, "leave" if fresh else "write", "exists" if fresh else "of the runs above"),
+        Stage("csv", out, "write", "predicted by the student"),
+    ]
+    return stages
+
+
+def switches(student: Recipe, bn_stats: str) -> str | None:
+    """One line naming each switch in use that trains or predicts on more than the CIFAR-10 training set."""
+    used = []
+    if student.kd.unlabeled:
+        used.append(f"transfer set kd.unlabeled={','.join(student.kd.unlabeled)} (distils on those unlabelled images)")
+    if student.data.train_on_test:
+        used.append("data.train_on_test=true (trains on the CIFAR-10 test labels; measured on data.val_size held out)")
+    if bn_stats == "test":
+        used.append("--bn-stats test (BatchNorm statistics from the test pickle's images)")
+    return "; ".join(used) + "; check with your course staff that these are allowed" if used else None
+
+
+def _check_student_recipe(student: Recipe) -> None:
+    entry = timm.models.model_entrypoint(student.model.name) if timm.is_model(student.model.name) else None
+    module = getattr(entry, "__module__", "")
+    if module.startswith("teachers"):
+        raise UserError(
+            f"recipe '{student.name}' is a teacher recipe (model {student.model.name} is a teacher, from teachers/); "
+            f"give a student recipe as --student-recipe, one whose kd.teacher names it (e.g. kd_fast94 names "
+            f"teacher_96)"
+        )
+    if student.kd.alpha > 0 and not student.kd.teacher:
+        raise UserError(f"recipe '{student.name}' distils but names no kd.teacher; set kd.teacher=RECIPE")
+
+
+def run_pipeline(
+    student_recipe: str,
+    test_pkl: str | Path,
+    out: str | Path,
+    runs: str | Path = "runs",
+    overrides: list[str] = (),
+    unlabeled: list[str] | None = None,
+    bn_stats: str = "train",
+    dry_run: bool = False,
+) -> dict:
+    """Teacher, cache, student, report and CSV, each skipped when done; returns the CSV's check.
+
+    ``unlabeled`` files are the student's transfer set (``kd.unlabeled``); ``bn_stats`` goes to the export.
+    With ``dry_run`` it prints the plan (each stage: run, skip or redo, and why) and returns it, running nothing.
+    Every message of every stage speaks distill-run's words (``--runs-dir``, "run the same command again")."""
+    with speaking(DISTILL_RUN):
+        return _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_stats, dry_run)
+
+
+def _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_stats, dry_run) -> dict:
+    from distill import export, report  # the last stages' imports (matplotlib) only when they run
+
+    student = load_recipe(student_recipe, with_unlabeled(list(overrides), unlabeled))
+    out, runs = Path(out), Path(runs)
+    _check_student_recipe(student)
+    export.check_out(out)  # every input checked before the first stage starts
+    check_distinct(out, [Path(test_pkl), *map(Path, student.kd.unlabeled), runs], "--out")
+    images, _ = load_test_pickle(test_pkl)
+    if bn_stats == "test" and len(images) < MIN_BN_IMAGES:  # known now: refused before a teacher trains for hours
+        raise UserError(
+            f"--bn-stats test needs at least {MIN_BN_IMAGES} images to estimate BatchNorm statistics from, and "
+            f"{test_pkl} holds {len(images)}; leave --bn-stats at train"
+        )
+    job = resolve(student, runs, list(overrides))
+    stages = plan(job, out)
+    if dry_run:
+        if (line := switches(student, bn_stats)) is not None:
+            _say(None, f"switches in use: {line}")
+        for stage in stages:
+            _say(None, f"would {stage.line()}")
+        return {"plan": [asdict(s) | {"path": str(s.path)} for s in stages]}
+    accelerator = make_accelerator(student)
+    if (line := switches(student, bn_stats)) is not None:
+        _say(accelerator, f"switches in use: {line}")
+    by_name = {s.name: s for s in stages}
+    if job.teacher is not None:
+        teacher, cache = by_name["teacher"], by_name["cache"]
+        _say(accelerator, teacher.line())
+        if teacher.action != "reuse":
+            resume = teacher.action == "resume"
+            train_teachers(job.teacher, job.teacher_dir, accelerator, len(job.members), resume=resume,
+                           cache_recipe=job.cache_recipe, cache=job.cache, again=AGAIN)  # fmt: skip
+        elif cache.action == "reuse":
+            _say(accelerator, cache.line())
+        else:
+            _say(accelerator, cache.line())
+            cache_teachers([TeacherRun.load(d) for d in job.members], job.cache_recipe, accelerator, job.cache)
+    stage = by_name["student"]
+    _say(accelerator, stage.line())
+    if stage.action != "reuse":
+        train(student, "student", job.student_dir, accelerator, resume=stage.action == "resume",
+              teacher_cache=job.cache, again=AGAIN)  # fmt: skip
+    check = {}
+    if accelerator.is_main_process:
+        report_dir = job.student_dir / "report"
+        if (report_dir / "report.md").is_file() and stage.action == "reuse":
+            _say(accelerator, by_name["report"].line())
+        else:
+            report.make_report([*job.members, job.student_dir], report_dir, student.data.dir)
+        check = export.export(job.student_dir, test_pkl, out, bn_stats)
+    accelerator.wait_for_everyone()
+    return check
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description="Teacher -> cache -> student -> report -> submission CSV, each stage skipped once done.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--student-recipe", default="kd_t4", help="recipe of the student (names its teacher)")
+    parser.add_argument("--test-pkl", required=True, help="the competition's test pickle")
+    parser.add_argument("--out", default="submission.csv", help="the CSV to write")
+    parser.add_argument("--runs-dir", default="runs", help="where the teacher and student runs go")
+    parser.add_argument("--data-dir", help="holds, or receives, cifar-10-batches-py/ (sets data.dir)")
+    parser.add_argument("--unlabeled", action="append", metavar="FILE", help=UNLABELED_HELP + "; the student's only")
+    parser.add_argument("--bn-stats", choices=BN_STATS, default="train", help=BN_STATS_HELP)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each stage: run, skip or redo, and why; then exit, running nothing",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="overrides for both recipes (kd.*: the student's only)"
+    )
+    args = parser.parse_intermixed_args(argv)
+    overrides = with_data_dir(args.overrides, args.data_dir)
+    return run_pipeline(
+        args.student_recipe, args.test_pkl, args.out, args.runs_dir, overrides, args.unlabeled, args.bn_stats,
+        args.dry_run,
+    )  # fmt: skip
+
+
+def cli() -> None:
+    cli_main(main)
+
+
+if __name__ == "__main__":
+    cli()
