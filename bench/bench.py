@@ -128,7 +128,8 @@ def _teachers_and_cache(args, student: Recipe, overrides: list[str], accelerator
         try:  # the given cache (or a single teacher's own), if it fits the student
             if given is not None:
                 cache = LogitCache.load(given)
-                cache.check_matches(load_data(student.data)[0], student.augment, student.cache.views, student.data)
+                cache.check_matches(load_data(student.data)[0], student.augment, student.cache.views, student.data,
+                                    seed=student.cache.seed)  # fmt: skip
                 result["cache"] = {"views": cache.num_views, "reused": str(given)}
                 return given
         except UserError:

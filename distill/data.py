@@ -12,12 +12,13 @@ import io
 import pickle
 import sys
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from distill.errors import UserError, warn
+from distill.files import file_stamp
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCH_DIR = "cifar-10-batches-py"
@@ -119,16 +120,20 @@ def _key(d: dict, name: str):
 class Split:
     images: np.ndarray  # (N, 32, 32, 3) uint8
     labels: np.ndarray  # (N,) int64
+    _fingerprint: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def fingerprint(self) -> str:
-        """sha256 over the images and labels; ties a logit cache to the exact training data."""
-        h = hashlib.sha256()
-        h.update(np.ascontiguousarray(self.images).tobytes())
-        h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
-        return h.hexdigest()
+        """sha256 over the images and labels; ties a logit cache to the exact training data. Computed once per
+        split (a split's arrays are never changed in place)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(np.ascontiguousarray(self.images).tobytes())
+            h.update(np.ascontiguousarray(self.labels, dtype=np.int64).tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return self.images, self.labels
@@ -263,13 +268,20 @@ def load_cifar10(root: str | Path, download: bool = True) -> tuple[Split, Split]
             )
         root.mkdir(parents=True, exist_ok=True)
         _download(root)
-    parts = {name: _read_batch(folder / name) for name in (*TRAIN_FILES, TEST_FILE)}
-    check_batches(folder, parts)
-    test = parts.pop(TEST_FILE)
-    train = Split(
-        np.concatenate([p.images for p in parts.values()]), np.concatenate([p.labels for p in parts.values()])
-    )
-    return train, test
+    stamp = tuple(file_stamp(folder / name) for name in (*TRAIN_FILES, TEST_FILE))
+    if stamp not in _LOADED:  # each batch file is read once per command, however many stages ask for the data
+        parts = {name: _read_batch(folder / name) for name in (*TRAIN_FILES, TEST_FILE)}
+        check_batches(folder, parts)
+        test = parts.pop(TEST_FILE)
+        train = Split(
+            np.concatenate([p.images for p in parts.values()]), np.concatenate([p.labels for p in parts.values()])
+        )
+        _LOADED.clear()  # one data set at a time: another folder's replaces it
+        _LOADED[stamp] = (train, test)
+    return _LOADED[stamp]
+
+
+_LOADED: dict[tuple, tuple[Split, Split]] = {}  # the batch files' stamps -> (train, test), read once per command
 
 
 _CHECKED: set[tuple] = set()  # the batch folders already checked by this process (path, sizes, mtimes)
@@ -360,7 +372,28 @@ def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 UNLABELED = -1  # the label of a transfer-set image: it has none
 
 
+_UNLABELED: dict[tuple, tuple[Split, int]] = {}  # the files' stamps -> (deduplicated set, duplicates dropped)
+
+
 def load_unlabeled(paths: list[str] | tuple[str, ...], say: bool = False) -> Split:
+    """The transfer set of ``paths`` (see :func:`_read_unlabeled`), read and fingerprinted once per command; with
+    ``say``, a warning counts the duplicates dropped."""
+    for name in paths:
+        if not Path(name).is_file():
+            raise UserError(f"unlabelled image file not found: {name}; check kd.unlabeled (--unlabeled)")
+    stamp = tuple(file_stamp(p) for p in paths)
+    if stamp not in _UNLABELED:
+        _UNLABELED[stamp] = _read_unlabeled(paths)
+    split, dropped = _UNLABELED[stamp]
+    if dropped and say:
+        warn(
+            f"{dropped:,} of the {len(split) + dropped:,} unlabelled images ({', '.join(map(str, paths))}) are exact "
+            f"duplicates of others (within a file, or a file given twice): dropped, {len(split):,} kept"
+        )
+    return split
+
+
+def _read_unlabeled(paths: list[str] | tuple[str, ...]) -> tuple[Split, int]:
     """The images of a transfer set, in order, with label :data:`UNLABELED` (-1): each file a test pickle
     (as :func:`load_test_pickle` reads it) or a plain ``.npy`` of (N, 32, 32, 3) uint8 images.
 
@@ -392,17 +425,14 @@ def load_unlabeled(paths: list[str] | tuple[str, ...], say: bool = False) -> Spl
             images, _ = load_test_pickle(path)
         parts.append(np.ascontiguousarray(images))
     if not parts:
-        return Split(np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64))
+        return Split(np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64)), 0
     images = np.concatenate(parts)
     first = np.sort(np.unique(image_keys(images), return_index=True)[1])
-    if len(first) < len(images):
-        if say:
-            warn(
-                f"{len(images) - len(first):,} of the {len(images):,} unlabelled images ({', '.join(map(str, paths))}) "
-                f"are exact duplicates of others (within a file, or a file given twice): dropped, {len(first):,} kept"
-            )
-        images = images[first]
-    return Split(images, np.full(len(images), UNLABELED, dtype=np.int64))
+    dropped = len(images) - len(first)
+    images = images[first] if dropped else images
+    split = Split(images, np.full(len(images), UNLABELED, dtype=np.int64))
+    split.fingerprint()  # computed once, with the set
+    return split, dropped
 
 
 def image_keys(images: np.ndarray) -> np.ndarray:

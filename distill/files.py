@@ -76,12 +76,26 @@ def write_json(path: Path, obj: dict) -> None:
     write_atomic(path, to_json(obj, path) + "\n")
 
 
+def file_stamp(path: Path | str) -> tuple[str, int, int]:
+    """What identifies a file's content within one command without reading it: (real path, size, mtime in ns)."""
+    real = Path(path).resolve()
+    st = real.stat()
+    return str(real), st.st_size, st.st_mtime_ns
+
+
+_SHA256: dict[tuple[str, int, int], str] = {}  # file_stamp -> sha256: each file is hashed once per command
+
+
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The sha256 of a file's bytes; hashed once per process while its stamp (:func:`file_stamp`) stays the same."""
+    stamp = file_stamp(path)
+    if stamp not in _SHA256:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _SHA256[stamp] = h.hexdigest()
+    return _SHA256[stamp]
 
 
 def check_writable(folder: Path, flag: str | None = None) -> None:

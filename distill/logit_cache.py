@@ -21,6 +21,7 @@ the end, so a reader never sees half of one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -39,6 +40,121 @@ from distill.failpoints import failpoint
 from distill.files import sha256_file, staged_directory, to_json
 
 FORMAT_VERSION = 3  # 2: a list of teachers (an ensemble's logits are averaged); 3: view keys follow the spec
+REBUILD = "rebuild it with distill/cache_logits.py --teacher TEACHER_RUN_DIR and the same data/augment settings"
+REBUILD_WITH = "distill/cache_logits.py --teacher TEACHER_RUN_DIR --unlabeled FILE ..."
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """Everything a cache's content depends on, files by content (STYLE 16): its one identity.
+
+    :attr:`key` names a cache distill-run builds (``cache-<student>-<key>``, over the student's side: the teachers
+    are its run's own), is written into ``meta.json`` and into each student's ``run.json``, and is what is compared
+    when a cache is reused; :meth:`mismatch` says which field differs, as a typed :class:`Mismatch`. A field set to
+    None in an expected spec is not asked for (a student takes any teacher).
+    """
+
+    # In the order a mismatch is reported: the most telling first (another split is also other training data).
+    teachers: tuple[str, ...] | None  # the sha256 of each teacher's model.safetensors, in order (an ensemble: several)
+    transfer: str | None  # the transfer set's fingerprint ("" without one)
+    val_size: int | None  # the held-out split the training images exclude
+    val_seed: int | None
+    data: str | None  # the training images' and labels' fingerprint (Split.fingerprint)
+    images: int | None  # how many
+    views: int | None  # view sets K
+    augment: str | None  # the augmentation spec as canonical JSON ("" with views = 0: the images un-augmented)
+    seed: int | None  # seeds the views' parameters
+
+    @property
+    def key(self) -> str:
+        """16 hex digits of every field: equal exactly when the specs are."""
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+    def without_teachers(self) -> CacheSpec:
+        return dataclasses.replace(self, teachers=None)
+
+    @classmethod
+    def of(
+        cls, teachers: list[str] | None, train: Split, held_out: tuple[int, int], spec: AugmentSpec, views: int, seed: int,
+        unlabeled: Split | None,
+    ) -> CacheSpec:  # fmt: skip
+        """The spec of a cache of ``teachers`` (weights sha256; None: any) over ``train`` and ``unlabeled``."""
+        return cls(
+            teachers=tuple(teachers) if teachers is not None else None,
+            data=train.fingerprint(),
+            images=len(train),
+            val_size=held_out[0],
+            val_seed=held_out[1],
+            views=views,
+            augment=json.dumps(spec.to_dict(), sort_keys=True) if views else "",
+            seed=seed,
+            transfer=unlabeled.fingerprint() if unlabeled is not None and len(unlabeled) else "",
+        )
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> CacheSpec:
+        """The spec a cache's meta.json describes (every format-3 cache records each field)."""
+        data = meta["data"]
+        return cls(
+            teachers=tuple(t["weights_sha256"] for t in meta["teachers"]),
+            data=data["fingerprint"],
+            images=data["num_images"],
+            val_size=data.get("val_size", 0),
+            val_seed=data.get("val_seed", 0),
+            views=meta["views"],
+            augment=json.dumps(meta["augment"], sort_keys=True) if meta["views"] else "",
+            seed=meta.get("seed", 0),
+            transfer=(meta.get("unlabeled") or {}).get("fingerprint", ""),
+        )
+
+    def mismatch(self, want: CacheSpec) -> Mismatch | None:
+        """The first field (in declaration order) where this spec is not what ``want`` asks for, or None."""
+        for f in dataclasses.fields(self):
+            asked = getattr(want, f.name)
+            if asked is not None and getattr(self, f.name) != asked:
+                return Mismatch(f.name, self._why(f.name, want))
+        return None
+
+    def _why(self, field: str, want: CacheSpec) -> str:
+        have = getattr(self, field)
+        asked = getattr(want, field)
+        if field == "teachers":
+            return (f"it holds logits of teacher weights {', '.join(w[:12] for w in have)}, the teachers are now "
+                    f"{', '.join(w[:12] for w in asked)}")  # fmt: skip
+        if field in ("data", "images"):
+            return (f"it was built on {self.images} training images (fingerprint {self.data[:12]}), this run uses "
+                    f"{want.images} (fingerprint {want.data[:12]}): check data.train_limit and --data-dir")  # fmt: skip
+        if field in ("val_size", "val_seed"):
+            return (
+                f"it was built holding out data.val_size={self.val_size} (data.val_seed={self.val_seed}), this run holds "
+                f"out data.val_size={want.val_size} (data.val_seed={want.val_seed}); teacher, cache and student must "
+                f"agree on the split: run the student with the cache's, or train a teacher on the student's split (its "
+                f"images held out from the teacher too) and cache that one"
+            )
+        if field == "augment":
+            return f"it has augmentation {have or '(none)'}, the recipe has {asked or '(none)'}: set augment.* to match"
+        if field == "views":
+            return f"it has {have} view sets, the recipe asks for cache.views={asked}: set cache.views={have}"
+        if field == "seed":
+            return f"its views were drawn with cache.seed={have}, the recipe says cache.seed={asked}: set cache.seed={have}"
+        if have == "":
+            return (f"it was built without a transfer set, and the recipe distils on unlabelled images (kd.unlabeled): "
+                    f"rebuild the cache with them: {REBUILD_WITH}")  # fmt: skip
+        if asked == "":
+            return ("it holds a transfer set, and the recipe names none: give the same files as kd.unlabeled "
+                    "(--unlabeled), or use a cache built without them")  # fmt: skip
+        return (f"it holds the teacher's logits of other unlabelled images (fingerprint {have[:12]}) than kd.unlabeled "
+                f"(fingerprint {asked[:12]}): give the files the cache was built on, or rebuild it: {REBUILD_WITH}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Why a cache cannot serve: ``kind`` is a :class:`CacheSpec` field, or ``absent`` (no cache there yet),
+    ``unreadable`` (damaged, of another format version, or stale against its teachers' files); callers branch on
+    the kind, and show the reason."""
+
+    kind: str
+    reason: str
 
 
 @torch.inference_mode()
@@ -141,6 +257,7 @@ def build_cache(
             "num_classes": int(arrays["logits"].shape[-1]),
             "build_seconds": round(time.perf_counter() - start, 3),  # the teachers' forward passes, on this device
         }
+        meta["key"] = CacheSpec.from_meta(meta).key  # its identity, for a reader (derived from the fields above)
         _write_atomic(out_dir, arrays, meta)
     accelerator.wait_for_everyone()
     return out_dir
@@ -197,9 +314,17 @@ class LogitCache:
         return int(self.meta["views"])
 
     @property
+    def cache_spec(self) -> CacheSpec:
+        return CacheSpec.from_meta(self.meta)
+
+    @property
     def key(self) -> str:
-        """What the cache holds, in 16 hex digits: a hash of its arrays' sha256 (logits and views), so two
-        caches share a key exactly when a student would learn the same from them, wherever they lie."""
+        """The cache's identity: its :class:`CacheSpec`'s key (what a student records in run.json)."""
+        return self.cache_spec.key
+
+    @property
+    def files_key(self) -> str:
+        """A hash of its arrays' sha256: what students trained before the spec recorded (read, never written)."""
         return hashlib.sha256(json.dumps(self.meta["files"], sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -259,59 +384,23 @@ class LogitCache:
                 )
 
     def check_matches(
-        self, train: Split, spec: AugmentSpec, views: int | None, data_cfg=None, unlabeled: Split | None = None
+        self,
+        train: Split,
+        spec: AugmentSpec,
+        views: int,
+        data_cfg,
+        unlabeled: Split | None = None,
+        seed: int | None = None,
     ) -> None:
-        """Refuse a cache built on other training data (or another held-out split), another transfer set,
-        augmentation spec or view count. ``data_cfg`` is the student's ``data`` section."""
-        data = self.meta["data"]
-        fix = "rebuild it with distill/cache_logits.py --teacher TEACHER_RUN_DIR and the same data/augment settings"
-        self._check_transfer_set(unlabeled)
-        split = (data.get("val_size", 0), data.get("val_seed", 0))
-        if data_cfg is not None and split != (data_cfg.val_size, data_cfg.val_seed):
-            raise UserError(
-                f"cache {self.path} was built holding out data.val_size={split[0]} (data.val_seed={split[1]}), this "
-                f"run holds out data.val_size={data_cfg.val_size} (data.val_seed={data_cfg.val_seed}); teacher, cache "
-                f"and student must agree on the split: run the student with the cache's, or train a teacher on the "
-                f"student's split (its images held out from the teacher too) and cache that one"
-            )
-        if data["num_images"] != len(train) or data["fingerprint"] != train.fingerprint():
-            raise UserError(
-                f"cache {self.path} was built on {data['num_images']} training images "
-                f"(fingerprint {data['fingerprint'][:12]}), this run uses {len(train)} "
-                f"(fingerprint {train.fingerprint()[:12]}): check data.train_limit and --data-dir, or {fix}"
-            )
-        if self.num_views > 0 and self.spec != spec:
-            raise UserError(
-                f"cache {self.path} has augmentation {self.meta['augment']}, the recipe has "
-                f"{spec.to_dict()}: set augment.* to match, or {fix}"
-            )
-        if views is not None and views != self.num_views:
-            raise UserError(
-                f"cache {self.path} has {self.num_views} view sets, the recipe asks for "
-                f"cache.views={views}: set cache.views={self.num_views}, or {fix}"
-            )
-
-    def _check_transfer_set(self, unlabeled: Split | None) -> None:
-        held = self.meta.get("unlabeled")
-        want = transfer_info(unlabeled, None)
-        rebuild = "distill/cache_logits.py --teacher TEACHER_RUN_DIR --unlabeled FILE ..."
-        if held is None and want is not None:
-            raise UserError(
-                f"cache {self.path} was built without a transfer set, and the recipe distils on {want['num_images']:,} "
-                f"unlabelled images (kd.unlabeled); rebuild the cache with them: {rebuild}"
-            )
-        if held is not None and want is None:
-            raise UserError(
-                f"cache {self.path} holds a transfer set of {held['num_images']:,} unlabelled images "
-                f"({', '.join(Path(f).name for f in held['files'])}) and the recipe names none; give the same files "
-                f"as kd.unlabeled (--unlabeled), or use a cache built without them"
-            )
-        if held is not None and held["fingerprint"] != want["fingerprint"]:
-            raise UserError(
-                f"cache {self.path} holds the teacher's logits of other unlabelled images ({held['num_images']:,}, "
-                f"fingerprint {held['fingerprint'][:12]}) than kd.unlabeled ({want['num_images']:,}, fingerprint "
-                f"{want['fingerprint'][:12]}); give the files the cache was built on, or rebuild it: {rebuild}"
-            )
+        """Refuse a cache that is not the one the student's recipe describes (any teachers): one comparison of
+        :class:`CacheSpec` fields, the same the directory key and distill-run's reuse decision make."""
+        want = CacheSpec.of(None, train, (data_cfg.val_size, data_cfg.val_seed), spec, views, seed, unlabeled)
+        if seed is None:
+            want = dataclasses.replace(want, seed=None)  # a caller that does not know the recipe's seed
+        found = self.cache_spec.mismatch(want)
+        if found is not None:
+            fix = "" if found.kind in ("val_size", "val_seed", "transfer") else f"; or {REBUILD}"
+            raise UserError(f"cache {self.path}: {found.reason}{fix}")
 
     def epoch_arrays(self, epoch: int) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
         """Teacher logits (N, C) and view parameters (or None for K = 0) to replay in ``epoch``."""

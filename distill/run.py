@@ -24,21 +24,20 @@ recipes, but for ``kd.*`` (only the student distils: ``kd.temperature=2`` leaves
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import timm
 
 from distill.cache_logits import TeacherRun, cache_teachers
 from distill.cli import UNLABELED_HELP, with_data_dir, with_unlabeled
-from distill.data import load_data, load_test_pickle, load_unlabeled
+from distill.data import Split, load_data, load_test_pickle, load_unlabeled
 from distill.devices import make_accelerator
 from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES
 from distill.errors import DISTILL_RUN, UserError, cli_main, speaking
 from distill.files import check_distinct, sha256_file
-from distill.logit_cache import LogitCache
+from distill.logit_cache import CacheSpec, LogitCache, Mismatch
 from distill.recipe import Recipe, load_recipe
 from distill.runs import WEIGHTS, check_same_recipe, check_weights, started_with
 from distill.train_teacher import train_teachers
@@ -88,12 +87,15 @@ def _members(teacher: Recipe, run_dir: Path, seeds: int) -> list[Path]:
     return [run_dir] if seeds == 1 else [run_dir / f"seed{teacher.seed + k}" for k in range(seeds)]
 
 
-def _views_key(student: Recipe) -> str:
-    """8 hex digits of what the student's cache is made of besides the teachers: views, view sets, seed and
-    the transfer set's images."""
-    unlabeled = load_unlabeled(student.kd.unlabeled).fingerprint() if student.kd.unlabeled else None
-    spec = {"augment": asdict(student.augment), "cache": [student.cache.views, student.cache.seed], "u": unlabeled}
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+def expected_spec(student: Recipe, teachers: list[str] | None, data: bool = True) -> CacheSpec:
+    """The cache the student's recipe asks for, of ``teachers`` (weights sha256; None: any): its one identity. With
+    ``data=False`` the training data is not asked for (the directory's name is decided before any data is read)."""
+    cfg = student.data
+    unlabeled = load_unlabeled(student.kd.unlabeled) if student.kd.unlabeled else None
+    train = load_data(cfg)[0] if data else Split(np.zeros((0, 32, 32, 3), np.uint8), np.zeros(0, np.int64))
+    spec = CacheSpec.of(teachers, train, (cfg.val_size, cfg.val_seed), student.augment, student.cache.views,
+                        student.cache.seed, unlabeled)  # fmt: skip
+    return spec if data else replace(spec, data=None, images=None)
 
 
 def _cache_path(teacher: Recipe, student: Recipe, run_dir: Path) -> Path:
@@ -101,7 +103,7 @@ def _cache_path(teacher: Recipe, student: Recipe, run_dir: Path) -> Path:
     views = lambda r: (r.augment, r.cache.views, r.cache.seed)  # noqa: E731  (what fixes a cache's content)
     if views(student) == views(teacher) and not student.kd.unlabeled:
         return run_dir / "cache"
-    return run_dir / f"cache-{student.name}-{_views_key(student)}"
+    return run_dir / f"cache-{student.name}-{expected_spec(student, None, data=False).key[:8]}"  # teachers, data aside
 
 
 def teacher_overrides(overrides: list[str]) -> list[str]:
@@ -139,24 +141,16 @@ def _teacher_stage(job: Job) -> Stage:
     return Stage("teacher", job.teacher_dir, "train", f"{who}: not trained yet")
 
 
-def _cache_fits(job: Job) -> str | None:
-    """Why the cache at ``job.cache`` cannot serve the student (None if it can): judged by content."""
+def _cache_fits(job: Job) -> Mismatch | None:
+    """Why the cache at ``job.cache`` cannot serve the student (None if it can): its spec against the one asked for
+    (the finished teachers' weights, the student's data, split, views, seed and transfer set)."""
     if not (job.cache / "meta.json").is_file():
-        return "no cache there yet"
+        return Mismatch("absent", "no cache there yet")
     try:
         found = LogitCache.load(job.cache)
-        weights = [sha256_file(d / WEIGHTS) for d in job.members]
-        if found.teacher_weights != weights:
-            return (
-                f"it holds logits of teacher weights {', '.join(w[:12] for w in found.teacher_weights)}, the teachers "
-                f"are now {', '.join(w[:12] for w in weights)}"
-            )
-        student = job.student
-        unlabeled = load_unlabeled(student.kd.unlabeled) if student.kd.unlabeled else None
-        found.check_matches(load_data(student.data)[0], student.augment, student.cache.views, student.data, unlabeled)
-    except UserError as why:
-        return str(why)
-    return None
+    except UserError as why:  # damaged, another format version, or stale against a teacher run's files
+        return Mismatch("unreadable", str(why))
+    return found.cache_spec.mismatch(expected_spec(job.student, [sha256_file(d / WEIGHTS) for d in job.members]))
 
 
 def _cache_stage(job: Job, teacher: Stage) -> Stage:
@@ -165,7 +159,7 @@ def _cache_stage(job: Job, teacher: Stage) -> Stage:
     why = _cache_fits(job)
     if why is None:
         return Stage("cache", job.cache, "reuse", "holds the finished teachers' logits on the student's views")
-    return Stage("cache", job.cache, "build" if "no cache" in why else "rebuild", why)
+    return Stage("cache", job.cache, "build" if why.kind == "absent" else "rebuild", why.reason)
 
 
 def _student_stage(job: Job, cache: Stage | None) -> Stage:
@@ -176,8 +170,10 @@ def _student_stage(job: Job, cache: Stage | None) -> Stage:
         check_weights(d, AGAIN)
         if cache is not None:
             recorded = started_with(d, "teacher_cache_key")
-            now = LogitCache.load(job.cache).key if cache.action == "reuse" else None
-            if recorded is None or recorded != now:
+            found = LogitCache.load(job.cache) if cache.action == "reuse" else None
+            now = found.key if found is not None else None
+            # students trained before the spec recorded the cache's files_key: theirs still matches
+            if recorded is None or recorded not in (now, found and found.files_key):
                 change = "the cache is to be rebuilt" if now is None else f"the cache is now {now}"
                 raise UserError(
                     f"student {d} is finished but was trained on cache {recorded or '(not recorded)'}, and {change} "

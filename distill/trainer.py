@@ -302,7 +302,7 @@ def _check_inputs(
     cache = None
     if kd:
         cache = LogitCache.load(teacher_cache)
-        cache.check_matches(train_split, recipe.augment, recipe.cache.views, recipe.data, unlabeled)
+        cache.check_matches(train_split, recipe.augment, recipe.cache.views, recipe.data, unlabeled, recipe.cache.seed)
     return Inputs(model, train_split, val_split, test_split, cache, teacher_cache if kd else None, unlabeled)
 
 

@@ -167,6 +167,7 @@ def test_replay_is_bit_identical_and_logits_are_the_teachers(case, tmp_path):
         ("data.train_limit=300", "was built on 400 training images"),
         ("augment.cutout=8", "has augmentation"),
         ("cache.views=3", "has 2 view sets"),
+        ("cache.seed=1", "its views were drawn with cache.seed=0, the recipe says cache.seed=1"),  # once ignored
     ],
 )
 def test_mismatched_cache_is_refused(teacher_run, synthetic_dir, tmp_path, override, message):
@@ -184,6 +185,48 @@ def test_mismatched_cache_is_refused(teacher_run, synthetic_dir, tmp_path, overr
             ]
         )
     assert not (tmp_path / "s" / "state").exists()
+
+
+def test_one_identity_per_cache_every_field_is_in_the_key_and_the_check():
+    """STYLE 16: each field of the CacheSpec changes its key, and is what the one comparison reports, as a typed
+    kind; a field not asked for (None) is not compared; the key names distill-run's cache directory."""
+    import dataclasses
+
+    from distill.logit_cache import CacheSpec
+
+    base = CacheSpec(teachers=("a" * 64,), transfer="", val_size=0, val_seed=0, data="d" * 64, images=400, views=8,
+                     augment='{"translate": 2}', seed=0)  # fmt: skip
+    other = {"teachers": ("b" * 64,), "transfer": "f" * 64, "val_size": 40, "val_seed": 1, "data": "e" * 64,
+             "images": 300, "views": 4, "augment": '{"translate": 4}', "seed": 1}  # fmt: skip
+    assert set(other) == {f.name for f in dataclasses.fields(CacheSpec)}  # every field walked
+    assert base.mismatch(base) is None
+    for name, value in other.items():
+        changed = dataclasses.replace(base, **{name: value})
+        assert changed.key != base.key, name
+        found = changed.mismatch(base)
+        assert found is not None and found.kind == name and found.reason, name
+        assert changed.mismatch(dataclasses.replace(base, **{name: None})) is None, name
+
+
+def test_a_cache_records_its_key_and_students_record_it(teacher_run, synthetic_dir, tmp_path):
+    from distill.data import load_data
+    from distill.logit_cache import CacheSpec
+    from distill.recipe import load_recipe
+    from distill.run import _cache_path, expected_spec
+
+    out, _ = teacher_run
+    cache = LogitCache.load(out / "cache")
+    recipe = load_recipe("kd_smoke", tiny(synthetic_dir))
+    spec = CacheSpec.of(list(cache.teacher_weights), load_data(recipe.data)[0], (0, 0), recipe.augment,
+                        recipe.cache.views, recipe.cache.seed, None)  # fmt: skip
+    assert cache.key == cache.meta["key"] == spec.key == expected_spec(recipe, list(cache.teacher_weights)).key
+    train_student.main(["--recipe", "kd_smoke", "--teacher-cache", str(out / "cache"), "--output-dir",
+                        str(tmp_path / "s"), *tiny(synthetic_dir)])  # fmt: skip
+    assert json.loads((tmp_path / "s" / "run.json").read_text())["teacher_cache_key"] == spec.key
+    other = load_recipe("kd_smoke", tiny(synthetic_dir, "augment.translate=1"))
+    assert _cache_path(load_recipe("teacher_smoke"), other, tmp_path).name == (
+        f"cache-kd_smoke-{expected_spec(other, None, data=False).key[:8]}"
+    )
 
 
 def test_cache_from_other_teacher_weights_or_version_is_refused(teacher_run, synthetic_dir, tmp_path):

@@ -2,6 +2,7 @@
 
 import csv
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,28 @@ def test_a_read_only_place_is_fixed_by_making_it_writable_not_by_another_flag(tm
 
     said = write_error(tmp_path / "x" / "summary.json", OSError(errno.EROFS, "Read-only file system"), "--runs-dir")
     assert f"make {tmp_path / 'x'} writable, or choose another --runs-dir in a folder you can write" in said
+
+
+def test_each_input_file_is_read_and_hashed_once_per_command(tmp_path, test_pkl, synthetic_dir, monkeypatch):
+    """One distill-run with a transfer set: the transfer set is read once and every file (the teacher's weights,
+    the cache's arrays) hashed once, however many stages judge them (paths, caches, the student's check)."""
+    from collections import Counter
+
+    from distill import data, files
+
+    hashed, reads = Counter(), Counter()
+    real_read = data._read_unlabeled
+
+    class Hashes(dict):  # each entry written is one file read through and hashed
+        def __setitem__(self, stamp, digest):
+            hashed[stamp] += 1
+            super().__setitem__(stamp, digest)
+
+    monkeypatch.setattr(files, "_SHA256", Hashes())
+    monkeypatch.setattr(data, "_UNLABELED", {})
+    monkeypatch.setattr(data, "_read_unlabeled", lambda paths: reads.update([tuple(paths)]) or real_read(paths))
+    pipeline(tmp_path, test_pkl, synthetic_dir, "kd_smoke", "--unlabeled", str(test_pkl))
+    assert list(reads.values()) == [1]
+    assert hashed and set(hashed.values()) == {1}
+    names = {Path(stamp[0]).name for stamp in hashed}
+    assert {"model.safetensors", "logits.npy"} <= names
