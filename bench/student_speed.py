@@ -1,0 +1,109 @@
+"""Seconds per epoch of several student recipes, measured side by side (issue 24's "at most 1.3x" check).
+
+    python -m bench.student_speed --data-dir DIR --config today=kd_fast94: \
+        --config air=kd_fast94:model.kwargs.act=gelu,train.batch_size=1024 [--images 10000] [--rounds 3]
+
+Each ``--config NAME=RECIPE:OVERRIDES`` (comma-separated ``key=value``) is set up once as training sets it up
+(labels only: ``kd.alpha=0``), on the first ``--images`` training images. Then the configs' epochs run
+interleaved, round after round (A B C, A B C, ...), so that whatever else the machine does falls on all of them
+alike; the first round warms each up (oneDNN's primitives, the allocator) and is not counted. Reported: each
+config's median seconds per epoch of its training loop (:func:`distill.engine.train_one_epoch`, evaluation
+aside), scaled to 50,000 images, and its ratio to the first config's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from distill import engine, trainer
+from distill.devices import make_accelerator
+from distill.errors import UserError, cli_main
+from distill.files import write_json
+from distill.recipe import load_recipe
+
+FULL = 50_000  # CIFAR-10's training images: what an epoch of a real run is
+
+
+def parse_config(text: str, data_dir: str, images: int) -> tuple[str, list[str], str]:
+    name, sep, rest = text.partition("=")
+    recipe, _, overrides = rest.partition(":")
+    if not sep or not name or not recipe:
+        raise UserError(f"--config {text!r}: give NAME=RECIPE:key=value,key=value (overrides optional)")
+    extra = [o for o in overrides.split(",") if o]
+    return (
+        name,
+        [*extra, "kd.alpha=0", f"data.dir={data_dir}", "data.download=false", f"data.train_limit={images}"],
+        recipe,
+    )
+
+
+def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int = 3) -> dict:
+    if rounds < 2:
+        raise UserError(f"--rounds {rounds}: give 2 or more (the first only warms up)")
+    parsed = [parse_config(c, data_dir, images) for c in configs]
+    runs, seconds = {}, {name: [] for name, _, _ in parsed}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, overrides, recipe_name in parsed:
+            recipe = load_recipe(recipe_name, overrides)
+            accelerator = make_accelerator(recipe)
+            runs[name] = trainer._setup(recipe, "student", Path(tmp) / name, accelerator, False, None)
+        try:
+            progress = engine.make_progress(next(iter(runs.values())).accelerator)
+            with progress:
+                for r in range(rounds):
+                    for name, run in runs.items():
+                        cfg = run.recipe.train
+                        batches = engine.epoch_batches(trainer._epoch_data(run, r), run.recipe.augment, cfg.batch_size,
+                                                       run.recipe.seed, r, run.accelerator, cfg.channels_last)  # fmt: skip
+                        stats = engine.train_one_epoch(run.forward, batches, run.steps_per_epoch, run.criterion,
+                                                       run.optimizer, run.schedule, run.accelerator, run.ema, epoch=r,
+                                                       step=r * run.steps_per_epoch, progress=progress)  # fmt: skip
+                        if r:
+                            seconds[name].append(FULL / stats["img_per_s"])
+                        print(f"round {r + 1}/{rounds} {name}: {stats['img_per_s']:,.0f} img/s", flush=True)
+        finally:
+            for run in runs.values():
+                run.lock.release()
+    first = next(iter(seconds))
+    base = statistics.median(seconds[first])
+    return {
+        "images": images,
+        "rounds": rounds,
+        "threads": torch.get_num_threads(),
+        "configs": {name: {"recipe": recipe, "overrides": overrides[:-4]} for name, overrides, recipe in parsed},
+        "seconds_per_epoch": {name: statistics.median(s) for name, s in seconds.items()},
+        "all_seconds": seconds,
+        "ratio": {name: statistics.median(s) / base for name, s in seconds.items()},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--config", action="append", required=True, help="NAME=RECIPE:key=value,key=value")
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    result = measure(args.config, args.data_dir, args.images, args.rounds)
+    table = Table(title=f"seconds per epoch of 50,000 images, {result['threads']} threads, median of "
+                        f"{args.rounds - 1} interleaved rounds on {args.images:,} images")  # fmt: skip
+    for column in ("config", "s / epoch", "ratio"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    for name, s in result["seconds_per_epoch"].items():
+        table.add_row(name, f"{s:.1f}", f"{result['ratio'][name]:.2f}x")
+    Console().print(table)
+    if args.json:
+        write_json(Path(args.json), result)
+    return result
+
+
+if __name__ == "__main__":
+    cli_main(main)
