@@ -1,3 +1,0 @@
-from distill.run import cli
-
-cli()
