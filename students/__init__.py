@@ -43,6 +43,26 @@ def cifar_resnet_lite(pretrained: bool = False, **kwargs) -> CifarResNet:
     )
 
 
+AIR = dict(norm_weight=False, init="dirac", head="max", logit_scale=1 / 9, bn_momentum=0.4, bn_eps=1e-12, act="gelu")
+
+
+@register_model
+def cifar_resnet_air(pretrained: bool = False, **kwargs) -> CifarResNet:
+    """2.0M: ``cifar_resnet_lite``'s layout and whitening stem with airbench's way of learning fast (issue 24).
+
+    The assignment's block, ``ReLU(S(x) + F(x))``, with airbench94's choices around it: BatchNorm scales frozen at
+    1 (shifts learn), every conv starting as a partial identity (Dirac), GELU inside ``F`` (the outer ReLU stays), a
+    global max-pool head with logits scaled by 1/9, BatchNorm momentum 0.4. Its optimiser settings are airbench's
+    too (``kd_fast94``); with ``cifar_resnet_lite``'s they train slower. BENCHMARKS.md, "The student learns as fast
+    as its teacher", measures each choice.
+    """
+    return build_resnet(
+        dict(widths=(64, 256, 256), blocks=(1, 1, 1), stem_width=64, downsample="pool", stem_pool=True, whiten=True,
+             **AIR),
+        kwargs,
+    )  # fmt: skip
+
+
 @register_model
 def cifar_resnet_max(pretrained: bool = False, **kwargs) -> CifarResNet:
     """4.80M with its whitening stem: airbench95's widths (128, 384, 384) in the assignment's block, lite's layout.
@@ -68,6 +88,7 @@ STUDENTS = (
     "cifar_resnet_m",
     "cifar_resnet_fast",
     "cifar_resnet_lite",
+    "cifar_resnet_air",
     "cifar_resnet_max",
     "cifar_resnet_tiny",
 )
