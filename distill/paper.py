@@ -229,7 +229,8 @@ def _architecture_table(arch: dict) -> str:
         f"\\caption{{The student's residual layers, read off the trained model: $N={arch['N']}$ layers, $B_i$ blocks of "
         f"$C_i$ channels with $F_i\\times F_i$ convolutions and $K_i\\times K_i$ skip convolutions, the feature map's side "
         f"in and out, trainable parameters. Stem: {stem_desc} ({stem['params']:,} parameters); head: {arch['P']}$\\times$"
-        f"{arch['P']} average pool ($P={arch['P']}$), linear layer ({arch['head_params']:,}). "
+        f"{arch['P']} {arch['head']['pool']} pool ($P={arch['P']}$), linear layer ({arch['head_params']:,})"
+        + (f", logits $\\times {arch['head']['logit_scale']:.4g}$" if arch["head"]["logit_scale"] != 1 else "") + ". "
         f"Total: {arch['trainable_params']:,} trainable parameters.}}",
         r"\label{tab:arch}", r"\end{table}",
     ])  # fmt: skip
