@@ -1,9 +1,9 @@
 """Seconds per epoch of several student recipes, measured side by side (issue 24's "at most 1.3x" check).
 
     python -m bench.student_speed --data-dir DIR --config today=kd_fast94: \
-        --config air=kd_fast94:model.kwargs.act=gelu,train.batch_size=1024 [--images 10000] [--rounds 3]
+        --config "air=kd_fast94:model.kwargs.act=gelu train.batch_size=1024" [--images 10000] [--rounds 3]
 
-Each ``--config NAME=RECIPE:OVERRIDES`` (comma-separated ``key=value``) is set up once as training sets it up
+Each ``--config NAME=RECIPE:OVERRIDES`` (space-separated ``key=value``) is set up once as training sets it up
 (labels only: ``kd.alpha=0``), on the first ``--images`` training images. Then the configs' epochs run
 interleaved, round after round (A B C, A B C, ...), so that whatever else the machine does falls on all of them
 alike; the first round warms each up (oneDNN's primitives, the allocator) and is not counted. Reported: each
@@ -35,8 +35,8 @@ def parse_config(text: str, data_dir: str, images: int) -> tuple[str, list[str],
     name, sep, rest = text.partition("=")
     recipe, _, overrides = rest.partition(":")
     if not sep or not name or not recipe:
-        raise UserError(f"--config {text!r}: give NAME=RECIPE:key=value,key=value (overrides optional)")
-    extra = [o for o in overrides.split(",") if o]
+        raise UserError(f"--config {text!r}: give NAME=RECIPE:'key=value key=value' (overrides optional)")
+    extra = overrides.split()  # key=value pairs, space-separated (a value may hold commas: blocks=[1,1,2])
     return (
         name,
         [*extra, "kd.alpha=0", f"data.dir={data_dir}", "data.download=false", f"data.train_limit={images}"],
@@ -87,7 +87,7 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
-    parser.add_argument("--config", action="append", required=True, help="NAME=RECIPE:key=value,key=value")
+    parser.add_argument("--config", action="append", required=True, help="NAME=RECIPE:'key=value key=value'")
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json")

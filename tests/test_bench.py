@@ -154,8 +154,9 @@ def test_loop_profile_counts_a_ragged_last_batch(synthetic_dir, tmp_path):
 def test_student_speed_times_configs_side_by_side(synthetic_dir):
     from bench.student_speed import measure
 
-    result = measure(["plain=ce_smoke:", "gelu=ce_smoke:model.kwargs.act=gelu,train.batch_size=40"], str(synthetic_dir),
+    result = measure(["plain=ce_smoke:", "gelu=ce_smoke:model.kwargs.act=gelu train.batch_size=40 model.kwargs.widths=[8,16,32]"], str(synthetic_dir),
                      images=200, rounds=2)  # fmt: skip
     assert set(result["seconds_per_epoch"]) == {"plain", "gelu"} and result["ratio"]["plain"] == 1.0
     assert all(len(s) == 1 and s[0] > 0 for s in result["all_seconds"].values())  # the first round only warmed up
-    assert result["configs"]["gelu"]["overrides"] == ["model.kwargs.act=gelu", "train.batch_size=40"]
+    assert result["configs"]["gelu"]["overrides"] == ["model.kwargs.act=gelu", "train.batch_size=40",
+                                                       "model.kwargs.widths=[8,16,32]"]  # fmt: skip
