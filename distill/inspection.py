@@ -45,6 +45,8 @@ WORDS = {  # what a shift of each statistic is called, down / up
 SHIFT = 0.2  # |effect size| (difference of means over CIFAR-10's std) from which a difference is named
 SPREAD = 1.5  # a statistic whose spread is this many times CIFAR-10's (or 1/this) is said to vary more (less)
 OVERLAP = 0.1  # a share of near copies above this (and above twice CIFAR-10's own test-to-train share) is an overlap
+BN_FAR = 0.1  # a layer this much further from its stored statistics than on CIFAR-10's test images is shifted
+LESS_SURE = 0.05  # a mean top probability this much below the test set's is said
 NEAR = 0.95  # cosine similarity of the normalised 8x8 luminance layouts from which two images are near duplicates
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -91,7 +93,9 @@ def compare_stats(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> di
     return rows
 
 
-def describe(stats: dict[str, dict], duplicates: dict, bn: list[dict] | None) -> str:
+def describe(
+    stats: dict[str, dict], duplicates: dict, bn: list[dict] | None, confidence: tuple[float, float] | None = None
+) -> str:
     """The plain-words reading of the numbers."""
     named = [WORDS[k][d["effect_size"] > 0] for k, d in stats.items() if abs(d["effect_size"]) >= SHIFT]
     if named:
@@ -128,14 +132,21 @@ def describe(stats: dict[str, dict], duplicates: dict, bn: list[dict] | None) ->
         text += f", about as many as CIFAR-10's own test images have among its training images ({base:.1%}): no sign of overlap."
     if bn:
         worst = max(bn, key=lambda r: r["excess"])
+        if worst["excess"] > BN_FAR:
+            text += (
+                f" BatchNorm input statistics differ most in {worst['layer']} ({worst['shift']:.2f} against "
+                f"{worst['reference']:.2f} on CIFAR-10's test images): test-time BatchNorm statistics (--bn-stats test) "
+                f"would undo that shift."
+            )
+        else:
+            text += (
+                f" Every BatchNorm layer's input statistics lie as near its stored ones as on CIFAR-10's test images "
+                f"(the largest gap: {worst['layer']}, {worst['shift']:.2f} against {worst['reference']:.2f})."
+            )
+    if confidence is not None and confidence[1] - confidence[0] > LESS_SURE:
         text += (
-            f" BatchNorm input statistics differ most in {worst['layer']} ({worst['shift']:.2f} against "
-            f"{worst['reference']:.2f} on CIFAR-10's test images)"
-            + (
-                "; test-time BatchNorm statistics (--bn-stats test) would undo that shift."
-                if worst["excess"] > 0.1
-                else "; no layer is far from its training statistics."
-            )  # fmt: skip
+            f" The model is less sure of them: its mean top probability is {confidence[0]:.2f}, against "
+            f"{confidence[1]:.2f} on CIFAR-10's test images."
         )
     return text
 
@@ -379,7 +390,8 @@ def inspect_set(pkl: str | Path, out: str | Path, run: str | Path | None = None,
             "cifar10_test_mean_confidence": float(ref_view["conf"].mean()),
             "batchnorm": bn,
         }
-    result["reading"] = describe(stats, duplicates, bn)
+    confidence = (result["model"]["mean_confidence"], result["model"]["cifar10_test_mean_confidence"]) if bn else None
+    result["reading"] = describe(stats, duplicates, bn, confidence)
     with staged_directory(out, "inspect.swap") as staged:
         plot_stats(ours, ref, pkl.name, staged / "stats.png")
         plot_grid(images, staged / "samples.png", f"{pkl.name}: the first {min(64, len(images))} images")
