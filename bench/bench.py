@@ -14,7 +14,9 @@ evaluation excluded), test accuracy under each TTA, img/s, their mean and std, a
 parameters. Each model's FLOPs per image (``distill.models.count_flops``, at 32x32) times its img/s
 gives the TFLOP/s it achieved. ``pipeline_seconds`` is the wall clock from the start of teacher
 training to the end of the first timed student run, everything included (evaluations, caching,
-warm-up). Trailing ``key=value`` overrides go to every recipe; ``--student-set`` ones to the student's.
+warm-up). Trailing ``key=value`` overrides go to every recipe; ``--student-set`` ones to the student's,
+``--teacher-set`` ones to the teachers' (e.g. ``train.label_smoothing=0`` for the teacher alone). A student
+with a transfer set (``kd.unlabeled``) gets a cache that holds it.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from distill import engine
 from distill.augment import TTA_VARIANTS
 from distill.cache_logits import TeacherRun, cache_runs
 from distill.cli import with_data_dir
-from distill.data import load_data
+from distill.data import load_data, load_transfer_set
 from distill.devices import make_accelerator
 from distill.engine import bare_step
 from distill.errors import UserError, cli_main
@@ -107,12 +109,14 @@ def _ensemble_accuracy(teachers: list[TeacherRun], test, accelerator) -> float:
 
 
 def _student_views(student: Recipe) -> list[str]:
-    """Overrides that give a teacher's recipe the student's views: its augmentation and cache settings."""
-    return [
+    """Overrides that give a teacher's recipe the student's views: its augmentation and cache settings, and its
+    transfer set (the images the cache must hold besides the training set)."""
+    views = [
         f"{section}.{k}={json.dumps(v)}"
         for section in ("augment", "cache")
         for k, v in vars(getattr(student, section)).items()
     ]
+    return views + ([f"kd.unlabeled={json.dumps(list(student.kd.unlabeled))}"] if student.kd.unlabeled else [])
 
 
 def _teachers_and_cache(args, student: Recipe, overrides: list[str], accelerator, result: dict) -> Path | None:
@@ -122,13 +126,17 @@ def _teachers_and_cache(args, student: Recipe, overrides: list[str], accelerator
     keep = ("data.", "augment.", "cache.")  # what the cache must share with the student
     cache_overrides = [o for o in overrides if o.startswith(keep)] + _student_views(student)
     if args.teacher_run:
+        if args.teacher_set:
+            raise UserError("--teacher-set changes a teacher bench.py trains; a --teacher-run is trained already")
         runs = [Path(run) for run in args.teacher_run]
         result["teachers"] = [_describe_teacher(run, reused=True) for run in runs]
         given = Path(args.teacher_cache) if args.teacher_cache else (runs[0] / "cache" if len(runs) == 1 else None)
         try:  # the given cache (or a single teacher's own), if it fits the student
             if given is not None:
                 cache = LogitCache.load(given)
-                cache.check_matches(load_data(student.data)[0], student.augment, student.cache.views, student.data,
+                train_split = load_data(student.data)[0]
+                transfer = load_transfer_set(student.kd.unlabeled, train_split, say=False)
+                cache.check_matches(train_split, student.augment, student.cache.views, student.data, transfer,
                                     seed=student.cache.seed)  # fmt: skip
                 result["cache"] = {"views": cache.num_views, "reused": str(given)}
                 return given
@@ -139,7 +147,7 @@ def _teachers_and_cache(args, student: Recipe, overrides: list[str], accelerator
         cache = cache_runs(runs, args.work_dir / "cache", cache_overrides)
         teachers = [TeacherRun.load(run) for run in runs]
     else:
-        t_recipe = load_recipe(args.teacher_recipe, overrides)
+        t_recipe = load_recipe(args.teacher_recipe, [*overrides, *args.teacher_set])
         cache_recipe = recipe_from_dict(t_recipe.to_dict(), cache_overrides)
         _, teachers, cache = train_teachers(
             t_recipe, args.work_dir / "teacher", accelerator, args.teacher_seeds, cache_recipe=cache_recipe
@@ -297,6 +305,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data-dir", help="holds cifar-10-batches-py/ (sets data.dir for every recipe)")
     parser.add_argument(
         "--student-set", action="append", default=[], metavar="key=value", help="an override for the student only"
+    )
+    parser.add_argument(
+        "--teacher-set", action="append", default=[], metavar="key=value", help="an override for the teachers only"
     )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for every recipe")
     args = parser.parse_intermixed_args(argv)

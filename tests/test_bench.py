@@ -1,9 +1,12 @@
 import json
 
+import numpy as np
 import pytest
 import timm
 
 from bench import bench
+from distill.data import load_cifar10
+from distill.errors import UserError
 from distill.models import count_flops
 from distill.recipe import dump_recipe, load_recipe
 from tests.conftest import tiny
@@ -79,6 +82,28 @@ def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
     assert ensemble["cache_seconds"] > 0 and len(ensemble["teachers"]) == 2
     meta = json.loads((tmp_path / "runs3" / "cache" / "meta.json").read_text())
     assert meta["augment"]["alternate_flip"] and len(meta["teachers"]) == 2
+
+
+
+@pytest.mark.slow
+def test_bench_trains_its_teacher_with_teacher_set_and_caches_the_students_transfer_set(synthetic_dir, tmp_path):
+    _, test = load_cifar10(synthetic_dir, download=False)
+    np.save(tmp_path / "unlabeled.npy", test.images[:60])
+    args = ["--teacher-recipe", "teacher_smoke", "--student-recipe", "kd_smoke", "--runs", "1", "--no-warmup"]
+    result = bench.main(
+        [*args, "--work-dir", str(tmp_path / "runs"), "--teacher-set", "train.label_smoothing=0.1",
+         "--student-set", f"kd.unlabeled=[{tmp_path / 'unlabeled.npy'}]", *tiny(synthetic_dir)]
+    )  # fmt: skip
+    teacher = load_recipe(str(tmp_path / "runs" / "teacher" / "recipe.yaml"))
+    student = load_recipe(str(tmp_path / "runs" / "student_0" / "recipe.yaml"))
+    assert teacher.train.label_smoothing == 0.1 and student.train.label_smoothing == 0.0
+    assert student.kd.unlabeled == [str(tmp_path / "unlabeled.npy")] and not teacher.kd.unlabeled
+    meta = json.loads((tmp_path / "runs" / "teacher" / "cache" / "meta.json").read_text())
+    assert meta["data"]["num_images"] == 400 and meta["unlabeled"]["num_images"] == 60
+    assert len(result["student_runs"]) == 1
+    with pytest.raises(UserError, match="--teacher-set"):  # a finished teacher is not trained again
+        bench.main([*args, "--teacher-run", str(tmp_path / "runs" / "teacher"), "--work-dir", str(tmp_path / "r2"),
+                    "--teacher-set", "train.label_smoothing=0", *tiny(synthetic_dir)])  # fmt: skip
 
 
 def fake_result(accuracy: float, seconds: float, complete: bool = True, **extra) -> dict:
