@@ -22,6 +22,7 @@ with a transfer set (``kd.unlabeled``) gets a cache that holds it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -176,6 +177,7 @@ def bench(args: argparse.Namespace, overrides: list[str]) -> dict:
         "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else str(accelerator.device),
         "student_recipe": student_base.name,
+        "student_kd": dataclasses.asdict(student_base.kd),  # the loss, T, alpha and transfer set the runs used
     }
     t0 = time.perf_counter()
 

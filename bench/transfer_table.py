@@ -55,8 +55,8 @@ def make_sets(data_dir: str, out: Path, seed: int = 0) -> dict[str, Path]:
     return {key: out / f"{name}.npy" for key, name in SETS.items()}
 
 
-def score(runs: dict[str, Path], sets_dir: Path) -> dict:
-    """Accuracy of each run on each set, with its own and with the set's BatchNorm statistics."""
+def score(runs: dict[str, Path], sets_dir: Path, bn_stats: tuple[str, ...] = ("train", "test")) -> dict:
+    """Accuracy of each run on each set, with its own and (by default) with the set's BatchNorm statistics."""
     sets = {}
     for key, name in SETS.items():
         if not (sets_dir / f"{name}.npy").is_file():
@@ -69,7 +69,7 @@ def score(runs: dict[str, Path], sets_dir: Path) -> dict:
         recipe, model = load_run(run_dir)
         row = {"run": str(run_dir), "model": recipe.model.name, "tta": recipe.tta.label}
         for key, (images, labels) in sets.items():
-            for bn in ("train", "test"):
+            for bn in bn_stats:
                 pred = predict(model, images, recipe.tta, what=f"{label} on {SETS[key]}, BN {bn}",
                                compute=Compute.resolve(recipe.train.mixed_precision), bn_stats=bn)  # fmt: skip
                 row[f"{key}_bn_{bn}"] = float((pred == labels).mean())
@@ -82,7 +82,8 @@ def print_table(result: dict) -> None:
     for col in ("run", "(a)", "(a), BN of the set", "(b)", "(b), BN of the set"):
         table.add_column(col, justify="left" if col == "run" else "right")
     for label, r in result["rows"].items():
-        table.add_row(label, *(f"{r[k]:.2%}" for k in ("a_bn_train", "a_bn_test", "b_bn_train", "b_bn_test")))
+        keys = ("a_bn_train", "a_bn_test", "b_bn_train", "b_bn_test")
+        table.add_row(label, *(f"{r[k]:.2%}" if k in r else "-" for k in keys))
     Console().print(table)
 
 
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     scoring = sub.add_parser("score", help="score finished runs on both sets")
     scoring.add_argument("--sets", required=True, type=Path, help="the folder `sets` wrote")
     scoring.add_argument("--json", type=Path)
+    scoring.add_argument("--bn-stats", choices=("train", "test", "both"), default="both",
+                         help="the runs' own BatchNorm statistics, each set's, or both (default)")  # fmt: skip
     scoring.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
     args = parser.parse_args(argv)
     if args.what == "sets":
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         if not sep:
             raise UserError(f"{item!r}: give NAME=RUN_DIR")
         runs[name] = Path(path)
-    result = score(runs, args.sets)
+    result = score(runs, args.sets, ("train", "test") if args.bn_stats == "both" else (args.bn_stats,))
     print_table(result)
     if args.json:
         write_json(args.json, result)

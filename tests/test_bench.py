@@ -84,7 +84,6 @@ def test_bench_runs_on_cpu_with_smoke_recipes(synthetic_dir, tmp_path):
     assert meta["augment"]["alternate_flip"] and len(meta["teachers"]) == 2
 
 
-
 @pytest.mark.slow
 def test_bench_trains_its_teacher_with_teacher_set_and_caches_the_students_transfer_set(synthetic_dir, tmp_path):
     _, test = load_cifar10(synthetic_dir, download=False)
@@ -134,6 +133,25 @@ def test_summary_marks_each_target_met_or_missed(tmp_path):
     assert rows["kd_fast96"].endswith("| no |") and "not measured" in rows["kd_max (teachers + cache + student)"]
     assert "Step max did not finish" in text and "KD bought +1.00 points" in text
     assert (tmp_path / "summary.md").read_text() == text and (tmp_path / "frontier.png").is_file()
+
+
+def test_losses_table_reads_each_steps_loss_seeds_and_scores(tmp_path):
+    from bench.losses_table import table
+
+    kd = {"loss": "kl", "temperature": 1.0, "std_weight": 10.0, "unlabeled": []}
+    runs = [{"test_accuracy": 0.93, "train_seconds": 2.0}, {"test_accuracy": 0.94, "train_seconds": 2.2}]
+    (tmp_path / "kl.json").write_text(json.dumps(fake_result(0.935, 2.1, student_kd=kd, student_runs=runs)))
+    runs_std = [{"test_accuracy": 0.935, "train_seconds": 2.0}, {"test_accuracy": 0.945, "train_seconds": 2.2}]
+    (tmp_path / "kl_std.json").write_text(json.dumps(fake_result(0.94, 2.1, student_kd={**kd, "loss": "kl_std"},
+                                                                  student_runs=runs_std)))  # fmt: skip
+    scores = {"kl/student_0": {"b_bn_train": 0.60}, "kl/student_1": {"b_bn_train": 0.70}}
+    (tmp_path / "scores.json").write_text(json.dumps({"rows": scores}))
+    text = table(tmp_path)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| `")}
+    assert rows["`kl`"] == "| `kl` | 1 (96.10%) | `kl` | 1 | none | 93.00% / 94.00% | 93.50% | 65.00% | 2.1 |"
+    assert "`kl_std, weight 10`" in rows["`kl_std`"] and "| 94.00% | - |" in rows["`kl_std`"]  # no scores: "-"
+    assert "not run" in rows["`dkd`"] and "not run" in rows["`t_ens3`"]
+    assert "`kl_std`, +0.50 points over `kl`" in text
 
 
 def test_whitening_snr_reports_what_the_stem_does_to_noise(synthetic_dir, capsys):
