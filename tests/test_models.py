@@ -228,3 +228,18 @@ def test_the_student_describes_its_own_architecture():
     assert arch["trainable_params"] == count_trainable(timm.create_model("cifar_resnet_lite", num_classes=10, **kwargs))
     with pytest.raises(ValueError, match="no stem and stages of residual blocks"):
         architecture(timm.create_model("cifar_air94", num_classes=10))
+
+
+def test_cifar_resnet_air_is_lite_with_the_airbench_kwargs():
+    """BENCHMARKS.md's issue-24 rows trained cifar_resnet_lite with these kwargs; cifar_resnet_air is that network."""
+    kwargs = dict(whiten=True, act="gelu", norm_weight=False, init="dirac", head="max", logit_scale=1 / 9,
+                  bn_momentum=0.4, bn_eps=1e-12)  # fmt: skip
+    torch.manual_seed(0)
+    air = timm.create_model("cifar_resnet_air", num_classes=10).eval()
+    torch.manual_seed(0)
+    lite = timm.create_model("cifar_resnet_lite", num_classes=10, **kwargs).eval()
+    assert count_trainable(air) == count_trainable(lite) == 2_024_930
+    assert air.architecture() == lite.architecture()
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(air(x), lite(x))
+    assert all(m.momentum == 0.4 and m.eps == 1e-12 for m in air.modules() if isinstance(m, torch.nn.BatchNorm2d))
