@@ -286,12 +286,46 @@ def settings(r: PaperRun) -> dict[str, str]:
     }
 
 
+# Recipe fields the named columns of the differences table already say, or that do not change what is learned
+SAID = ("model.name", "kd.", "augment.", "tta.", "train.epochs", "train.label_smoothing", "data.dir",
+        "data.download", "train.eval_every", "train.checkpoint_every", "train.eval_batch_size", "train.log_with",
+        "cache.batch_size")  # fmt: skip
+ALSO, MORE = "also (vs. row 1)", 3  # the column of other recipe fields; how many a cell names before "+N more"
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, str]:
+    """A recipe's fields as ``section.key`` (and ``model.kwargs.key``) -> value text."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list) else f"{v:g}" if isinstance(v, float) else str(v)
+    return out
+
+
+def also_differ(runs: list[PaperRun]) -> list[str]:
+    """For each run, every other recipe field (model kwargs, the optimiser, the seed ...) whose value differs from
+    the first run's, as ``name value``: what the named columns cannot tell apart is still told apart."""
+    flats = [_flat(r.recipe.to_dict()) for r in runs]
+    cells = []
+    for flat in flats:
+        keys = sorted(k for k in flats[0].keys() | flat.keys()
+                      if not k.startswith(SAID) and flat.get(k, "default") != flats[0].get(k, "default"))  # fmt: skip
+        said = [f"{k.rsplit('.', 1)[-1]} {flat.get(k, 'default')}" for k in keys[:MORE]]
+        cells.append(tex(", ".join(said) + (f", +{len(keys) - MORE} more" if len(keys) > MORE else "")) or "--")
+    return cells
+
+
 def _differences_table(runs: list[PaperRun]) -> str:
     """What differs between the runs, read from their recipes, beside their accuracies: each comparison reads as an
-    ablation. Settings the runs share are said once in the caption."""
+    ablation. Settings the runs share are said once in the caption; any other recipe field that differs is named
+    in an "also" column, so no two rows read the same while their runs differ."""
     rows = [settings(r) for r in runs]
+    for row, also in zip(rows, also_differ(runs)):
+        row[ALSO] = also
     differ = [k for k in rows[0] if len({row[k] for row in rows}) > 1]
-    shared = [f"{k} {rows[0][k]}" for k in rows[0] if k not in differ]
+    shared = [f"{k} {rows[0][k]}" for k in rows[0] if k not in differ and k != ALSO]
     cols = "l" + "l" * len(differ) + "r"
     lines = [f"{tex(r.name)} & " + " & ".join(row[k] for k in differ) + (" & " if differ else "")
              + f"{pct(r.summary['test_accuracy'])} \\\\" for r, row in zip(runs, rows)]  # fmt: skip

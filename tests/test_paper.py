@@ -284,3 +284,17 @@ def test_the_words_are_templates_and_every_value_is_escaped(runs, tmp_path, synt
         arch["block"] == {"inner_activation": "ReLU", "norm_weights": "learned"} and arch["head"]["pool"] == "average"
     )
     assert "convolution, batch normalisation \\citep{ioffe2015bn}, ReLU, convolution" in text
+
+
+def test_runs_that_differ_outside_the_named_columns_are_told_apart():
+    """Two students that differ only in a model kwarg, the seed or the optimiser would read as the same row."""
+    from types import SimpleNamespace
+
+    from distill.recipe import load_recipe
+
+    base = load_recipe("kd_fast94")
+    relu = load_recipe("kd_fast94", ["model.kwargs.act=relu", "seed=1"])
+    slower = load_recipe("kd_fast94", ["train.lr=0.5", "kd.temperature=4"])  # T has its own column
+    many = load_recipe("kd_fast94", ["train.lr=0.5", "train.momentum=0.9", "train.lookahead=false", "seed=2"])
+    cells = paper.also_differ([SimpleNamespace(recipe=r) for r in (base, relu, slower, many)])
+    assert cells == ["--", "act relu, seed 1", "lr 0.5", "seed 2, lookahead False, lr 0.5, +1 more"]
