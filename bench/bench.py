@@ -178,6 +178,7 @@ def bench(args: argparse.Namespace, overrides: list[str]) -> dict:
         "device": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else str(accelerator.device),
         "student_recipe": student_base.name,
         "student_kd": dataclasses.asdict(student_base.kd),  # the loss, T, alpha and transfer set the runs used
+        "student_set": args.student_set,  # what the runs change in the student's recipe
     }
     t0 = time.perf_counter()
 

@@ -12,36 +12,18 @@
 #   half    kd_max at half its epochs from the same cache: what the longer schedule buys
 #   fast94c kd_fast94 x 3 again from the fast94 step's teacher and cache, with train.compile=true: what
 #           torch.compile buys (its compile seconds, the warm-up's first step, reported apart)
+#   fast94lite kd_fast94_lite x 3 (kd_fast94 before issue 24: cifar_resnet_lite and its own optimiser) from the
+#           same teacher: what the new student buys on a GPU, in accuracy and seconds
 # A step whose time limit would end past BUDGET seconds (default 500) is skipped and named in
 # OUT_DIR/skipped.txt; a step that fails or runs over its limit is named in OUT_DIR/failed.txt, and the
-# rest still run.
+# rest still run (bench/steps.sh).
 #
 # Rehearsal on a CPU (tiny models and data; every step and the summary run, in a few minutes):
 #   SMOKE=1 PYTHONPATH=. bash bench/run_frontier_h100.sh DATA_DIR /tmp/rehearsal
 set -uo pipefail
 D=${1:?data dir holding cifar-10-batches-py}; O=${2:-bench_out}; W=${W:-/tmp/frontier}
-mkdir -p "$O"; rm -rf "$W"; mkdir -p "$W"
-START=$(date +%s); BUDGET=${BUDGET:-500}; SLOW=1
-EXTRA=(); STUDENT=(); T97_SEEDS=3
-if [[ -n "${SMOKE:-}" ]]; then  # every recipe as it is, on tiny nets and data
-  SLOW=10; BUDGET=100000; T97_SEEDS=2
-  EXTRA=(data.train_limit=300 data.test_limit=200 train.epochs=2 train.batch_size=50 train.eval_batch_size=100
-         cache.views=2 cache.batch_size=100 model.name=cifar_air_tiny)
-  STUDENT=(--student-set model.name=cifar_resnet_tiny)
-fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$O/gpu.txt"
-echo "${DISTILL_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}" | tee "$O/commit.txt"
-
-step() {  # step NAME LIMIT_SECONDS bench.py-args...
-  local name=$1 limit=$(( $2 * SLOW )); shift 2
-  local used=$(( $(date +%s) - START ))
-  if (( used + limit > BUDGET )); then echo "$name (at ${used}s, limit ${limit}s)" | tee -a "$O/skipped.txt"; return; fi
-  echo "== $name: bench.py $* (at ${used}s)"
-  timeout "$limit" python bench/bench.py --data-dir "$D" --json "$O/$name.json" --work-dir "$W/$name" "$@" \
-    data.download=false "${EXTRA[@]}" 2>&1 | grep -v -E '^epoch [0-9]+/'
-  local rc=${PIPESTATUS[0]}
-  [[ $rc == 0 ]] || echo "$name: exit $rc (124: over its ${limit}s limit)" | tee -a "$O/failed.txt"
-}
+source "$(dirname "$0")/steps.sh"
+T97_SEEDS=3; [[ -n "${SMOKE:-}" ]] && T97_SEEDS=2
 
 T97=(--teacher-run "$W/max/teacher/seed0" --teacher-run "$W/max/teacher/seed1")
 (( T97_SEEDS > 2 )) && T97+=(--teacher-run "$W/max/teacher/seed2")
@@ -53,5 +35,6 @@ step half 75 "${T97[@]}" --teacher-cache "$W/max/teacher/cache" --student-recipe
   --student-set train.epochs=80 "${STUDENT[@]}"
 step fast94c 120 --teacher-run "$W/fast94/teacher" --student-recipe kd_fast94 --runs 3 --student-set train.compile=true \
   "${STUDENT[@]}"
+step fast94lite 120 --teacher-run "$W/fast94/teacher" --student-recipe kd_fast94_lite --runs 3 "${STUDENT[@]}"
 echo "== done at $(( $(date +%s) - START ))s"
 python bench/summarize.py "$O"

@@ -12,7 +12,7 @@
 #   kl_T4 kl_std_w1            Hinton's T = 4, and kl_std at weight 1, which diverged on a CPU under the student's
 #                 airbench optimiser (BENCHMARKS.md, issue 24)
 # Then every student is scored on (a) the CIFAR-10 test set and (b) its seeded corrupted copy
-# (bench/transfer_table.py; OUT_DIR/scores.json) and bench/losses_table.py writes OUT_DIR/losses.md.
+# (bench/transfer_table.py; OUT_DIR/scores.json) and bench/steps_table.py writes OUT_DIR/losses.md.
 #
 # Rehearsal on a CPU (tiny models and data; every step and the table):
 #   SMOKE=1 PYTHONPATH=. bash bench/run_losses_h100.sh DATA_DIR /tmp/rehearsal
@@ -49,4 +49,4 @@ done
 timeout $(( 60 * SLOW )) python bench/transfer_table.py score --bn-stats train --sets "$W/sets" --json "$O/scores.json" "${runs[@]}" \
   > "$O/scores.txt" 2>&1 || echo "scores: failed" | tee -a "$O/failed.txt"
 echo "== done at $(( $(date +%s) - START ))s"
-python bench/losses_table.py "$O"
+python bench/steps_table.py "$O" losses

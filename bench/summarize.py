@@ -25,6 +25,7 @@ TARGETS = [
     ("kd_fast96's twin on labels alone", "ce96", "student", None, "student", None),
     ("kd_max at half the epochs (student only)", "half", "student", None, "student", None),
     ("kd_fast94 with train.compile (compiling apart)", "fast94c", "student", None, "student", None),
+    ("kd_fast94_lite (kd_fast94 before issue 24)", "fast94lite", "student", None, "student", None),
 ]
 
 
@@ -89,6 +90,12 @@ def summarize(out: Path) -> str:
             f"then {r['student_train_seconds']['mean']:.2f} s per run"
             + (f" against {eager:.2f} s eager." if eager else "."),
         ]
+    if "fast94lite" in results and "fast94" in results:
+        new, old = results["fast94"], results["fast94lite"]
+        gain = new["student_test_accuracy"]["mean"] - old["student_test_accuracy"]["mean"]
+        ratio = new["student_train_seconds"]["mean"] / old["student_train_seconds"]["mean"]
+        lines += ["", f"kd_fast94's student against kd_fast94_lite's (before issue 24), same teacher: {100 * gain:+.2f} "
+                      f"points, {ratio:.2f}x the seconds per run."]  # fmt: skip
     if "fast96" in results and "ce96" in results:
         gain = results["fast96"]["student_test_accuracy"]["mean"] - results["ce96"]["student_test_accuracy"]["mean"]
         lines += ["", f"KD bought {100 * gain:+.2f} points for kd_fast96 over its twin on labels alone."]

@@ -1,4 +1,5 @@
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -7,9 +8,9 @@ import timm
 from bench import bench
 from distill.data import load_cifar10
 from distill.errors import UserError
-from distill.models import count_flops
+from distill.models import count_flops, count_trainable, create_model
 from distill.recipe import dump_recipe, load_recipe
-from tests.conftest import tiny
+from tests.conftest import ROOT, tiny
 
 
 @pytest.mark.slow
@@ -136,9 +137,9 @@ def test_summary_marks_each_target_met_or_missed(tmp_path):
 
 
 def test_losses_table_reads_each_steps_loss_seeds_and_scores(tmp_path):
-    from bench.losses_table import table
+    from bench.steps_table import table
 
-    kd = {"loss": "kl", "temperature": 1.0, "std_weight": 10.0, "unlabeled": []}
+    kd = {"loss": "kl", "temperature": 1.0, "alpha": 0.9, "std_weight": 10.0, "unlabeled": []}
     runs = [{"test_accuracy": 0.93, "train_seconds": 2.0}, {"test_accuracy": 0.94, "train_seconds": 2.2}]
     (tmp_path / "kl.json").write_text(json.dumps(fake_result(0.935, 2.1, student_kd=kd, student_runs=runs)))
     runs_std = [{"test_accuracy": 0.935, "train_seconds": 2.0}, {"test_accuracy": 0.945, "train_seconds": 2.2}]
@@ -146,12 +147,13 @@ def test_losses_table_reads_each_steps_loss_seeds_and_scores(tmp_path):
                                                                   student_runs=runs_std)))  # fmt: skip
     scores = {"kl/student_0": {"b_bn_train": 0.60}, "kl/student_1": {"b_bn_train": 0.70}}
     (tmp_path / "scores.json").write_text(json.dumps({"rows": scores}))
-    text = table(tmp_path)
+    text = table(tmp_path, "losses")
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| `")}
-    assert rows["`kl`"] == "| `kl` | 1 (96.10%) | `kl` | 1 | none | 93.00% / 94.00% | 93.50% | 65.00% | 2.1 |"
-    assert "`kl_std, weight 10`" in rows["`kl_std`"] and "| 94.00% | - |" in rows["`kl_std`"]  # no scores: "-"
+    assert rows["`kl`"] == ("| `kl` | `kd_x` | 1 (96.10%) | `kl`, T 1; transfer set none | 93.00% / 94.00% | 93.50% "
+                            "| 65.00% | 2.1 |")  # fmt: skip
+    assert "`kl_std`, T 1, weight 10" in rows["`kl_std`"] and "| 94.00% | - |" in rows["`kl_std`"]  # no scores: "-"
     assert "not run" in rows["`dkd`"] and "not run" in rows["`t_ens3`"]
-    assert "`kl_std`, +0.50 points over `kl`" in text
+    assert "- `kl_std`: +0.50 points" in text
 
 
 def test_whitening_snr_reports_what_the_stem_does_to_noise(synthetic_dir, capsys):
@@ -203,3 +205,24 @@ def test_student_speed_times_configs_side_by_side(synthetic_dir):
     assert all(len(s) == 1 and s[0] > 0 for s in result["all_seconds"].values())  # the first round only warmed up
     assert result["configs"]["gelu"]["overrides"] == ["model.kwargs.act=gelu", "train.batch_size=40",
                                                        "model.kwargs.widths=[8,16,32]"]  # fmt: skip
+
+
+def test_every_ablation_row_builds_its_real_student():
+    """The rehearsal swaps in a tiny net, so a row whose overrides the real student refuses would first fail on the
+    GPU: build each row's model from its recipe here (and list every row in the table)."""
+    from bench.steps_table import ORDERS
+
+    recipes = {"air": "kd_fast94", "lite": "kd_fast94_lite"}
+    rows = {"lite": ("kd_fast94_lite", [])}
+    for line in (ROOT / "bench" / "run_ablation_h100.sh").read_text().splitlines():
+        words = shlex.split(line, comments=True)
+        if words and words[0] in recipes:
+            rows[words[1]] = (recipes[words[0]], words[2:])
+    assert sorted(rows) == sorted(ORDERS["ablation"])
+    params = {}
+    for name, (recipe_name, overrides) in rows.items():
+        recipe = load_recipe(recipe_name, ["kd.alpha=0", *overrides])
+        params[name] = count_trainable(create_model(recipe.model.name, recipe.model.kwargs, student=True))
+    assert params["air"] == params["air_relu"] == params["lite_airmodel"] == 2_024_930  # BatchNorm scales frozen
+    assert params["lite"] == params["lite_airopt"] == params["air_bn_weight"] == 2_026_402
+    assert params["air_b112"] > 3_000_000

@@ -45,7 +45,7 @@ def test_overrides_are_typed():
 
 def test_exponents_without_a_dot_are_floats_where_no_type_checks_them(tmp_path: Path):
     """model.kwargs is a free mapping: ``1e-12`` must arrive as a float there, in an override or a file."""
-    r = load_recipe("kd_fast94", ["model.kwargs.bn_eps=1e-12", "model.kwargs.logit_scale=.5", "model.kwargs.n=3"])
+    r = load_recipe("kd_fast94_lite", ["model.kwargs.bn_eps=1e-12", "model.kwargs.logit_scale=.5", "model.kwargs.n=3"])
     assert r.model.kwargs == {"whiten": True, "bn_eps": 1e-12, "logit_scale": 0.5, "n": 3}
     path = tmp_path / "r.yaml"
     path.write_text("model:\n  name: cifar_resnet_tiny\n  kwargs:\n    bn_eps: 1E+2\n    tag: 1e3x\n")
@@ -110,7 +110,7 @@ def test_student_recipe_fits_the_cache_of_its_teacher(name):
     assert student.data == teacher.data  # the cache's fingerprint is over the same images
     if (student.augment, student.cache.views) != (teacher.augment, teacher.cache.views):
         # a cache on the student's views: the teacher's recipe with the student's augment and cache sections
-        assert name in {"kd_fast94", "kd_max", "kd_fast96"}, f"{name} needs a cache on its own views; say so"
+        assert name in {"kd_fast94", "kd_fast94_lite", "kd_max", "kd_fast96"}, f"{name} needs a cache on its own views"
 
 
 def test_the_smoke_pair_shares_the_teachers_own_cache():
