@@ -38,7 +38,10 @@ def test_frontier_script_runs_every_step_on_a_cpu(synthetic_dir, tmp_path):
 def test_losses_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, tmp_path):
     out = rehearse("bench/run_losses_h100.sh", synthetic_dir, tmp_path)
     table = (out / "losses.md").read_text()
-    assert "not run" not in table and "| `t_dist` | 1 (" in table and "cifar10_test.npy" in table
+    row = next(line for line in table.splitlines() if line.startswith("| `t_dist` |"))
+    assert (
+        "not run" not in table and "kd.loss=dist" in row and "| 1 (" in row and "transfer set cifar10_test.npy" in row
+    )
     scores = json.loads((out / "scores.json").read_text())["rows"]
     assert len(scores) == 2 * 15 and all(set(r) >= {"a_bn_train", "b_bn_train"} for r in scores.values())
     dkd = json.loads((out / "t_dkd.json").read_text())
