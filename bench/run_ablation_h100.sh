@@ -24,11 +24,12 @@ D=${1:?data dir holding cifar-10-batches-py}; O=${2:-bench_out}; W=${W:-/tmp/abl
 source "$(dirname "$0")/steps.sh"
 
 L=(--student-set kd.alpha=0 --runs 2)
-# each row's overrides, then STUDENT's (with SMOKE, the tiny net wins: the rehearsal checks that every step runs)
-air() { local name=$1; shift; local sets=(); for o in "$@"; do sets+=(--student-set "$o"); done
-  step "$name" 30 --student-recipe kd_fast94 "${L[@]}" --no-warmup "${sets[@]}" "${STUDENT[@]}"; }
-lite() { local name=$1; shift; local sets=(); for o in "$@"; do sets+=(--student-set "$o"); done
-  step "$name" 30 --student-recipe kd_fast94_lite "${L[@]}" --no-warmup "${sets[@]}" "${STUDENT[@]}"; }
+# row RECIPE NAME OVERRIDES...: each row's overrides, then STUDENT's (with SMOKE, the tiny net wins: the rehearsal
+# checks that every step runs)
+row() { local recipe=$1 name=$2; shift 2; local sets=(); for o in "$@"; do sets+=(--student-set "$o"); done
+  step "$name" 30 --student-recipe "$recipe" "${L[@]}" --no-warmup "${sets[@]}" "${STUDENT[@]}"; }
+air() { row kd_fast94 "$@"; }
+lite() { row kd_fast94_lite "$@"; }
 step lite 45 --student-recipe kd_fast94_lite "${L[@]}" "${STUDENT[@]}"  # with the warm-up run
 air air
 lite lite_airmodel model.name=cifar_resnet_air

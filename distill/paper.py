@@ -41,7 +41,7 @@ from distill.data import CLASSES, load_cifar10, load_unlabeled, shared_images
 from distill.errors import UserError, cli_main
 from distill.files import check_writable, staged_directory
 from distill.models import architecture, count_trainable
-from distill.recipe import Recipe
+from distill.recipe import Recipe, flat_fields
 from distill.report import Run, plot_confusion, plot_curves, predictions
 from distill.runs import load_run, started_with
 from distill.shift import family_means, plot_shift
@@ -293,21 +293,16 @@ SAID = ("model.name", "kd.", "augment.", "tta.", "train.epochs", "train.label_sm
 ALSO, MORE = "also (vs. row 1)", 3  # the column of other recipe fields; how many a cell names before "+N more"
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, str]:
+def _flat(recipe: Recipe) -> dict[str, str]:
     """A recipe's fields as ``section.key`` (and ``model.kwargs.key``) -> value text."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list) else f"{v:g}" if isinstance(v, float) else str(v)
-    return out
+    return {k: json.dumps(v) if isinstance(v, list) else f"{v:g}" if isinstance(v, float) else str(v)
+            for k, v in flat_fields(recipe.to_dict(), open_kwargs=True).items()}  # fmt: skip
 
 
 def also_differ(runs: list[PaperRun]) -> list[str]:
     """For each run, every other recipe field (model kwargs, the optimiser, the seed ...) whose value differs from
     the first run's, as ``name value``: what the named columns cannot tell apart is still told apart."""
-    flats = [_flat(r.recipe.to_dict()) for r in runs]
+    flats = [_flat(r.recipe) for r in runs]
     cells = []
     for flat in flats:
         keys = sorted(k for k in flats[0].keys() | flat.keys()

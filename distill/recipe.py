@@ -203,6 +203,18 @@ def _set_override(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def flat_fields(tree: dict[str, Any], prefix: str = "", open_kwargs: bool = False) -> dict[str, Any]:
+    """A recipe's fields (its ``to_dict()``) as ``section.key`` -> value. ``model.kwargs``, a mapping of free keys,
+    stays one value unless ``open_kwargs``, which names each of its keys too (``model.kwargs.act``)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and (key != "kwargs" or open_kwargs):
+            flat.update(flat_fields(value, f"{prefix}{key}.", open_kwargs))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def resolve_recipe_path(name_or_path: str) -> Path:
     """``kd_t4`` -> ``recipes/kd_t4.yaml``; anything with a suffix or a slash is a path."""
     path = Path(name_or_path)

@@ -27,7 +27,7 @@ from distill.errors import ProcessFileError, UserError, words
 from distill.failpoints import failpoint
 from distill.files import check_writable, swap_in, to_json, write_atomic, write_json
 from distill.models import create_model
-from distill.recipe import Recipe, dump_recipe, load_recipe
+from distill.recipe import Recipe, dump_recipe, flat_fields, load_recipe
 
 WEIGHTS = "model.safetensors"
 STATE, STATE_TMP, STATE_OLD = "state", "state.tmp", "state.old"
@@ -48,16 +48,6 @@ def git_commit() -> str | None:
     return os.environ.get("DISTILL_COMMIT")
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "kwargs":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 # May change between the start and the resume of a run: where the data is (clusters stage it per job).
 RESUMABLE_CHANGES = ("data.dir", "data.download")
 
@@ -70,8 +60,8 @@ def resume_fix() -> str:
 def check_same_recipe(run_dir: Path, recipe: Recipe, fix: str | None = None, what: str = "--resume with") -> None:
     """On --resume, the recipe must be the one the run started with (data location aside); ``fix`` and
     ``what`` word the refusal for the command at hand."""
-    started = _flatten(load_recipe(run_dir / "recipe.yaml").to_dict())
-    now = _flatten(recipe.to_dict())
+    started = flat_fields(load_recipe(run_dir / "recipe.yaml").to_dict())
+    now = flat_fields(recipe.to_dict())
     changed = [
         k for k in sorted(set(started) | set(now)) if k not in RESUMABLE_CHANGES and started.get(k) != now.get(k)
     ]
