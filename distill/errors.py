@@ -75,6 +75,22 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def leave_process_group() -> None:
+    """Destroy the process group of a multi-process run that ended cleanly (a no-op in one process).
+
+    Left to the interpreter's teardown, gloo's worker threads can abort a process that has finished its work
+    (SIGABRT, "terminate called without an active exception"; pytorch/pytorch#179291), and its peers then wait
+    for it forever: a two-node CPU run hung so. Only after success: after an error another process may still be
+    inside a collective, and destroying the group would wait on it.
+    """
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _is_main_process() -> bool:
     # torchrun / accelerate launch set RANK; every process meets the same bad input, one of them says so.
     return os.environ.get("RANK", "0") == "0"
@@ -83,10 +99,12 @@ def _is_main_process() -> bool:
 def cli_main(main: Callable[[], object]) -> None:
     """Run an entry point's ``main`` and map a :class:`UserError` to one line and exit code 2.
 
-    With several processes only the main one prints the line; all exit with code 2.
+    With several processes only the main one prints the line; all exit with code 2. After a clean run the
+    process group is destroyed (:func:`leave_process_group`).
     """
     try:
         main()
+        leave_process_group()
     except UserError as err:
         if _is_main_process():
             print(f"error: {err}", file=sys.stderr, flush=True)

@@ -1,5 +1,6 @@
 """What a user sees on the command line: one clear line and exit code 2 for their mistakes."""
 
+import contextlib
 import json
 import pickle
 import subprocess
@@ -34,6 +35,28 @@ def test_dry_run_over_cap(capsys):
         cli_main(lambda: train_student.main(["--dry-run", "model.kwargs.widths=[64,128,256,256]"]))
     assert exit_info.value.code == 2
     assert "5,205,066 trainable parameters, over the 5,000,000 cap" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_clean_run_leaves_its_process_group(tmp_path, fails):
+    """After success the entry point destroys the process group itself (gloo's teardown can abort a finished process
+    and hang its peers); after an error it leaves it, since another process may still be inside a collective."""
+    import torch.distributed as dist
+
+    from distill.errors import UserError, cli_main
+
+    def main():
+        if fails:
+            raise UserError("a bad input")
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        with pytest.raises(SystemExit) if fails else contextlib.nullcontext():
+            cli_main(main)
+        assert dist.is_initialized() == fails
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_unknown_recipe_from_the_command_line():

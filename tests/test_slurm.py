@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -96,12 +98,27 @@ def test_two_nodes_really_rendezvous(synthetic_dir, tmp_path):
     env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(20000 + os.getpid() % 20000)}
     cmd = ["bash", str(SLURM / "launch.sh"), "distill/train_teacher.py", "--recipe", "teacher_smoke"]
     cmd += ["--output-dir", str(out), *tiny(synthetic_dir)]
-    nodes = [
-        subprocess.Popen(cmd, cwd=ROOT, env=env | {"SLURM_NODEID": str(rank)}, stdout=subprocess.PIPE, text=True)
-        for rank in (0, 1)
-    ]
-    stdout = [node.communicate(timeout=300)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0]
+    logs = [(tmp_path / f"node{rank}.out", tmp_path / f"node{rank}.err") for rank in (0, 1)]
+    nodes = []
+    for rank, (out_log, err_log) in enumerate(logs):
+        with out_log.open("w") as stdout, err_log.open("w") as stderr:  # the child holds its own copies
+            node_env = env | {"SLURM_NODEID": str(rank)}
+            nodes.append(
+                subprocess.Popen(cmd, cwd=ROOT, env=node_env, stdout=stdout, stderr=stderr, start_new_session=True)
+            )
+    # A node that fails leaves the other waiting for it at the next collective: stop waiting at the first failure
+    deadline = time.monotonic() + 300
+    while any(node.poll() is None for node in nodes) and time.monotonic() < deadline:
+        if any(node.poll() not in (None, 0) for node in nodes):
+            break
+        time.sleep(0.5)
+    for node in nodes:
+        if node.poll() is None:  # the launcher, torchrun and the worker: the whole session
+            os.killpg(node.pid, signal.SIGKILL)
+            node.wait()
+    stdout = [out_log.read_text() for out_log, _ in logs]
+    tails = "\n".join(f"node {rank}: {err_log.read_text()[-3000:]}" for rank, (_, err_log) in enumerate(logs))
+    assert [node.returncode for node in nodes] == [0, 0], tails
     assert "x2" in stdout[0] and "Final test accuracy:" in stdout[0]  # one run over the two "nodes"
     assert stdout[1] == ""  # the second node's process is not the main one: it prints nothing
     assert (out / "summary.json").is_file() and (out / "cache" / "meta.json").is_file()
