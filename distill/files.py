@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import math
@@ -166,6 +167,19 @@ def staged_directory(final: Path, point: str):
     swap_in(staged, final, final.with_name(f".{final.name}.old-{os.getpid()}"), point)
 
 
+@contextlib.contextmanager
+def _host_mutex(directory: Path):
+    """Held while inside: one process of this host at a time (an advisory ``flock`` on ``directory``,
+    dropped by the kernel when its holder exits, however it exits), where the filesystem has ``flock``."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # a filesystem without flock (NFS may refuse it on a directory)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -179,9 +193,13 @@ def pid_alive(pid: int) -> bool:
 class RunLock:
     """``<run dir>/.lock`` holding the PID and host of the run writing there; removed when it ends.
 
-    Taken with ``O_EXCL``, so of two runs started at once into one directory exactly one gets it; the
-    other is refused. A lock whose process is gone (same host, PID not alive: a SIGKILL) is stale
-    and taken over. A lock from another host cannot be checked and is refused with how to clear it.
+    The lock appears whole or not at all: its holder is written to a private file first, which is then
+    hard-linked to ``.lock`` (a link, like ``O_EXCL``, fails if the name exists), so of two runs started
+    at once into one directory exactly one gets it and the other always reads who holds it. A lock
+    whose process is gone (same host, PID not alive: a SIGKILL) is stale and taken over; runs on one
+    host check and take the lock one at a time (``flock`` on the directory, where the filesystem has it), so
+    two that find the same stale lock cannot both take it. A lock from another host cannot be checked and is refused with how
+    to clear it.
     """
 
     NAME = ".lock"
@@ -192,30 +210,47 @@ class RunLock:
 
     def acquire(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(2):
+        with _host_mutex(self.path.parent):
+            for _ in range(3):
+                if self._create(me):
+                    self.held = True
+                    return
+                holder = self._holder()
+                if holder is None and not self.path.exists():
+                    continue  # its run ended in between
+                if holder is None or holder["host"] != me["host"] or pid_alive(int(holder["pid"])):
+                    who = f"PID {holder['pid']} on {holder['host']} since {holder['started']}" if holder else "another run"
+                    raise UserError(
+                        f"{self.path.parent} is in use by {who}; wait for that run to end, or, if it is dead, "
+                        f"delete {self.path}"
+                    )
+                self.path.unlink(missing_ok=True)  # stale: its run was killed
+                print(
+                    f"note: {self.path.parent} was locked by PID {holder['pid']} (since {holder['started']}), which "
+                    f"is gone (killed or crashed); taking the lock over",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        raise UserError(f"cannot take {self.path}; delete it if no run is writing to {self.path.parent}")
+
+    def _create(self, me: dict) -> bool:
+        """Write ``me`` and link it to the lock's name; False if the name is taken."""
+        mine = self.path.with_name(f"{self.NAME}.tmp-{me['pid']}")
+        mine.write_text(json.dumps(me))
+        try:
+            os.link(mine, self.path)
+        except FileExistsError:
+            return False
+        except OSError:  # a filesystem without hard links (some FUSE and SMB mounts): create it in place
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                holder = self._holder()
-                if holder is not None and holder.get("host") == me["host"] and not pid_alive(int(holder["pid"])):
-                    self.path.unlink(missing_ok=True)  # stale: its run was killed
-                    print(
-                        f"note: {self.path.parent} was locked by PID {holder['pid']} (since {holder['started']}), which "
-                        f"is gone (killed or crashed); taking the lock over",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    continue
-                who = f"PID {holder['pid']} on {holder['host']} since {holder['started']}" if holder else "another run"
-                raise UserError(
-                    f"{self.path.parent} is in use by {who}; wait for that run to end, or, if it is dead, "
-                    f"delete {self.path}"
-                ) from None
+                return False
             with os.fdopen(fd, "w") as f:
                 json.dump(me, f)
-            self.held = True
-            return
-        raise UserError(f"cannot take {self.path}; delete it if no run is writing to {self.path.parent}")
+        finally:
+            mine.unlink(missing_ok=True)
+        return True
 
     def _holder(self) -> dict | None:
         try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -53,3 +55,41 @@ def test_numbers_that_are_not_numbers_are_never_written(tmp_path):
     assert not (tmp_path / "metrics.jsonl").exists()
     write_json(tmp_path / "ok.json", {"a": 1.5, "b": [None, 2]})
     assert (tmp_path / "ok.json").read_text().startswith("{")
+
+
+def _take_and_hold(run_dir, start, results) -> None:
+    """A child process: at ``start``, try the run dir's lock; hold it a moment; report what happened."""
+    from distill.errors import UserError
+    from distill.files import RunLock
+
+    lock = RunLock(run_dir)
+    start.wait()
+    try:
+        lock.acquire()
+    except UserError as err:
+        results.put(str(err))
+        return
+    results.put("took it")
+    time.sleep(1.0)  # still held while the others look
+    lock.release()
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["free", "stale"])
+def test_of_runs_started_at_once_one_takes_the_lock_and_the_others_name_it(tmp_path, stale):
+    """A free directory, or one whose lock a killed run left: one of six takes it, and each of the other five
+    reads who holds it (never an empty lock: the holder is linked into place whole)."""
+    import multiprocessing as mp
+    import socket
+
+    if stale:
+        (tmp_path / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "started": "x"}))
+    ctx = mp.get_context("fork")
+    start, results = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_take_and_hold, args=(tmp_path, start, results)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    outcomes = sorted(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert outcomes[-1] == "took it" and all("is in use by PID" in o for o in outcomes[:-1]), outcomes
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # released, and no .lock.tmp-PID left
