@@ -219,11 +219,7 @@ class RunLock:
                 if holder is None and not self.path.exists():
                     continue  # its run ended in between
                 if holder is None or holder["host"] != me["host"] or pid_alive(int(holder["pid"])):
-                    who = f"PID {holder['pid']} on {holder['host']} since {holder['started']}" if holder else "another run"
-                    raise UserError(
-                        f"{self.path.parent} is in use by {who}; wait for that run to end, or, if it is dead, "
-                        f"delete {self.path}"
-                    )
+                    raise self._in_use(holder)
                 self.path.unlink(missing_ok=True)  # stale: its run was killed
                 print(
                     f"note: {self.path.parent} was locked by PID {holder['pid']} (since {holder['started']}), which "
@@ -232,6 +228,12 @@ class RunLock:
                     flush=True,
                 )
         raise UserError(f"cannot take {self.path}; delete it if no run is writing to {self.path.parent}")
+
+    def _in_use(self, holder: dict | None) -> UserError:
+        who = f"PID {holder['pid']} on {holder['host']} since {holder['started']}" if holder else "another run"
+        return UserError(
+            f"{self.path.parent} is in use by {who}; wait for that run to end, or, if it is dead, delete {self.path}"
+        )
 
     def _create(self, me: dict) -> bool:
         """Write ``me`` and link it to the lock's name; False if the name is taken."""
