@@ -211,6 +211,10 @@ class RunLock:
     def acquire(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         with _host_mutex(self.path.parent):
+            for leftover in self.path.parent.glob(f"{self.NAME}.tmp-*"):  # a run killed while taking the lock
+                pid = leftover.name.rpartition("-")[2]
+                if pid.isdigit() and not pid_alive(int(pid)):
+                    leftover.unlink(missing_ok=True)
             for _ in range(3):
                 if self._create(me):
                     self.held = True

@@ -81,8 +81,9 @@ def test_of_runs_started_at_once_one_takes_the_lock_and_the_others_name_it(tmp_p
     import multiprocessing as mp
     import socket
 
-    if stale:
+    if stale:  # and the holder file of a run killed while it took the lock
         (tmp_path / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "started": "x"}))
+        (tmp_path / f".lock.tmp-{_dead_pid()}").write_text("{}")
     ctx = mp.get_context("fork")
     start, results = ctx.Barrier(6), ctx.Queue()
     procs = [ctx.Process(target=_take_and_hold, args=(tmp_path, start, results)) for _ in range(6)]
