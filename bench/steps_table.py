@@ -51,6 +51,7 @@ def row(name: str, result: dict, scores: dict) -> tuple[str, float | None]:
         term = f"`{kd['loss']}`, T {kd['temperature']:g}" + (
             f", weight {kd['std_weight']:g}" if kd["loss"].endswith("_std") else ""
         )
+        term += f", loss x {kd['loss_scale']:g}" if kd.get("loss_scale", 1) != 1 else ""
         term += "; transfer set " + (", ".join(Path(f).name for f in kd["unlabeled"]) or "none")
     student = f"`{result.get('student_recipe', '?')}`" + "".join(f" `{o}`" for o in result.get("student_set", []))
     runs = result.get("student_runs", [])

@@ -90,6 +90,9 @@ class KDLoss(nn.Module):
     a label weighs 0, and the CE is the weighted sum over the total weight (the plain mean when every image is
     labelled; 0 when none is).
 
+    With a teacher, the whole loss is times ``loss_scale`` (``1 / T``: the KL term's gradient at a cross-entropy's
+    size); plain cross-entropy is not scaled.
+
     Returns a dict with ``loss`` (to optimise), ``ce`` and ``kd`` (the D term; detached, for logging).
     """
 
@@ -97,6 +100,7 @@ class KDLoss(nn.Module):
         self,
         alpha: float = 0.9,
         temperature: float = 4.0,
+        loss_scale: float = 1.0,
         label_smoothing: float = 0.0,
         loss: str = "kl",
         std_temperature: float = 2.0,
@@ -112,6 +116,7 @@ class KDLoss(nn.Module):
             raise ValueError(f"kd.loss '{loss}' is not one of {', '.join(LOSSES)}")
         self.alpha = alpha
         self.temperature = temperature
+        self.loss_scale = loss_scale
         self.label_smoothing = label_smoothing
         self.loss = loss
         self.std_temperature, self.std_weight = std_temperature, std_weight
@@ -142,7 +147,7 @@ class KDLoss(nn.Module):
             return {"loss": ce, "ce": ce.detach(), "kd": torch.zeros((), device=ce.device)}
         teacher_logits = teacher_logits.float()
         kd = self.distillation(student_logits, teacher_logits, labels, partner_labels, lam, progress)
-        loss = self.alpha * kd + (1.0 - self.alpha) * ce
+        loss = self.loss_scale * (self.alpha * kd + (1.0 - self.alpha) * ce)
         return {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}
 
     def distillation(

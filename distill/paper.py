@@ -162,7 +162,12 @@ def _check_runs(runs: list[PaperRun]) -> None:
 
 
 def _kd_term(kd) -> str:
-    """The KD term ``D`` of the recipe's ``kd.loss``, in words and symbols, with its paper cited."""
+    """The KD term ``D`` of the recipe's ``kd.loss``, in words and symbols, with its paper cited, and the loss's scale."""
+    scale = f"; the whole loss is scaled by {kd.loss_scale:g}" if kd.loss_scale != 1 else ""
+    return _d_term(kd) + scale
+
+
+def _d_term(kd) -> str:
     kl = r"T^2\,\mathrm{KL}\big(p^{\mathrm{t}}_T \,\|\, p^{\mathrm{s}}_T\big)"
     if kd.loss == "kl":
         return f"$D = {kl}$ \\citep{{hinton2015kd}} at temperature $T={kd.temperature:g}$"

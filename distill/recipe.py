@@ -85,6 +85,9 @@ class TrainConfig:
 class KDConfig:
     temperature: float = 4.0  # T: softens both distributions (kl, dkd; DIST's tau)
     alpha: float = 0.9  # weight of the KD term; (1 - alpha) weights the cross-entropy; 0 = plain CE
+    # the whole loss times this when distilling (1 / T keeps the KL term's gradient, alpha T (p_s - p_t), as large
+    # as a cross-entropy's under an optimiser tuned to one; README "Losses"); labels-only runs are not scaled
+    loss_scale: float = 1.0
     loss: str = "kl"  # the KD term: kl (Hinton), kl_std, dkd, dkd_std, dist (distill.losses; README "Losses")
     std_temperature: float = 2.0  # kl_std / dkd_std: the base temperature on z-scored logits (Sun et al. 2024)
     std_weight: float = 10.0  # kl_std / dkd_std: the term's weight (with alpha 0.9: CE 0.1, KD 9, the paper's)
@@ -293,6 +296,7 @@ def validate(recipe: Recipe) -> None:
         (0.0 <= train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (0.0 <= recipe.kd.alpha <= 1.0, "kd.alpha must be in [0, 1]"),
         (recipe.kd.temperature > 0, "kd.temperature must be > 0"),
+        (recipe.kd.loss_scale > 0, "kd.loss_scale must be > 0"),
         (recipe.kd.loss in LOSSES, f"kd.loss must be one of {', '.join(LOSSES)}"),
         (recipe.kd.std_temperature > 0 and recipe.kd.std_weight >= 0, "kd.std_temperature > 0, kd.std_weight >= 0"),
         (

@@ -352,6 +352,7 @@ def make_criterion(recipe: Recipe, distils: bool) -> KDLoss:
     return KDLoss(
         alpha=kd.alpha if distils else 0.0,
         temperature=kd.temperature,
+        loss_scale=kd.loss_scale,
         label_smoothing=recipe.train.label_smoothing,
         loss=kd.loss,
         std_temperature=kd.std_temperature,

@@ -145,6 +145,8 @@ def test_losses_table_reads_each_steps_loss_seeds_and_scores(tmp_path):
     runs_std = [{"test_accuracy": 0.935, "train_seconds": 2.0}, {"test_accuracy": 0.945, "train_seconds": 2.2}]
     (tmp_path / "kl_std.json").write_text(json.dumps(fake_result(0.94, 2.1, student_kd={**kd, "loss": "kl_std"},
                                                                   student_runs=runs_std)))  # fmt: skip
+    (tmp_path / "kl_T4.json").write_text(json.dumps(fake_result(0.93, 2.1, student_runs=runs,
+                                                                 student_kd={**kd, "temperature": 4.0, "loss_scale": 0.25})))  # fmt: skip
     scores = {"kl/student_0": {"b_bn_train": 0.60}, "kl/student_1": {"b_bn_train": 0.70}}
     (tmp_path / "scores.json").write_text(json.dumps({"rows": scores}))
     text = table(tmp_path, "losses")
@@ -153,6 +155,7 @@ def test_losses_table_reads_each_steps_loss_seeds_and_scores(tmp_path):
                             "| 65.00% | 2.1 |")  # fmt: skip
     assert "`kl_std`, T 1, weight 10" in rows["`kl_std`"] and "| 94.00% | - |" in rows["`kl_std`"]  # no scores: "-"
     assert "not run" in rows["`dkd`"] and "not run" in rows["`t_ens3`"]
+    assert "`kl`, T 4, loss x 0.25; transfer set none" in rows["`kl_T4`"]
     assert "- `kl_std`: +0.50 points" in text
 
 

@@ -50,6 +50,15 @@ def test_alpha_zero_is_cross_entropy_with_smoothing():
     assert out["loss"].item() == pytest.approx(torch.nn.functional.cross_entropy(s, y, label_smoothing=0.1).item())
 
 
+def test_loss_scale_scales_a_distilling_loss_and_not_plain_cross_entropy():
+    s, t, y = torch.randn(4, 10), torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
+    plain, scaled = KDLoss(temperature=4.0)(s, y, t), KDLoss(temperature=4.0, loss_scale=0.25)(s, y, t)
+    assert scaled["loss"].item() == pytest.approx(plain["loss"].item() / 4)
+    assert (scaled["ce"], scaled["kd"]) == (plain["ce"], plain["kd"])  # the logged terms are the unscaled ones
+    labels_only = KDLoss(alpha=0.0, loss_scale=0.25)(s, y, t)["loss"]
+    assert labels_only.item() == pytest.approx(torch.nn.functional.cross_entropy(s, y).item())
+
+
 def test_same_logits_give_zero_kd():
     s = torch.randn(4, 10)
     assert KDLoss(alpha=1.0)(s, torch.zeros(4, dtype=torch.long), s.clone())["kd"].item() == pytest.approx(0, abs=1e-6)

@@ -77,3 +77,37 @@ def test_lookahead_alpha_ramps_to_its_final_value():
     assert all(
         g["lookahead_alpha"] == pytest.approx(t.lookahead_alpha) and g["lookahead_k"] == 5 for g in opt.param_groups
     )
+
+
+def test_loss_scale_is_the_optimiser_at_that_lr_and_decay():
+    """kd.loss_scale = 1/4 trains the same weights as LR / 4 and decay x 4 (what BENCHMARKS measured for T = 4
+    under airbench's optimiser): SGD's decay is coupled, and momentum, Nesterov and lookahead are linear."""
+    from distill.trainer import make_criterion
+
+    def train(*overrides: str) -> list[torch.Tensor]:
+        recipe = load_recipe("kd_fast94", ["model.name=cifar_air_tiny", "kd.temperature=4", *overrides])
+        torch.manual_seed(0)
+        model = timm.create_model(recipe.model.name, num_classes=10, **recipe.model.kwargs)
+        optimizer = make_optimizer(model, recipe.train)
+        schedule = StepSchedule(recipe.train, optimizer, 12, 4)
+        criterion = make_criterion(recipe, distils=True)
+        data = torch.Generator().manual_seed(1)
+        for step in range(12):  # past two lookahead syncs (k = 5)
+            x, teacher = torch.randn(8, 3, 32, 32, generator=data), 3 * torch.randn(8, 10, generator=data)
+            y = torch.randint(0, 10, (8,), generator=data)
+            loss = criterion(model(x), y, teacher)["loss"]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step_update(step + 1)
+        return [p.detach().clone() for p in model.parameters()]
+
+    t = load_recipe("kd_fast94").train
+    scaled = train("kd.loss_scale=0.25")
+    by_optimiser = train(
+        f"train.lr={t.lr / 4}", f"train.lr_min={t.lr_min / 4}", f"train.weight_decay={t.weight_decay * 4}"
+    )
+    unscaled = train()
+    for a, b in zip(scaled, by_optimiser, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert max((a - b).abs().max().item() for a, b in zip(scaled, unscaled, strict=True)) > 1e-3  # and it differs

@@ -152,6 +152,14 @@ def test_the_console_script_is_declared():
     assert 'distill-paper = "distill.paper:cli"' in (ROOT / "pyproject.toml").read_text()
 
 
+def test_the_paper_says_the_loss_scale(runs):
+    import dataclasses
+
+    kd = paper.PaperRun.read(runs / "kd").recipe.kd
+    assert "scaled" not in paper._kd_term(kd)
+    assert paper._kd_term(dataclasses.replace(kd, loss_scale=0.25)).endswith("; the whole loss is scaled by 0.25")
+
+
 @pytest.mark.parametrize(
     "loss, cited, words",
     [("dkd", ["zhao2022dkd"], "decoupled KD"), ("dist", ["huang2022dist"], "DIST's correlation loss"),

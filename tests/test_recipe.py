@@ -62,6 +62,7 @@ def test_exponents_without_a_dot_are_floats_where_no_type_checks_them(tmp_path: 
         ("tta.flip=maybe", "tta.flip' must be bool"),
         ("train.lr=fast", "train.lr' must be float"),
         ("kd.alpha=2", "kd.alpha must be in [0, 1]"),
+        ("kd.loss_scale=0", "kd.loss_scale must be > 0"),
         ("train.epochs", "is not key=value"),
     ],
 )
