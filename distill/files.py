@@ -197,9 +197,9 @@ class RunLock:
     hard-linked to ``.lock`` (a link, like ``O_EXCL``, fails if the name exists), so of two runs started
     at once into one directory exactly one gets it and the other always reads who holds it. A lock
     whose process is gone (same host, PID not alive: a SIGKILL) is stale and taken over; runs on one
-    host check and take the lock one at a time (``flock`` on the directory, where the filesystem has it), so
-    two that find the same stale lock cannot both take it. A lock from another host cannot be checked and is refused with how
-    to clear it.
+    host check and take the lock one at a time (``flock`` on the directory, where the filesystem has it),
+    so two that find the same stale lock cannot both take it. A lock from another host cannot be checked
+    and is refused with how to clear it.
     """
 
     NAME = ".lock"
