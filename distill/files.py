@@ -152,10 +152,8 @@ def staged_directory(final: Path, point: str):
     ``.NAME.old-PID`` of a process that is gone) is removed first, so a SIGKILL leaves no litter for long.
     """
     final = Path(final)
-    for leftover in [*final.parent.glob(f".{final.name}.tmp-*"), *final.parent.glob(f".{final.name}.old-*")]:
-        pid = leftover.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True)
+    for leftover in dead_leftovers(final.parent, f".{final.name}.tmp-*", f".{final.name}.old-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     staged = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(staged, ignore_errors=True)
     staged.mkdir(parents=True)
@@ -178,6 +176,17 @@ def _host_mutex(directory: Path):
         yield
     finally:
         os.close(fd)
+
+
+def dead_leftovers(directory: Path, *patterns: str) -> list[Path]:
+    """What killed processes left in ``directory``: names matching a pattern that end in ``-PID`` of a process
+    (not this one) that is gone."""
+    dead = []
+    for path in (path for pattern in patterns for path in directory.glob(pattern)):
+        pid = path.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            dead.append(path)
+    return dead
 
 
 def pid_alive(pid: int) -> bool:
@@ -211,10 +220,8 @@ class RunLock:
     def acquire(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         with _host_mutex(self.path.parent):
-            for leftover in self.path.parent.glob(f"{self.NAME}.tmp-*"):  # a run killed while taking the lock
-                pid = leftover.name.rpartition("-")[2]
-                if pid.isdigit() and not pid_alive(int(pid)):
-                    leftover.unlink(missing_ok=True)
+            for leftover in dead_leftovers(self.path.parent, f"{self.NAME}.tmp-*"):  # killed while taking the lock
+                leftover.unlink(missing_ok=True)
             for _ in range(3):
                 if self._create(me):
                     self.held = True
