@@ -1,7 +1,8 @@
 """The optimiser and its learning-rate schedule, from a recipe's ``train`` section.
 
-Both come from timm: :func:`timm.optim.create_optimizer_v2` over three parameter groups (optionally in
-timm's Lookahead), and :class:`StepSchedule`, which drives a per-update
+Both come from timm and PyTorch: :func:`timm.optim.create_optimizer_v2` over three parameter groups (optionally
+in timm's Lookahead), or :class:`FilterMuon` (``train.optimizer: muon``: PyTorch's Muon on the conv filters,
+Nesterov SGD on the rest, airbench94_muon's split), and :class:`StepSchedule`, which drives a per-update
 :class:`~timm.scheduler.CosineLRScheduler` or linear :class:`~timm.scheduler.PolyLRScheduler` and the
 lookahead's alpha.
 """
@@ -11,26 +12,32 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from timm.optim import create_optimizer_v2
+from timm.optim import Lookahead, create_optimizer_v2
 from timm.scheduler import CosineLRScheduler, PolyLRScheduler
 from torch import nn
+from torch.optim.sgd import sgd
+
+from distill.errors import UserError
 
 if TYPE_CHECKING:
     from distill.recipe import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float, filter_bias_and_bn: bool, norm_bias_lr_scale: float) -> list:
+def param_groups(
+    model: nn.Module, weight_decay: float, filter_bias_and_bn: bool, norm_bias_lr_scale: float, exclude=frozenset()
+) -> list:
     """Trainable parameters in three groups: weights, other biases and norm weights, BatchNorm biases.
 
     With ``filter_bias_and_bn`` (timm's default) only the weights decay. Without it everything decays
     (airbench's way), BatchNorm biases at ``weight_decay / norm_bias_lr_scale`` so that their decay per
     step (LR x decay) equals the weights'. ``norm_bias_lr_scale`` multiplies the BatchNorm biases' LR
-    (airbench: 64); timm's schedulers honour a group's ``lr_scale``.
+    (airbench: 64); timm's schedulers honour a group's ``lr_scale``. Parameters whose ``id`` is in ``exclude``
+    (another optimiser's) are left out.
     """
     weights, others, norm_biases = [], [], []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
+            if not p.requires_grad or id(p) in exclude:
                 continue
             if isinstance(module, nn.modules.batchnorm._BatchNorm) and name == "bias":
                 norm_biases.append(p)
@@ -48,12 +55,139 @@ def param_groups(model: nn.Module, weight_decay: float, filter_bias_and_bn: bool
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Nesterov SGD (or momentum SGD, or AdamW), optionally in timm's Lookahead (k = 6, alpha = 0.5)."""
+    """Nesterov SGD (or momentum SGD, AdamW, or Muon on the filters), optionally in timm's Lookahead."""
+    if cfg.optimizer == "muon":
+        return make_muon(model, cfg)
     name = "adamw" if cfg.optimizer == "adamw" else ("sgd" if cfg.nesterov else "momentum")
     name = f"lookahead_{name}" if cfg.lookahead else name
     extra = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
     groups = param_groups(model, cfg.weight_decay, cfg.filter_bias_and_bn, cfg.norm_bias_lr_scale)
     return create_optimizer_v2(groups, opt=name, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+
+
+# Muon ------------------------------------------------------------------------------------------------------------
+
+
+def filter_matrix(t: torch.Tensor) -> torch.Tensor:
+    """A filter bank (out, in, k, k), or any (out, ...) tensor, as an (out, in x k x k) matrix *view* of its storage.
+
+    A channels-last filter bank is laid out (out, k, k, in): its view takes the columns in that order. A
+    permutation of the columns commutes with the orthogonalisation (``(G P)(G P)^T = G G^T``), so a parameter,
+    its gradient and its momentum are each viewed in their own layout's order and the update lands where it
+    belongs; :meth:`FilterMuon._init_group` checks that the three agree.
+    """
+    if t.ndim == 2 or t.is_contiguous():
+        return t.view(len(t), -1)
+    if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).view(len(t), -1)
+    raise ValueError(f"Muon needs a contiguous or channels-last filter bank; got strides {t.stride()}")
+
+
+def _layout(t: torch.Tensor) -> str:
+    return "rows" if t.ndim == 2 or t.is_contiguous() else "channels_last"
+
+
+class FilterMuon(torch.optim.Muon):
+    """:class:`torch.optim.Muon` on conv filter banks as matrices, and Nesterov SGD on the groups marked ``muon: False``.
+
+    What PyTorch's Muon lacks and this adds (its momentum, Newton-Schulz orthogonalisation, learning-rate
+    adjustment and decoupled decay run as they are):
+
+    - filter banks: a (out, in, k, k) parameter is stepped as its (out, in x k x k) matrix (:func:`filter_matrix`),
+      as airbench94_muon does; PyTorch's Muon refuses any parameter that is not 2-D;
+    - ``normalize``: before each step a filter bank is scaled to norm sqrt(out) (airbench94_muon's projection:
+      with BatchNorm after every conv only a filter's direction matters, and a fixed norm fixes the step's
+      relative size, so no weight decay is needed);
+    - the other parameters (BatchNorm biases, the head, the whitening bias) in groups with ``muon: False``, stepped
+      by PyTorch's functional SGD (``momentum``, ``nesterov``, coupled ``weight_decay``), so that one optimiser
+      holds the whole model for Accelerate, the schedule and checkpoints.
+
+    PyTorch's Muon keeps its momentum as an average (``buf = mu buf + (1 - mu) g``) where airbench sums it
+    (``buf = mu buf + g``); the two differ by a factor that the orthogonalisation's normalisation removes.
+    """
+
+    def __init__(self, groups: list[dict], lr: float, momentum: float, nesterov: bool, ns_steps: int,
+                 normalize: bool, weight_decay: float = 0.0):  # fmt: skip
+        probe = torch.zeros(1, 1, requires_grad=True)  # Muon's defaults as this PyTorch spells them
+        defaults = torch.optim.Muon([probe], lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                                    ns_steps=ns_steps).defaults  # fmt: skip
+        defaults.update(muon=True, normalize=normalize)
+        torch.optim.Optimizer.__init__(self, groups, defaults)  # Muon.__init__ would refuse the 4-D filter banks
+        for group in self.param_groups:
+            if group["muon"] and any(p.ndim < 2 for p in group["params"]):
+                raise ValueError("Muon steps matrices and filter banks; a 1-D parameter belongs in a muon=False group")
+
+    def _init_group(self, group, params_with_grad, grads, muon_momentum_bufs) -> bool:
+        """Muon's groups only, each parameter, gradient and momentum as a matrix view (SGD's groups: none)."""
+        if not group["muon"]:
+            return False
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            buf = state["momentum_buffer"]
+            grad = p.grad if _layout(p.grad) == _layout(p) else p.grad.contiguous(memory_format=_format(p))
+            if _layout(buf) != _layout(p):  # a buffer restored from a checkpoint in the other layout
+                buf = state["momentum_buffer"] = buf.contiguous(memory_format=_format(p))
+            params_with_grad.append(filter_matrix(p))
+            grads.append(filter_matrix(grad))
+            muon_momentum_bufs.append(filter_matrix(buf))
+        return False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            if group["muon"] and group["normalize"]:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.mul_(len(p) ** 0.5 / p.norm().clamp(min=1e-12))
+        loss = super().step(closure)  # Muon's step, over the matrix views of the muon groups
+        for group in self.param_groups:
+            if not group["muon"]:
+                self._sgd_step(group)
+        return loss
+
+    def _sgd_step(self, group: dict) -> None:
+        params = [p for p in group["params"] if p.grad is not None]
+        bufs = [self.state[p].get("momentum_buffer") for p in params]
+        sgd(
+            params, [p.grad for p in params], bufs, weight_decay=group["weight_decay"], momentum=group["momentum"],
+            lr=group["lr"], dampening=0.0, nesterov=group["nesterov"], maximize=False,
+        )  # fmt: skip
+        for p, buf in zip(params, bufs):
+            self.state[p]["momentum_buffer"] = buf
+
+
+def _format(t: torch.Tensor) -> torch.memory_format:
+    return torch.contiguous_format if _layout(t) == "rows" else torch.channels_last
+
+
+def make_muon(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """airbench94_muon's split: Muon on every trainable filter bank (4-D), SGD's three groups on the rest.
+
+    The SGD groups are :func:`param_groups`' (``train.lr``, ``momentum``, ``weight_decay``,
+    ``norm_bias_lr_scale``); the filters take ``train.muon_lr``, as ``lr_scale`` of ``train.lr`` so that the
+    schedule moves both alike, with ``muon_momentum``, ``muon_ns_steps``, ``muon_normalize`` and
+    ``muon_weight_decay`` (decoupled).
+    """
+    if not hasattr(torch.optim, "Muon"):
+        raise UserError(f"train.optimizer=muon needs PyTorch >= 2.9 (this is {torch.__version__}): upgrade torch, "
+                   "or use train.optimizer=sgd")  # fmt: skip
+    filters = {id(p) for m in model.modules() if isinstance(m, nn.Conv2d)
+               for p in [m.weight] if p.requires_grad and p.ndim == 4}  # fmt: skip
+    sgd = param_groups(model, cfg.weight_decay, cfg.filter_bias_and_bn, cfg.norm_bias_lr_scale, exclude=filters)
+    groups = [dict(g, muon=False, momentum=cfg.momentum, nesterov=cfg.nesterov) for g in sgd]
+    muon_params = [p for p in model.parameters() if id(p) in filters]
+    if muon_params:
+        groups.append(dict(params=muon_params, muon=True, lr_scale=cfg.muon_lr / cfg.lr,
+                           weight_decay=cfg.muon_weight_decay))  # fmt: skip
+    optimizer = FilterMuon(groups, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=cfg.nesterov,
+                           ns_steps=cfg.muon_ns_steps, normalize=cfg.muon_normalize)  # fmt: skip
+    for group in optimizer.param_groups:  # each group's LR now; the schedule's base is train.lr, times lr_scale
+        group["lr"], group["initial_lr"] = cfg.lr * group.get("lr_scale", 1.0), cfg.lr
+    return Lookahead(optimizer) if cfg.lookahead else optimizer
 
 
 class StepSchedule:

@@ -58,12 +58,17 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine" or "linear" decay after warm-up (timm schedulers)
     warmup_epochs: float = 1.0  # linear warm-up to lr, in epochs (fractions allowed)
     warmup_from: float = 1e-3  # the LR at the start of warm-up, as a fraction of lr (airbench: 0.2)
-    optimizer: str = "sgd"  # Nesterov SGD; "adamw" also accepted
+    optimizer: str = "sgd"  # Nesterov SGD; "adamw"; "muon": Muon on conv filters, SGD on the rest (airbench94_muon)
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4  # on conv/linear weights (and, without filter_bias_and_bn, on everything)
     filter_bias_and_bn: bool = True  # timm's default: no weight decay on biases and norm parameters
     norm_bias_lr_scale: float = 1.0  # LR multiplier of BatchNorm biases (airbench: 64)
+    muon_lr: float = 0.24  # optimizer=muon: the filters' peak LR (scheduled with lr; airbench94_muon: 0.24)
+    muon_momentum: float = 0.6  # ... their momentum (Nesterov when nesterov is set; airbench94_muon: 0.6)
+    muon_ns_steps: int = 3  # ... Newton-Schulz iterations of the orthogonalisation (airbench94_muon: 3)
+    muon_normalize: bool = True  # ... each filter bank scaled to norm sqrt(out) before its step (airbench94_muon)
+    muon_weight_decay: float = 0.0  # ... Muon's decoupled decay of the filters (0 with muon_normalize)
     label_smoothing: float = 0.0
     lookahead: bool = False  # wrap the optimiser in timm's Lookahead: every k steps slow += alpha (fast - slow)
     lookahead_k: int = 6
@@ -289,7 +294,10 @@ def validate(recipe: Recipe) -> None:
         ),
         (train.lookahead_ramp >= 0, "train.lookahead_ramp must be >= 0"),
         (train.schedule in ("cosine", "linear"), "train.schedule must be 'cosine' or 'linear'"),
-        (train.optimizer in ("sgd", "adamw"), "train.optimizer must be 'sgd' or 'adamw'"),
+        (train.optimizer in ("sgd", "adamw", "muon"), "train.optimizer must be 'sgd', 'adamw' or 'muon'"),
+        (train.muon_lr > 0 and 0.0 <= train.muon_momentum < 1.0, "train.muon_lr must be > 0, muon_momentum in [0, 1)"),
+        (1 <= train.muon_ns_steps <= 10, "train.muon_ns_steps must be in 1..10 (airbench94_muon: 3)"),
+        (train.muon_weight_decay >= 0, "train.muon_weight_decay must be >= 0"),
         (train.log_with in ("none", "tensorboard"), "train.log_with must be 'none' or 'tensorboard'"),
         (train.mixed_precision in PRECISIONS, f"train.mixed_precision must be one of {', '.join(PRECISIONS)}"),
         (0.0 <= train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),
