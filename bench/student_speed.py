@@ -8,7 +8,9 @@ Each ``--config NAME=RECIPE:OVERRIDES`` (space-separated ``key=value``) is set u
 interleaved, round after round (A B C, A B C, ...), so that whatever else the machine does falls on all of them
 alike; the first round warms each up (oneDNN's primitives, the allocator) and is not counted. Reported: each
 config's median seconds per epoch of its training loop (:func:`distill.engine.train_one_epoch`, evaluation
-aside), scaled to 50,000 images, and its ratio to the first config's.
+aside), scaled to 50,000 images, and its ratio to the first config's. Round r trains as epoch r of the recipe would,
+at its resolution under ``train.progressive_min_size`` (the table names it): a progressive run's later, full-size
+epochs cost what the plain recipe's do.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
     if rounds < 2:
         raise UserError(f"--rounds {rounds}: give 2 or more (the first only warms up)")
     parsed = [parse_config(c, data_dir, images) for c in configs]
-    runs, seconds = {}, {name: [] for name, _, _ in parsed}
+    runs, seconds, sizes = {}, {name: [] for name, _, _ in parsed}, {name: set() for name, _, _ in parsed}
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides, recipe_name in parsed:
             recipe = load_recipe(recipe_name, overrides)
@@ -60,13 +62,16 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
                 for r in range(rounds):
                     for name, run in runs.items():
                         cfg = run.recipe.train
+                        size = engine.epoch_resolution(r, cfg.epochs, cfg.progressive_min_size, cfg.progressive_until)
                         batches = engine.epoch_batches(trainer._epoch_data(run, r), run.recipe.augment, cfg.batch_size,
-                                                       run.recipe.seed, r, run.accelerator, cfg.channels_last)  # fmt: skip
+                                                       run.recipe.seed, r, run.accelerator, cfg.channels_last,
+                                                       size)  # fmt: skip
                         stats = engine.train_one_epoch(run.forward, batches, run.steps_per_epoch, run.criterion,
                                                        run.optimizer, run.schedule, run.accelerator, run.ema, epoch=r,
                                                        step=r * run.steps_per_epoch, progress=progress)  # fmt: skip
                         if r:
                             seconds[name].append(FULL / stats["img_per_s"])
+                            sizes[name].add(size)
                         print(f"round {r + 1}/{rounds} {name}: {stats['img_per_s']:,.0f} img/s", flush=True)
         finally:
             for run in runs.values():
@@ -81,6 +86,7 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
         "seconds_per_epoch": {name: statistics.median(s) for name, s in seconds.items()},
         "all_seconds": seconds,
         "ratio": {name: statistics.median(s) / base for name, s in seconds.items()},
+        "resolutions": {name: sorted(s) for name, s in sizes.items()},  # what each config trained at, rounds 1..R
     }
 
 
@@ -95,10 +101,11 @@ def main(argv: list[str] | None = None) -> dict:
     result = measure(args.config, args.data_dir, args.images, args.rounds)
     table = Table(title=f"seconds per epoch of 50,000 images, {result['threads']} threads, median of "
                         f"{args.rounds - 1} interleaved rounds on {args.images:,} images")  # fmt: skip
-    for column in ("config", "s / epoch", "ratio"):
+    for column in ("config", "s / epoch", "ratio", "pixels"):
         table.add_column(column, justify="left" if column == "config" else "right")
     for name, s in result["seconds_per_epoch"].items():
-        table.add_row(name, f"{s:.1f}", f"{result['ratio'][name]:.2f}x")
+        pixels = ", ".join(map(str, result["resolutions"][name]))
+        table.add_row(name, f"{s:.1f}", f"{result['ratio'][name]:.2f}x", pixels)
     Console().print(table)
     if args.json:
         write_json(Path(args.json), result)

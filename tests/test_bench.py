@@ -210,6 +210,16 @@ def test_student_speed_times_configs_side_by_side(synthetic_dir):
                                                        "model.kwargs.widths=[8,16,32]"]  # fmt: skip
 
 
+def test_student_speed_trains_at_the_epochs_resolution(synthetic_dir):
+    """Progressive resizing timed at 32 pixels read as costing what the plain recipe does (issue 31's 1.04x): each
+    round trains as that epoch of the recipe would, at its resolution, and says which."""
+    from bench.student_speed import measure
+
+    result = measure(["plain=ce_smoke:", "prog=ce_smoke:train.progressive_min_size=16 train.epochs=10"],
+                     str(synthetic_dir), images=200, rounds=2)  # fmt: skip
+    assert result["resolutions"] == {"plain": [32], "prog": [16]}
+
+
 def test_every_ablation_row_builds_its_real_student():
     """The rehearsal swaps in a tiny net, so a row whose overrides the real student refuses would first fail on the
     GPU: build each row's model from its recipe here (and list every row in the table)."""
