@@ -59,6 +59,10 @@ class Batch:
     lam: torch.Tensor | None = None  # (B,) weight of y in the loss; 1 - lam weighs y_partner
 
 
+class Diverged(UserError):
+    """The loss or the weights became NaN or inf; the trainer adds what a rerun can continue from."""
+
+
 def epoch_batches(
     data: EpochData,
     spec: AugmentSpec,
@@ -202,9 +206,9 @@ def train_one_epoch(
             loss_sum, correct_sum, labelled_sum = sums[[0, 3, 4]].tolist()  # one sync every log_every steps
             loss_now, acc_now = loss_sum / max(seen, 1), correct_sum / max(labelled_sum, 1)
             if not math.isfinite(loss_now):
-                raise UserError(
+                raise Diverged(
                     f"loss became {loss_now} in epoch {epoch + 1}, step {i + 1}; lower train.lr or use "
-                    f"train.mixed_precision=no (the last good checkpoint is kept for --resume)"
+                    f"train.mixed_precision=no"
                 )
             ips = seen * accelerator.num_processes / max(time.perf_counter() - start, 1e-9)
             progress.update(task, completed=i + 1, loss=loss_now, acc=acc_now, ips=ips)

@@ -9,6 +9,7 @@ the field's type (``train.lr=abc`` fails, ``train.lr=1`` becomes ``1.0``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -154,9 +155,11 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
         return float(value)
     if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"recipe key '{key}' must be a finite number, got {value}")  # inf / nan train as if set
     if origin is list:  # a list of strings (kd.unlabeled); one string is a list of one
         value = [value] if isinstance(value, str) else value
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):

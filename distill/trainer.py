@@ -10,6 +10,7 @@ checkpoints each epoch, and :func:`_finish` scores the test set once and writes 
 from __future__ import annotations
 
 import importlib.util
+import json
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from timm.utils import ModelEmaV3
 
-from distill import engine
+from distill import engine, health
 from distill.augment import TTASpec, normalize
 from distill.compute import Compute
 from distill.data import Split, load_data, load_transfer_set
@@ -123,6 +124,8 @@ class Run:
     step: int = 0
     seconds: float = 0.0
     eval_acc: float | None = None
+    last_epoch: dict | None = None  # the last trained epoch's statistics (train_ce, train_acc, ...)
+    health: str | None = None  # what health.verdict said, if anything (None: the run looks like learning)
 
     @property
     def eval_key(self) -> str:
@@ -167,6 +170,9 @@ def train(
                     on_pace=(lambda s: _estimate(run, s)) if epoch == run.first_epoch else None,
                 )  # fmt: skip
                 run.step, run.seconds = stats.pop("step"), run.seconds + stats["seconds"]
+                run.last_epoch = stats
+                if epoch == 0:
+                    _check_health(run, final=False)
                 last = epoch + 1 == cfg.epochs
                 evaluated = (epoch + 1) % cfg.eval_every == 0 or last
                 if evaluated:
@@ -183,6 +189,8 @@ def train(
                         signum,
                     )
         return _finish(run)
+    except engine.Diverged as err:
+        raise UserError(f"{err}; {_what_is_kept(run, again)}") from None
     except KeyboardInterrupt:
         raise _interrupted(run, again) from None
     finally:
@@ -427,6 +435,18 @@ def _estimate(run: Run, seconds_per_step: float) -> None:
         print(line, flush=True)
 
 
+def _check_health(run: Run, final: bool, eval_acc: float | None = None) -> None:
+    """Say when the run is diverging (after its first epoch) or did not learn (at the end): :mod:`distill.health`.
+    The final verdict is the summary's ``health`` (``learned`` false with it)."""
+    stats = run.last_epoch or {}
+    classes = getattr(run.accelerator.unwrap_model(run.model), "num_classes", 10)
+    message = health.verdict(stats.get("train_ce"), stats.get("train_acc"), eval_acc, classes, final)
+    if message and run.accelerator.is_main_process:
+        warn(message)
+    if final:
+        run.health = message
+
+
 def _evaluate(run: Run, split: tuple[torch.Tensor, torch.Tensor], tta) -> float:
     cfg = run.recipe.train
     return engine.evaluate(run.evaluated_model(), *split, run.accelerator, cfg.eval_batch_size, tta, cfg.channels_last)
@@ -458,12 +478,18 @@ def _log_epoch(run: Run, epoch: int, size: int, stats: dict, evaluated: bool, pr
 
 def _checkpoint(run: Run, epoch: int) -> None:
     if not all(bool(p.detach().isfinite().all()) for p in run.model.parameters()):
-        raise UserError(
-            f"weights became NaN or inf in epoch {epoch + 1}; lower train.lr (the last good checkpoint is kept in "
-            f"{run.run_dir / 'state'})"
-        )
+        raise engine.Diverged(f"weights became NaN or inf in epoch {epoch + 1}; lower train.lr")
     record = {"epoch": epoch + 1, "step": run.step, "wall_seconds": run.seconds, "eval_acc": run.eval_acc}
     save_checkpoint(run.accelerator, run.run_dir, record, run.ema)
+
+
+def _what_is_kept(run: Run, again: str) -> str:
+    """After a divergence: the checkpoint a rerun continues from, or that there is none (a claim only when true)."""
+    state = run.run_dir / "state"
+    if (state / "progress.json").is_file():
+        done = json.loads((state / "progress.json").read_text())["epoch"]
+        return f"the checkpoint after epoch {done} is kept in {state} ({again} continues from it)"
+    return "no checkpoint was written before it, so a rerun starts over (without --resume)"
 
 
 def _interrupted(run: Run, again: str) -> Stopped:
@@ -486,6 +512,7 @@ def _finish(run: Run) -> Result:
     final_model = run.ema.module if run.ema is not None else accelerator.unwrap_model(run.model)
     on_test = recipe.data.train_on_test
     test_acc = None if on_test else _evaluate(run, run.test_set, recipe.tta)
+    _check_health(run, final=True, eval_acc=test_acc if test_acc is not None else run.eval_acc)
     summary = {
         "role": run.role,
         "test_accuracy": test_acc,
@@ -505,6 +532,8 @@ def _finish(run: Run) -> Result:
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
         "teacher_cache": str(run.teacher_cache) if run.teacher_cache else None,
+        "learned": run.health is None,  # health.verdict's: False when the run diverged or stayed at chance
+        "health": run.health,
         "recipe": recipe.to_dict(),
     }
     if run.tracker is not None and test_acc is not None:
@@ -536,6 +565,8 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
         rows.append((f"validation accuracy (TTA: {tta.label})", f"{summary['val_accuracy']:.2%}"))
     else:
         rows.append((f"test accuracy (TTA: {tta.label})", f"{summary['test_accuracy']:.2%}"))
+    if summary.get("learned") is False:
+        rows.append(("learned", "NO: " + summary["health"].split(":")[0]))
     for row in rows:
         table.add_row(*row)
     Console().print(table)

@@ -8,6 +8,7 @@ the ``forward_features`` / ``forward_head(x, pre_logits=False)`` API so feature 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
 import torch
@@ -32,6 +33,27 @@ class StridedConv1x1(nn.Conv2d):
         if x.device.type != "cpu" or self.stride == (1, 1):
             return super().forward(x)
         return F.conv2d(x[:, :, :: self.stride[0], :: self.stride[1]], self.weight)
+
+
+# The numeric kwargs a model reads, and the range in which it can train: checked before anything is built, so that
+# a logit scale of 0 or a BatchNorm momentum above 1 is refused rather than trained (issue 35).
+RANGES = {
+    "logit_scale": (lambda v: v > 0, "> 0 (0 makes every logit 0, so nothing reaches the net)"),
+    "bn_momentum": (lambda v: 0 <= v <= 1, "in [0, 1] (PyTorch's convention: the weight of each new batch)"),
+    "bn_eps": (lambda v: v > 0, "> 0"),
+    "whiten_eps": (lambda v: v > 0, "> 0"),
+    "drop_rate": (lambda v: 0 <= v < 1, "in [0, 1)"),
+}
+
+
+def check_ranges(**values: float) -> None:
+    """Raise ValueError (``create_model`` says "bad model.kwargs") for a value outside :data:`RANGES`."""
+    for name, value in values.items():
+        ok, text = RANGES[name]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if not ok(value):
+            raise ValueError(f"{name} must be {text}, got {value!r}")
 
 
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}
@@ -167,6 +189,8 @@ class CifarResNet(nn.Module):
         logit_scale: float = 1.0,
     ):
         super().__init__()
+        check_ranges(logit_scale=logit_scale, bn_momentum=bn_momentum, bn_eps=bn_eps, whiten_eps=whiten_eps,
+                     drop_rate=drop_rate)  # fmt: skip
         if len(widths) != len(blocks) or not widths:
             raise ValueError(f"widths {tuple(widths)} and blocks {tuple(blocks)} must be non-empty and of equal length")
         if downsample not in ("stride", "pool"):

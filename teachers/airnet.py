@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from students.resnet import PatchWhitening, build
+from students.resnet import PatchWhitening, build, check_ranges
 
 
 def _conv(in_ch: int, out_ch: int) -> nn.Conv2d:
@@ -85,6 +85,7 @@ class AirNet(nn.Module):
         whiten_eps: float = 5e-4,
     ):
         super().__init__()
+        check_ranges(logit_scale=logit_scale, bn_momentum=bn_momentum, whiten_eps=whiten_eps, drop_rate=drop_rate)
         self.num_classes = num_classes
         self.num_features = widths[-1]
         self.logit_scale = logit_scale

@@ -329,6 +329,18 @@ def case_recipe_mistyped_value(ctx: Ctx) -> Call:
 
 
 @case
+def case_recipe_not_finite(ctx: Ctx) -> Call:
+    return Call(train_teacher.main, teacher_args(ctx, ctx.data, "train.lr=inf"), [ctx.tmp / "run"])
+
+
+@case
+def case_model_kwargs_out_of_range(ctx: Ctx) -> Call:
+    """A student whose kwargs make it untrainable is refused before it is built, not trained to chance."""
+    argv = ["--recipe", "ce", "--output-dir", str(ctx.tmp / "run"), *tiny(ctx.data)]
+    return Call(train_student.main, [*argv, "model.kwargs.logit_scale=0"], [ctx.tmp / "run"])
+
+
+@case
 def case_student_over_cap(ctx: Ctx) -> Call:
     argv = ["--recipe", "ce", "--output-dir", str(ctx.tmp / "run"), *tiny(ctx.data)]
     return Call(train_student.main, [*argv, "model.kwargs.widths=[64,128,256,256]"], [ctx.tmp / "run"])
@@ -456,6 +468,17 @@ def case_loss_nan(ctx: Ctx) -> Call:
 
     absent = [run / "summary.json", run / "model.safetensors"]
     return Call(train_teacher.main, teacher_args(ctx, ctx.data), absent, check=check)
+
+
+@case
+def case_loss_nan_before_checkpoint(ctx: Ctx) -> Call:
+    """Diverging in the first epoch: no checkpoint is promised, since none was written."""
+    import distill.trainer as trainer
+
+    real = trainer.KDLoss
+    ctx.monkeypatch.setattr(trainer, "KDLoss", lambda **kw: NaNAfter(real(**kw), n=3))  # epoch 1, step 3
+    run = ctx.tmp / "run"
+    return Call(train_teacher.main, teacher_args(ctx, ctx.data), [run / "state", run / "summary.json"])
 
 
 def _ctrl_c(*args, **kwargs):
