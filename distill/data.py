@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from distill.errors import UserError, warn
-from distill.files import file_stamp
+from distill.files import check_kind, file_stamp
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 BATCH_DIR = "cifar-10-batches-py"
@@ -94,8 +94,10 @@ class SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}': only numpy arrays are allowed")
 
 
-def safe_unpickle(path: Path) -> object:
-    """Unpickle ``path`` with :class:`SafeUnpickler`; any failure is a UserError naming the file."""
+def safe_unpickle(path: Path, what: str = "pickle file", fix: str = "pass the right file") -> object:
+    """Unpickle ``path`` with :class:`SafeUnpickler`; any failure is a UserError naming the file (and, for a file
+    of another kind, what it is: :func:`~distill.files.check_kind`)."""
+    check_kind(path, ("pickle",), what, fix)
     try:
         with open(path, "rb") as f:
             return SafeUnpickler(f, encoding="bytes").load()
@@ -227,7 +229,7 @@ LAYOUT_MARGIN = 0.8  # a layout this much smoother than the other is the images'
 
 
 def _read_batch(path: Path) -> Split:
-    batch = safe_unpickle(path)
+    batch = safe_unpickle(path, "CIFAR-10 batch file", "re-download it (data.download=true) or replace the file")
     if not isinstance(batch, dict):
         raise UserError(f"{path} is not a CIFAR-10 batch (a dict with data and labels); replace the file")
     data, labels = _key(batch, "data"), _key(batch, "labels")
@@ -339,9 +341,16 @@ def load_test_pickle(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     missing, in which case ids are 0..N-1.
     """
     path = Path(path)
-    obj = safe_unpickle(path)
+    obj = safe_unpickle(path, "test pickle file", "pass the competition's test pickle (e.g. cifar_test_nolabel.pkl)")
     if not isinstance(obj, dict):
         raise UserError(f"{path}: expected a dict with a 'data' array, got {type(obj).__name__}")
+    label = _key(obj, "batch_label")
+    label = label.decode(errors="replace") if isinstance(label, bytes) else str(label or "")
+    if _key(obj, "labels") is not None and (label.startswith("training batch") or path.name in TRAIN_FILES):
+        raise UserError(
+            f"{path} is a CIFAR-10 training batch ({label or path.name}: labelled training images), not the test "
+            f"pickle; pass the competition's test pickle (e.g. cifar_test_nolabel.pkl)"
+        )
     data = _key(obj, "data")
     if data is None:
         raise UserError(f"{path}: no 'data' key (keys: {sorted(map(str, obj))}); pass the competition's test pickle")
@@ -379,8 +388,7 @@ def load_unlabeled(paths: list[str] | tuple[str, ...], say: bool = False) -> Spl
     """The transfer set of ``paths`` (see :func:`_read_unlabeled`), read and fingerprinted once per command; with
     ``say``, a warning counts the duplicates dropped."""
     for name in paths:
-        if not Path(name).is_file():
-            raise UserError(f"unlabelled image file not found: {name}; check kd.unlabeled (--unlabeled)")
+        check_kind(name, ("pickle", "a numpy .npy array"), "unlabelled image file", "check kd.unlabeled (--unlabeled)")
     stamp = tuple(file_stamp(p) for p in paths)
     if stamp not in _UNLABELED:
         _UNLABELED[stamp] = _read_unlabeled(paths)
@@ -405,6 +413,9 @@ def _read_unlabeled(paths: list[str] | tuple[str, ...]) -> tuple[Split, int]:
         if not path.is_file():
             raise UserError(f"unlabelled image file not found: {path}; check kd.unlabeled (--unlabeled)")
         if path.suffix == ".npy":
+            check_kind(
+                path, ("a numpy .npy array",), "unlabelled image file", "save the images with np.save(path, images)"
+            )
             try:
                 images = np.load(path, allow_pickle=False)
             except (ValueError, OSError, EOFError) as err:
@@ -471,8 +482,8 @@ def load_shift_set(path: str | Path) -> Split:
     """A natural-shift test set: CIFAR-10.1 (``*_data.npy`` with ``*_labels.npy`` beside it) or CIFAR-10.2
     (an ``.npz`` holding ``images`` and ``labels``); arrays only (``allow_pickle=False``), checked."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
+    kind = ("a numpy .npz archive",) if path.suffix == ".npz" else ("a numpy .npy array",)
+    check_kind(path, kind, "natural-shift set", "CIFAR-10.1 ships *_data.npy, CIFAR-10.2 an .npz")
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:

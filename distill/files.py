@@ -87,6 +87,62 @@ def file_stamp(path: Path | str) -> tuple[str, int, int]:
 _SHA256: dict[tuple[str, int, int], str] = {}  # file_stamp -> sha256: each file is hashed once per command
 
 
+# What a file is, from its first bytes: the inputs' one check of kind (issue 35), so that a torch.save file, an
+# .npz or a gzip-compressed pickle given as a pickle is named for what it is, not "truncated".
+_MAGIC = (
+    (b"\x80\x02", "pickle"), (b"\x80\x03", "pickle"), (b"\x80\x04", "pickle"), (b"\x80\x05", "pickle"),
+    (b"\x93NUMPY", "a numpy .npy array"), (b"\x1f\x8b", "a gzip-compressed file"), (b"BZh", "a bzip2-compressed file"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+)  # fmt: skip
+
+
+def sniff(path: Path | str) -> str:
+    """What ``path`` holds, in words: "missing", "a folder", "pickle", "a numpy .npy array", "a torch.save file",
+    "a numpy .npz archive", "a zip archive", "a gzip-compressed file", ..., "an empty file", or "unknown"."""
+    path = Path(path)
+    if path.is_dir():
+        return "a folder"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "unknown"
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "a damaged zip archive"
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "a torch.save file"
+        return "a numpy .npz archive" if names and all(n.endswith(".npy") for n in names) else "a zip archive"
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return "unknown"  # protocol-0/1 pickles, text: the reader decides
+
+
+def check_kind(path: Path | str, expected: tuple[str, ...], what: str, fix: str) -> None:
+    """Refuse, in one line, a ``path`` that is missing, a folder, or sniffed as a kind not in ``expected``.
+    "unknown" and "an empty file" pass: the reader has its own words for a file it cannot parse."""
+    kind = sniff(path)
+    if kind == "missing":
+        raise UserError(f"{what} not found: {path}; {fix}")
+    if kind == "a folder":
+        raise UserError(f"{path} is a directory, not a file; give the {what} itself")
+    if kind not in ("unknown", "an empty file", *expected):
+        raise UserError(f"{path} is {kind}, not {' or '.join(_kind_words(k) for k in expected)}; {fix}")
+
+
+def _kind_words(kind: str) -> str:
+    return "a pickle" if kind == "pickle" else kind
+
+
 def sha256_file(path: Path) -> str:
     """The sha256 of a file's bytes; hashed once per process while its stamp (:func:`file_stamp`) stays the same."""
     stamp = file_stamp(path)

@@ -210,6 +210,30 @@ def case_test_pickle_runs_code(ctx: Ctx) -> Call:
     return call
 
 
+@case
+def case_test_pickle_is_a_training_batch(ctx: Ctx) -> Call:
+    """CIFAR-10's data_batch_1 given as the test pickle wrote a CSV of predictions on training images, without a word."""
+    call = export_call(ctx, {})
+    call.argv[3] = str(ctx.data / BATCH_DIR / "data_batch_1")
+    return call
+
+
+@case
+def case_test_pickle_is_a_torch_file(ctx: Ctx) -> Call:
+    """A torch.save file (likewise an .npz or a gzip-compressed pickle) is named for what it is, in one line."""
+    call = export_call(ctx, {})
+    torch.save({"data": torch.zeros(2, 3072, dtype=torch.uint8)}, call.argv[3])
+    return call
+
+
+@case
+def case_test_pickle_is_a_folder(ctx: Ctx) -> Call:
+    call = export_call(ctx, {})
+    Path(call.argv[3]).unlink()
+    Path(call.argv[3]).mkdir()
+    return call
+
+
 # -- natural-shift sets (evaluate.py --suite shift) -------------------------------------------------
 
 
