@@ -20,7 +20,7 @@ from distill.compute import Compute
 from distill.data import CLASSES, load_test_pickle
 from distill.engine import BN_STATS, BN_STATS_HELP, predict
 from distill.errors import UserError, cli_main
-from distill.files import check_distinct, write_atomic
+from distill.files import check_distinct, check_writable, write_atomic
 from distill.models import check_param_cap
 from distill.runs import load_run
 
@@ -52,6 +52,7 @@ def check_out(out: str | Path) -> Path:
         )
     if out.parent and not out.parent.exists():
         raise UserError(f"folder {out.parent} does not exist; create it or choose another --out")
+    check_writable(out.parent, flag="--out")  # refused now, not after predicting (or training, under distill-run)
     return out
 
 

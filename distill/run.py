@@ -36,7 +36,7 @@ from distill.data import Split, load_data, load_test_pickle, load_unlabeled
 from distill.devices import make_accelerator
 from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES
 from distill.errors import DISTILL_RUN, UserError, cli_main, speaking
-from distill.files import check_distinct, sha256_file
+from distill.files import check_distinct, check_writable, sha256_file
 from distill.logit_cache import CacheSpec, LogitCache, Mismatch
 from distill.recipe import Recipe, load_recipe
 from distill.runs import WEIGHTS, check_same_recipe, check_weights, started_with
@@ -263,6 +263,8 @@ def _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_
             f"--bn-stats test needs at least {MIN_BN_IMAGES} images to estimate BatchNorm statistics from, and "
             f"{test_pkl} holds {len(images)}; leave --bn-stats at train"
         )
+    if not dry_run:
+        check_writable(runs, flag="--runs-dir")  # before the first stage, not when the teacher's run dir is made
     job = resolve(student, runs, list(overrides))
     stages = plan(job, out)
     if dry_run:

@@ -211,6 +211,18 @@ def case_test_pickle_runs_code(ctx: Ctx) -> Call:
 
 
 @case
+def case_export_out_unwritable(ctx: Ctx) -> Call:
+    """A CSV into a folder that cannot be written is refused before predicting (as root too: /proc takes no files)."""
+    import distill.export as export_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("predicted before the --out folder was checked")
+
+    ctx.monkeypatch.setattr(export_module, "predict", never)
+    return export_call(ctx, {b"data": np.zeros((2, 3072), np.uint8)}, out=Path("/proc/submission.csv"))
+
+
+@case
 def case_test_pickle_is_a_training_batch(ctx: Ctx) -> Call:
     """CIFAR-10's data_batch_1 given as the test pickle wrote a CSV of predictions on training images, without a word."""
     call = export_call(ctx, {})

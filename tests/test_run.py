@@ -71,6 +71,8 @@ def test_inputs_are_checked_before_any_stage(tmp_path, synthetic_dir, test_pkl):
         run.main(["--test-pkl", str(test_pkl), "--out", str(tmp_path), "--runs-dir", str(tmp_path / "r")])
     with pytest.raises(UserError, match="file not found"):
         run.main(["--test-pkl", str(tmp_path / "nope.pkl"), "--runs-dir", str(tmp_path / "r")])
+    with pytest.raises(UserError, match="output dir /proc cannot be written"):  # before the teacher trains
+        run.main(["--test-pkl", str(test_pkl), "--out", "/proc/submission.csv", "--runs-dir", str(tmp_path / "r")])
     with pytest.raises(UserError, match="names no kd.teacher"):
         pipeline(tmp_path, test_pkl, synthetic_dir, "kd_smoke", "kd.teacher=''")
     assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()
