@@ -138,8 +138,8 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict, ema
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         raise ProcessFileError(
-            f"cannot write the checkpoint in {tmp} ({_first_line(err)}); free disk space, then --resume continues "
-            f"from the last complete checkpoint"
+            f"cannot write the checkpoint in {tmp} ({_first_line(err)}); free disk space, then {words().resume} to "
+            f"continue from the last complete checkpoint"
         ) from None
     if accelerator.is_main_process:
         failpoint("checkpoint.staged")
@@ -246,8 +246,8 @@ def append_metrics(run_dir: Path, line: dict) -> None:
             f.write(text)
     except OSError as err:
         raise UserError(
-            f"cannot write {path} ({err.strerror or err}); free disk space, then --resume continues from the last "
-            f"checkpoint"
+            f"cannot write {path} ({err.strerror or err}); free disk space, then {words().resume} to continue from "
+            f"the last checkpoint"
         ) from None
 
 

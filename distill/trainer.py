@@ -489,7 +489,7 @@ def _what_is_kept(run: Run, again: str) -> str:
     if (state / "progress.json").is_file():
         done = json.loads((state / "progress.json").read_text())["epoch"]
         return f"the checkpoint after epoch {done} is kept in {state} ({again} continues from it)"
-    return "no checkpoint was written before it, so a rerun starts over (without --resume)"
+    return "no checkpoint was written before it, so nothing is kept to continue from"
 
 
 def _interrupted(run: Run, again: str) -> Stopped:
@@ -497,8 +497,8 @@ def _interrupted(run: Run, again: str) -> Stopped:
     if (run.run_dir / "state").is_dir():
         return Stopped(f"interrupted; {again} to continue from the last checkpoint in {run.run_dir}", 2)
     return Stopped(
-        f"interrupted before the first checkpoint, so there is nothing to resume; run the same command again "
-        f"(without --resume) to start over in {run.run_dir}",
+        f"interrupted before the first checkpoint, so there is nothing to resume; run the same command again"
+        f"{' (without --resume)' if words().run_dir == '--output-dir' else ''} to start over in {run.run_dir}",
         2,
     )
 

@@ -236,3 +236,17 @@ def test_a_damaged_finished_run_is_reported_alike_by_dry_run_and_run(tmp_path, t
                                             r"\(or delete it\) and run the same distill-run command again"):  # fmt: skip
             job(tmp_path, test_pkl, synthetic_dir, dry_run=dry)
     assert not (tmp_path / "sub.csv").exists()
+
+
+def test_a_full_disk_under_distill_run_speaks_distill_runs_words(tmp_path):
+    """distill-run has no --resume: its messages say what its user can type (errors.speaking)."""
+    from distill.errors import DISTILL_RUN, UserError, speaking
+    from distill.runs import append_metrics
+
+    (tmp_path / "metrics.jsonl").mkdir()  # a write that fails, as on a full disk
+    with speaking(DISTILL_RUN), pytest.raises(UserError) as caught:
+        append_metrics(tmp_path, {"epoch": 1})
+    assert "run the same distill-run command again to continue" in str(caught.value)
+    assert "--resume" not in str(caught.value)
+    with pytest.raises(UserError, match="then pass --resume to continue"):  # the stage commands' own words
+        append_metrics(tmp_path, {"epoch": 1})
