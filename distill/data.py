@@ -507,6 +507,8 @@ def load_shift_set(path: str | Path) -> Split:
         ) from None
     if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
         raise UserError(f"{path}: images must be uint8 (N, 32, 32, 3), got {images.dtype} {images.shape}")
+    if len(images) == 0:  # refused on loading, before the corrupted sets are scored
+        raise UserError(f"{path} holds no images; pass the natural-shift set's file itself (or leave it out)")
     if images.dtype != np.uint8:
         raise UserError(f"{path}: images must be uint8 pixels 0..255, got {images.dtype}; {pixel_fix(images)}")
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):

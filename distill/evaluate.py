@@ -85,11 +85,12 @@ def evaluate_shift(
         small = [
             (name, len(split)) for name, split in {"the test set": test, **sets}.items() if len(split) < MIN_BN_IMAGES
         ]
-        if small:
+        if small:  # each set's own fix: --images sizes the test set only; a natural set is taken whole
+            fixes = ["raise --images" if name == "the test set" else f"leave --natural {name} out" for name, _ in small]
             raise UserError(
                 f"--bn-stats test needs at least {MIN_BN_IMAGES} images per set; "
                 + ", ".join(f"{name} has {n}" for name, n in small)
-                + " (raise --images, or leave that --natural set out, or --bn-stats at train)"
+                + f" ({', or '.join(fixes)}, or leave --bn-stats at train)"
             )
     result = score_shift(
         model, test, TTA_VARIANTS[tta], sets, compute=Compute.resolve(recipe.train.mixed_precision), bn_stats=bn_stats

@@ -47,6 +47,7 @@ SPREAD = 1.5  # a statistic whose spread is this many times CIFAR-10's (or 1/thi
 OVERLAP = 0.1  # a share of near copies above this (and above twice CIFAR-10's own test-to-train share) is an overlap
 BN_FAR = 0.1  # a layer this much further from its stored statistics than on CIFAR-10's test images is shifted
 LESS_SURE = 0.05  # a mean top probability this much below the test set's is said
+MIN_IMAGES = 100  # fewer images than this: their statistics are tabled, never called a shift (issue 35)
 NEAR = 0.95  # cosine similarity of the normalised 8x8 luminance layouts from which two images are near duplicates
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -96,7 +97,13 @@ def compare_stats(ours: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> di
 def describe(
     stats: dict[str, dict], duplicates: dict, bn: list[dict] | None, confidence: tuple[float, float] | None = None
 ) -> str:
-    """The plain-words reading of the numbers."""
+    """The plain-words reading of the numbers; none below :data:`MIN_IMAGES` images, whose means are chance."""
+    if duplicates["images"] < MIN_IMAGES:
+        n = duplicates["images"]
+        return (
+            f"Only {n:,} image{'s' if n != 1 else ''}: too few to tell a shift from chance (a reading needs at least "
+            f"{MIN_IMAGES}), so none is named; the tables give the numbers as measured."
+        )
     named = [WORDS[k][d["effect_size"] > 0] for k, d in stats.items() if abs(d["effect_size"]) >= SHIFT]
     if named:
         words = ", ".join(named[:-1]) + (" and " if len(named) > 1 else "") + named[-1]

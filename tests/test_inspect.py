@@ -110,3 +110,26 @@ def test_bad_input_is_one_line_and_writes_nothing(case, message, synthetic_dir, 
     assert "\n" not in str(err.value)
     assert case == "out_is_file" or not out.exists()
     assert not list(tmp_path.glob(".out.*"))
+
+
+def test_too_few_images_are_never_called_a_shift():
+    """One dark image read as 'these images are darker than CIFAR-10's'; below MIN_IMAGES no shift is named."""
+    from distill.inspection import MIN_IMAGES, describe
+
+    stats = {k: {"effect_size": -1.5, "spread_ratio": 0.0} for k in ("brightness", "contrast")}
+    dup = {"exact_total": 0, "near_total": 0, "cifar10_test_near_train": 0.01, "exact": {"test": 0, "train": 0}}
+    bn = [{"layer": "stem.2", "shift": 3.0, "reference": 0.5, "excess": 2.5}]
+    for n in (1, 5, MIN_IMAGES - 1):
+        text = describe(stats, dup | {"images": n}, bn, (0.5, 0.9))
+        assert "too few to tell a shift from chance" in text and "darker" not in text and "BatchNorm" not in text
+    text = describe(stats, dup | {"images": MIN_IMAGES}, bn, (0.5, 0.9))
+    assert "darker" in text and "BatchNorm input statistics differ most" in text and "less sure" in text
+
+
+def test_an_empty_natural_set_is_refused_on_loading(tmp_path):
+    from distill.data import load_shift_set
+
+    np.save(tmp_path / "empty_data.npy", np.zeros((0, 32, 32, 3), np.uint8))
+    np.save(tmp_path / "empty_labels.npy", np.zeros(0, np.int64))
+    with pytest.raises(UserError, match="holds no images"):
+        load_shift_set(tmp_path / "empty_data.npy")
