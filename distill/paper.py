@@ -291,10 +291,13 @@ def settings(r: PaperRun) -> dict[str, str]:
     }
 
 
-# Recipe fields the named columns of the differences table already say, or that do not change what is learned
-SAID = ("model.name", "kd.", "augment.", "tta.", "train.epochs", "train.label_smoothing", "data.dir",
-        "data.download", "train.eval_every", "train.checkpoint_every", "train.eval_batch_size", "train.log_with",
-        "cache.batch_size")  # fmt: skip
+# Recipe fields the named columns of the differences table already say, or that do not change what is learned:
+# whole fields, and sections the named columns say whole (augment.label and tta.label name every field of theirs).
+# Every other field, kd.loss_scale or DKD's beta among them, is named in the "also" column where runs differ.
+SAID = {"model.name", "kd.loss", "kd.alpha", "kd.temperature", "kd.std_temperature", "kd.teacher", "kd.unlabeled",
+        "train.epochs", "train.label_smoothing", "data.dir", "data.download", "train.eval_every",
+        "train.checkpoint_every", "train.eval_batch_size", "train.log_with", "cache.batch_size"}  # fmt: skip
+SAID_SECTIONS = ("augment.", "tta.")
 ALSO, MORE = "also (vs. row 1)", 3  # the column of other recipe fields; how many a cell names before "+N more"
 
 
@@ -311,7 +314,8 @@ def also_differ(runs: list[PaperRun]) -> list[str]:
     cells = []
     for flat in flats:
         keys = sorted(k for k in flats[0].keys() | flat.keys()
-                      if not k.startswith(SAID) and flat.get(k, "default") != flats[0].get(k, "default"))  # fmt: skip
+                      if k not in SAID and not k.startswith(SAID_SECTIONS)
+                      and flat.get(k, "default") != flats[0].get(k, "default"))  # fmt: skip
         said = [f"{k.rsplit('.', 1)[-1]} {flat.get(k, 'default')}" for k in keys[:MORE]]
         cells.append(tex(", ".join(said) + (f", +{len(keys) - MORE} more" if len(keys) > MORE else "")) or "--")
     return cells

@@ -306,3 +306,8 @@ def test_runs_that_differ_outside_the_named_columns_are_told_apart():
     many = load_recipe("kd_fast94", ["train.lr=0.5", "train.momentum=0.9", "train.lookahead=false", "seed=2"])
     cells = paper.also_differ([SimpleNamespace(recipe=r) for r in (base, relu, slower, many)])
     assert cells == ["--", "act relu, seed 1", "lr 0.5", "seed 2, lookahead False, lr 0.5, +1 more"]
+    # a kd.* field that no column names (the loss's scale, DKD's beta) is told apart too (issue 35)
+    scaled = load_recipe("kd_fast94", ["kd.temperature=4", "kd.loss_scale=0.25"])
+    beta = load_recipe("kd_fast94", ["kd.loss=dkd", "kd.dkd_beta=2"])
+    cells = paper.also_differ([SimpleNamespace(recipe=r) for r in (base, scaled, beta)])
+    assert cells == ["--", "loss\\_scale 0.25", "dkd\\_beta 2"]
