@@ -1,7 +1,7 @@
-"""The table of a prepared device script's steps: ``python bench/steps_table.py OUT_DIR {losses,ablation}``.
+"""The table of a prepared device script's steps: ``python bench/steps_table.py OUT_DIR {losses,ablation,speed}``.
 
 ``losses`` reads what ``bench/run_losses_h100.sh`` wrote (issue 25), ``ablation`` what ``bench/run_ablation_h100.sh``
-wrote (issue 24). One row per step: the student's recipe and the overrides its step gave it, its teachers (one,
+wrote (issue 24), ``speed`` what ``bench/run_speed_h100.sh`` wrote (issue 31). One row per step: the student's recipe and the overrides its step gave it, its teachers (one,
 or an ensemble of N with the ensemble's accuracy, or none), its KD term (read from the step's bench JSON, not
 assumed), each seed's accuracy on (a) the CIFAR-10 test set with the recipe's TTA and their mean, the mean on (b)
 the seeded corrupted copy where ``OUT_DIR/scores.json`` has it, and the student's training seconds. A step that
@@ -21,8 +21,9 @@ ORDERS = {
     "ablation": ["lite", "lite_gelu", "lite_frozen_bn", "lite_dirac", "lite_max_head", "lite_airmodel",
                  "lite_airopt", "air", "air_relu", "air_bn_weight", "air_kaiming", "air_avg_head",
                  "air_bn_default", "air_no_smoothing", "air_no_lookahead", "air_bias_lr_1", "air_b112"],
+    "speed": ["sgd", "muon", "sgd_ce", "muon_ce", "muon_prog"],
 }  # fmt: skip
-BASELINE = {"losses": "kl", "ablation": "lite"}  # the row the others are compared with
+BASELINE = {"losses": "kl", "ablation": "lite", "speed": "sgd"}  # the row the others are compared with
 HEADER = (
     "| step | student | teacher | KD | (a) each seed | (a) mean | (b) mean | student s |\n"
     "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"

@@ -1,5 +1,5 @@
 """The prepared device scripts, rehearsed on a CPU: every step of bench/run_frontier_h100.sh and its summary, and
-of bench/run_losses_h100.sh and bench/run_ablation_h100.sh and their tables."""
+of bench/run_losses_h100.sh, bench/run_ablation_h100.sh and bench/run_speed_h100.sh and their tables."""
 
 import json
 import os
@@ -55,3 +55,15 @@ def test_ablation_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir,
     table = (out / "ablation.md").read_text()
     assert "not run" not in table and "| `air_b112` | `kd_fast94` `kd.alpha=0` `model.kwargs.blocks=[1,1,2]`" in table
     assert all(json.loads(p.read_text())["student_kd"]["alpha"] == 0 for p in out.glob("*.json"))
+
+
+@pytest.mark.slow
+def test_speed_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, tmp_path):
+    out = rehearse("bench/run_speed_h100.sh", synthetic_dir, tmp_path)
+    table = (out / "speed.md").read_text()
+    assert (
+        "not run" not in table
+        and "| `muon_prog` | `kd_fast94_muon` `kd.alpha=0` `train.progressive_min_size=24`" in table
+    )
+    muon = json.loads((out / "muon.json").read_text())
+    assert muon["student_recipe"] == "kd_fast94_muon" and muon["student_kd"]["alpha"] > 0
