@@ -31,7 +31,14 @@ from distill.augment import normalize  # noqa: E402
 from distill.compute import Compute  # noqa: E402
 from distill.data import CLASSES, DataConfig, Split, image_keys, load_cifar10, load_test_pickle  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402
-from distill.files import check_distinct, check_writable, staged_directory, write_atomic, write_json  # noqa: E402
+from distill.files import (  # noqa: E402
+    check_distinct,
+    check_writable,
+    sha256_file,
+    staged_directory,
+    write_atomic,
+    write_json,
+)
 from distill.runs import load_run  # noqa: E402
 
 STATS = ("brightness", "contrast", "saturation", "sharpness", "warmth")
@@ -379,6 +386,7 @@ def inspect_set(pkl: str | Path, out: str | Path, run: str | Path | None = None,
     pairs = duplicates.pop("_pairs")
     result = {
         "pickle": str(pkl),
+        "pickle_sha256": sha256_file(pkl),  # which images, whatever the file is called later (the paper checks it)
         "images": len(images),
         "channels": {"here": channel_moments(images), "cifar10_test": channel_moments(test.images)},
         "stats": stats,
@@ -392,6 +400,7 @@ def inspect_set(pkl: str | Path, out: str | Path, run: str | Path | None = None,
         bn = bn_shift(view["norms"], view["moments"], ref_view["moments"])
         result["model"] = {
             "run": str(run),
+            "run_weights_sha256": sha256_file(Path(run) / "model.safetensors"),  # which model read them
             "predicted_classes": dict(zip(CLASSES, np.bincount(view["pred"], minlength=10).tolist())),
             "mean_confidence": float(view["conf"].mean()),
             "cifar10_test_mean_confidence": float(ref_view["conf"].mean()),

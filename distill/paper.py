@@ -39,7 +39,7 @@ import numpy as np
 from distill.augment import TTASpec
 from distill.data import CLASSES, load_cifar10, load_unlabeled, shared_images
 from distill.errors import UserError, cli_main
-from distill.files import check_writable, staged_directory
+from distill.files import check_writable, sha256_file, staged_directory
 from distill.models import architecture, count_trainable
 from distill.recipe import Recipe, flat_fields
 from distill.report import Run, plot_confusion, plot_curves, predictions
@@ -362,6 +362,32 @@ def transfer_sentence(r: PaperRun, test_images: np.ndarray | None) -> str:
     return what + ", the transfer set (none of them a CIFAR-10 test image)"
 
 
+def check_inspection_fits(inspected: dict, runs: list[PaperRun]) -> None:
+    """The paper calls the inspected images "the images to be scored" and their BatchNorm shift "this student's":
+    refused when the inspection read another model than the paper's student, or (where the student distilled onto a
+    test pickle) other images than that pickle. An inspection from before these were recorded cannot be checked and
+    is refused too."""
+    where = inspected["_dir"]
+    again = f"run distill-inspect PKL --run {runs[0].run.path} --out {where} again"
+    if "pickle_sha256" not in inspected:
+        raise UserError(f"--inspect {where} does not record which images it read (an older distill-inspect); {again}")
+    model = inspected.get("model")
+    if model is not None:
+        weights = runs[0].run.path / "model.safetensors"
+        if model.get("run_weights_sha256") != sha256_file(weights):
+            raise UserError(
+                f"--inspect {where} read the model of {model.get('run')}, not this paper's student {runs[0].run.path}; "
+                f"its BatchNorm reading would be another model's: {again}"
+            )
+    pickles = [Path(f) for f in runs[0].summary.get("transfer_set") or [] if str(f).endswith(".pkl")]
+    known = {sha256_file(f) for f in pickles if f.is_file()}
+    if known and inspected["pickle_sha256"] not in known:
+        raise UserError(
+            f"--inspect {where} read {inspected['pickle']}, not the test pickle the student distilled onto "
+            f"({', '.join(map(str, pickles))}); {again.replace('PKL', str(pickles[0]))}"
+        )
+
+
 def read_inspection(folder: str | Path) -> dict:
     """distill-inspect's result in ``folder`` (its inspect.json and stats.png), for --inspect."""
     folder = Path(folder)
@@ -653,6 +679,8 @@ def paper(
     if not runs:
         raise UserError("give the student's run directory, then its teacher(s) and baselines")
     _check_runs(runs)
+    if inspected is not None:
+        check_inspection_fits(inspected, runs)
     arch = architecture(load_run(runs[0].run.path)[1])
     check_writable(out.parent, flag="--out")
     with staged_directory(out, "paper.swap") as staging:  # built aside, then swapped in whole

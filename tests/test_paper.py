@@ -237,6 +237,19 @@ def test_the_inspected_scored_set_joins_the_paper(runs, tmp_path, synthetic_dir,
     assert "scored.pdf" in text and paper.tex(reading) in text and "darker" in reading
     with pytest.raises(UserError, match="holds no distill-inspect output"):
         write(runs, tmp_path, synthetic_dir, inspect=tmp_path, out=tmp_path / "other")
+    # an inspection of another model is not "this student's" BatchNorm shift; one that records no images, unchecked
+    inspect_set(tmp_path / "s.pkl", tmp_path / "insp_ce", run=runs / "ce", data_dir=str(synthetic_dir))
+    with pytest.raises(UserError, match=r"read the model of .*ce, not this paper's student .*kd"):
+        write(runs, tmp_path, synthetic_dir, inspect=tmp_path / "insp_ce", out=tmp_path / "other")
+    inspect_set(tmp_path / "s.pkl", tmp_path / "insp_kd", run=runs / "kd", data_dir=str(synthetic_dir))
+    write(runs, tmp_path, synthetic_dir, inspect=tmp_path / "insp_kd", out=tmp_path / "other")  # the student's: fine
+    import json
+
+    old = json.loads((tmp_path / "insp" / "inspect.json").read_text())
+    del old["pickle_sha256"]
+    (tmp_path / "insp" / "inspect.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match="does not record which images it read"):
+        write(runs, tmp_path, synthetic_dir, inspect=tmp_path / "insp", out=tmp_path / "third")
 
 
 @pytest.mark.slow
