@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -57,6 +59,40 @@ class Batch:
     teacher_logits: torch.Tensor | None = None  # (B, 10) float16: the teacher's logits on exactly x
     y_partner: torch.Tensor | None = None  # (B,) labels of the images mixed in (mixup / cutmix)
     lam: torch.Tensor | None = None  # (B,) weight of y in the loss; 1 - lam weighs y_partner
+
+
+class StopRequest:
+    """Catch SIGTERM / SIGUSR1 (a pre-emption, a scheduler's time-limit warning) during training.
+
+    The run then finishes its epoch, checkpoints and stops with :class:`~distill.errors.Stopped`
+    (exit code 128 + signal), instead of dying mid-epoch and losing the work since the last
+    checkpoint. Each process may receive the signal; :meth:`agreed` makes every process decide alike.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signum = 0
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def agreed(self, accelerator: Accelerator) -> int:
+        """The signal any process received (0 if none): the same answer on every process."""
+        if accelerator.num_processes == 1:
+            return self.signum
+        flags = accelerator.gather(torch.tensor([self.signum], device=accelerator.device))
+        return int(flags.max().item())
 
 
 class Diverged(UserError):

@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,8 @@ from accelerate import Accelerator
 
 from distill.augment import AugmentSpec, apply_views, normalize, sample_views, seeded_generator, view_keys
 from distill.data import Split
-from distill.errors import UserError
+from distill.engine import StopRequest
+from distill.errors import Stopped, UserError
 from distill.failpoints import failpoint
 from distill.files import sha256_file, staged_directory, to_json
 
@@ -229,18 +231,25 @@ def build_cache(
         arrays["logits"] = mean_logits(None)[None]
     else:
         logits, params = [], {k: [] for k in view_keys(spec)}
-        every = max(1, views // 8)  # about 8 progress lines, whatever the view count
-        for k in range(views):
-            view = sample_views(len(pool), spec, seeded_generator("cache", seed, k), index=k, seed=seed)
-            logits.append(mean_logits({key: v.to(accelerator.device) for key, v in view.items()}))
-            for key in params:
-                params[key].append(view[key].numpy())
-            failpoint("cache.view")
-            if accelerator.is_main_process and ((k + 1) % every == 0 or k + 1 == views):
-                spent = time.perf_counter() - start
-                left = spent / (k + 1) * (views - k - 1)
-                print(f"cache: view set {k + 1}/{views} ({len(pool):,} images each), {spent:.0f} s, "
-                      f"about {left:.0f} s left", flush=True)  # fmt: skip
+        every = max(1, views // 8)  # about 8 progress lines, whatever the view count, and always the first
+        with StopRequest() as stop:  # SIGTERM / SIGUSR1: stop after this view set, writing nothing, and say so
+            for k in range(views):
+                view = sample_views(len(pool), spec, seeded_generator("cache", seed, k), index=k, seed=seed)
+                logits.append(mean_logits({key: v.to(accelerator.device) for key, v in view.items()}))
+                for key in params:
+                    params[key].append(view[key].numpy())
+                failpoint("cache.view")
+                if accelerator.is_main_process and (k == 0 or (k + 1) % every == 0 or k + 1 == views):
+                    spent = time.perf_counter() - start
+                    left = spent / (k + 1) * (views - k - 1)
+                    print(f"cache: view set {k + 1}/{views} ({len(pool):,} images each), {spent:.0f} s, "
+                          f"about {left:.0f} s left", flush=True)  # fmt: skip
+                if (signum := stop.agreed(accelerator)) and k + 1 < views:
+                    raise Stopped(
+                        f"{signal.Signals(signum).name} received after view set {k + 1} of {views}; the cache was "
+                        f"not written (nothing of it is left); run the same command again to build it",
+                        signum,
+                    )
         arrays["logits"] = np.stack(logits)
         arrays.update({key: np.stack(v) for key, v in params.items()})
     if not np.isfinite(arrays["logits"]).all():

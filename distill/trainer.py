@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import signal
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,40 +57,6 @@ class Result:
     summary: dict = field(default_factory=dict)
     model: torch.nn.Module | None = None  # the evaluated (EMA, if used) model, unwrapped
     accelerator: Accelerator | None = None
-
-
-class StopRequest:
-    """Catch SIGTERM / SIGUSR1 (a pre-emption, a scheduler's time-limit warning) during training.
-
-    The run then finishes its epoch, checkpoints and stops with :class:`~distill.errors.Stopped`
-    (exit code 128 + signal), instead of dying mid-epoch and losing the work since the last
-    checkpoint. Each process may receive the signal; :meth:`agreed` makes every process decide alike.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-    def __init__(self):
-        self.signum = 0
-        self._previous: dict = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def _handle(self, signum: int, frame) -> None:
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-
-    def agreed(self, accelerator: Accelerator) -> int:
-        """The signal any process received (0 if none): the same answer on every process."""
-        if accelerator.num_processes == 1:
-            return self.signum
-        flags = accelerator.gather(torch.tensor([self.signum], device=accelerator.device))
-        return int(flags.max().item())
 
 
 @dataclass
@@ -157,7 +122,7 @@ def train(
     cfg = recipe.train
     progress = engine.make_progress(accelerator)
     try:
-        with progress, StopRequest() as stop:
+        with progress, engine.StopRequest() as stop:
             for epoch in range(run.first_epoch, cfg.epochs):
                 size = engine.epoch_resolution(epoch, cfg.epochs, cfg.progressive_min_size, cfg.progressive_until)
                 batches = engine.epoch_batches(

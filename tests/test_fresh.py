@@ -250,3 +250,25 @@ def test_a_full_disk_under_distill_run_speaks_distill_runs_words(tmp_path):
     assert "--resume" not in str(caught.value)
     with pytest.raises(UserError, match="then pass --resume to continue"):  # the stage commands' own words
         append_metrics(tmp_path, {"epoch": 1})
+
+
+def test_a_cache_says_its_first_view_set_and_stops_whole_on_sigterm(synthetic_dir, tmp_path, monkeypatch, capsys):
+    """A large cache.views printed nothing for 45 s, and SIGTERM there ended without a stopped: line."""
+    import signal
+
+    from distill import cache_logits, engine, train_teacher
+    from distill.errors import Stopped
+
+    train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(tmp_path / "t"), *tiny(synthetic_dir)])
+    capsys.readouterr()
+    calls = []
+
+    def term_after_two(self, accelerator):
+        calls.append(1)
+        return signal.SIGTERM if len(calls) >= 2 else 0
+
+    monkeypatch.setattr(engine.StopRequest, "agreed", term_after_two)
+    with pytest.raises(Stopped, match="SIGTERM received after view set 2 of 16; the cache was not written") as caught:
+        cache_logits.main(["--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "c"), "cache.views=16"])
+    assert caught.value.exit_code == 128 + signal.SIGTERM and not (tmp_path / "c").exists()
+    assert "cache: view set 1/16" in capsys.readouterr().out  # the first view set is said, not only every 16 / 8

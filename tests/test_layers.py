@@ -9,7 +9,7 @@ from tests.conftest import ROOT
 
 # Bottom to top. A module may import modules of its own layer or below, never above.
 LAYERS = [
-    {"distill.errors", "distill.failpoints", "distill.losses", "students", "students.resnet"},
+    {"distill.errors", "distill.failpoints", "distill.losses", "distill.health", "students", "students.resnet"},
     {"teachers", "teachers.airnet", "distill.files", "distill.data", "distill.precision",
      "distill.host", "distill.compute"},
     {"distill.augment", "distill.models"},
