@@ -207,6 +207,25 @@ def test_the_run_estimates_its_time_early(synthetic_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "estimate:" in out and "s a step, so the 1 epoch left (40 steps) take about" in out
 
+    # on a CPU it comes after the third step, not the twentieth (a 60-epoch teacher showed none within 100 s)
+    import pytest
+
+    from distill import engine, trainer
+
+    steps, at = [], []
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(engine, "failpoint", lambda name: steps.append(name) if name == "train.step" else None)
+    real = trainer._estimate
+    monkeypatch.setattr(trainer, "_estimate", lambda run, s: at.append(len(steps)) or real(run, s))
+    try:
+        train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "ce2"), *overrides])
+        assert at == [3]
+        train_student.main(["--recipe", "ce_smoke", "--output-dir", str(tmp_path / "ce3"), *overrides[:-2],
+                            "train.batch_size=200", "train.epochs=1"])  # fmt: skip
+        assert at == [3, len(steps)]  # an epoch of 2 steps gets its estimate at its last
+    finally:
+        monkeypatch.undo()
+
 
 def test_a_log_gets_lines_not_blank_screens(capsys):
     """Where output is not a terminal (a log, SLURM), predicting prints its one line and no progress bar."""
