@@ -272,6 +272,39 @@ def train_one_epoch(
     }
 
 
+def probe_rate(recipe, accelerator, train: bool = True, steps: int = 2) -> float:
+    """Images per second of ``recipe``'s model on this device, fresh and on random images: its training step
+    (forward, cross-entropy, backward, SGD) or, with ``train=False``, its inference; a rough measure (a few seconds
+    on a CPU) from which distill-run estimates its stages before the first starts."""
+    batch = min(recipe.train.batch_size, 256 if accelerator.device.type == "cuda" else 64)
+    model = create_model(recipe.model.name, recipe.model.kwargs)
+    memory = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
+    model = model.to(accelerator.device, memory_format=memory).train(train)
+    x = torch.randn(batch, 3, 32, 32, device=accelerator.device).to(memory_format=memory)
+    y = torch.randint(0, 10, (batch,), device=accelerator.device)
+    sgd = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+
+    def step():
+        if not train:
+            with torch.inference_mode(), accelerator.autocast():
+                return model(x)
+        with accelerator.autocast():
+            loss = F.cross_entropy(model(x).float(), y)
+        sgd.zero_grad(set_to_none=True)
+        loss.backward()
+        sgd.step()
+
+    step()  # warm-up: oneDNN's primitives, the allocator
+    if accelerator.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if accelerator.device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * batch / (time.perf_counter() - start)
+
+
 def bare_step(recipe, trained: torch.nn.Module, x: torch.Tensor, accelerator, steps: int = 8) -> float:
     """Images per second of forward + cross-entropy + backward + plain SGD on ``x``: a fresh build of the
     recipe's model holding ``trained``'s weights (a deepcopy would keep Accelerate's forward wrapper, bound

@@ -32,9 +32,9 @@ import timm
 
 from distill.cache_logits import TeacherRun, cache_teachers
 from distill.cli import UNLABELED_HELP, with_data_dir, with_unlabeled
-from distill.data import Split, load_data, load_test_pickle, load_unlabeled
+from distill.data import BATCH_DIR, Split, load_data, load_test_pickle, load_unlabeled
 from distill.devices import make_accelerator
-from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES
+from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES, probe_rate
 from distill.errors import DISTILL_RUN, UserError, cli_main, speaking
 from distill.files import check_distinct, check_writable, sha256_file
 from distill.logit_cache import CacheSpec, LogitCache, Mismatch
@@ -44,6 +44,8 @@ from distill.train_teacher import train_teachers
 from distill.trainer import train
 
 AGAIN = DISTILL_RUN.resume  # what resumes a stopped stage here (no --resume flag)
+FASTER = "kd_fast94_muon"  # the recipe a long job names: the fewest CPU seconds measured (BENCHMARKS.md, issue 31)
+LONG = 3600  # a job estimated longer than this (seconds) here says so, and names FASTER
 OTHER_RUNS = "run with the overrides it was made with, or give another --runs-dir"
 
 
@@ -267,13 +269,15 @@ def _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_
         check_writable(runs, flag="--runs-dir")  # before the first stage, not when the teacher's run dir is made
     job = resolve(student, runs, list(overrides))
     stages = plan(job, out)
+    accelerator = make_accelerator(student)
     if dry_run:
         if (line := switches(student, bn_stats)) is not None:
             _say(None, f"switches in use: {line}")
         for stage in stages:
             _say(None, f"would {stage.line()}")
+        say_estimate(job, stages, accelerator, list(overrides))
         return {"plan": [asdict(s) | {"path": str(s.path)} for s in stages]}
-    accelerator = make_accelerator(student)
+    say_estimate(job, stages, accelerator, list(overrides))
     if (line := switches(student, bn_stats)) is not None:
         _say(accelerator, f"switches in use: {line}")
     by_name = {s.name: s for s in stages}
@@ -304,6 +308,70 @@ def _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_
         check = export.export(job.student_dir, test_pkl, out, bn_stats)
     accelerator.wait_for_everyone()
     return check
+
+
+def _images(recipe: Recipe) -> int:
+    """The images an epoch trains on: the data's, when it is there (read once per command), else CIFAR-10's count."""
+    data = recipe.data
+    if (Path(data.dir) / BATCH_DIR / "data_batch_1").is_file():
+        train = len(load_data(replace(data, download=False))[0])
+    else:  # not downloaded yet
+        train = min(data.train_limit or 50_000, 50_000) - data.val_size
+    unlabeled = len(load_unlabeled(recipe.kd.unlabeled)) if recipe.kd.unlabeled else 0
+    return max(train, 0) + unlabeled
+
+
+def estimate(job: Job, stages: list[Stage], accelerator) -> dict[str, float]:
+    """Seconds each stage that will run should take on this device, from a short probe of each model's speed
+    (:func:`~distill.engine.probe_rate`): epochs x images / training rate, view sets x images / inference rate."""
+    rates: dict[tuple, float] = {}
+
+    def rate(recipe: Recipe, train: bool) -> float:
+        key = (recipe.model.name, repr(sorted(recipe.model.kwargs.items())), recipe.train.channels_last, train)
+        if key not in rates:
+            rates[key] = probe_rate(recipe, accelerator, train)
+        return rates[key]
+
+    todo = {s.name for s in stages if s.action in ("train", "resume", "build", "rebuild")}
+    seconds = {}
+    if job.teacher is not None and "teacher" in todo:
+        n = len(job.members) * job.teacher.train.epochs * _images(job.teacher)
+        seconds["teacher"] = n / rate(job.teacher, True)
+    if job.teacher is not None and ("cache" in todo or "teacher" in todo):
+        n = len(job.members) * max(job.cache_recipe.cache.views, 1) * _images(job.cache_recipe)
+        seconds["cache"] = n / rate(job.teacher, False)
+    if "student" in todo:
+        seconds["student"] = job.student.train.epochs * _images(job.student) / rate(job.student, True)
+    return seconds
+
+
+def _minutes(seconds: float) -> str:
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
+
+
+def say_estimate(job: Job, stages: list[Stage], accelerator, overrides: list[str]) -> dict[str, float]:
+    """One line before the first stage: each stage's estimated time here, and the whole; past :data:`LONG`, a second
+    line naming :data:`FASTER` with its own estimate (the job still runs: the user chose it)."""
+    seconds = estimate(job, stages, accelerator)
+    if not seconds:
+        return seconds
+    total = sum(seconds.values())
+    where = (
+        f"{accelerator.device.type}, {accelerator.mixed_precision if accelerator.mixed_precision != 'no' else 'fp32'}"
+    )
+    parts = ", ".join(f"{name} about {_minutes(s)}" for name, s in seconds.items())
+    _say(accelerator, f"estimate on this machine ({where}): {parts}; about {_minutes(total)} in all")
+    if total > LONG and job.student.name != FASTER:
+        faster = resolve(load_recipe(FASTER, overrides), Path("/nonexistent"), overrides)
+        quick = sum(estimate(faster, [Stage(n, Path("."), "train", "") for n in ("teacher", "cache", "student")],
+                             accelerator).values())  # fmt: skip
+        _say(
+            accelerator,
+            f"that is over an hour on this machine; --student-recipe {FASTER} is the fastest measured recipe (about "
+            f"{_minutes(quick)} here by the same estimate), and kd_smoke tries the whole pipeline in a minute",
+        )
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> dict:

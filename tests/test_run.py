@@ -198,3 +198,21 @@ def test_each_input_file_is_read_and_hashed_once_per_command(tmp_path, test_pkl,
     assert hashed and set(hashed.values()) == {1}
     names = {Path(stamp[0]).name for stamp in hashed}
     assert {"model.safetensors", "logits.npy"} <= names
+
+
+def test_the_plan_says_each_stages_time_here_and_names_the_faster_recipe_when_long(
+    tmp_path, synthetic_dir, test_pkl, capsys, monkeypatch
+):
+    """distill-run prints an estimate per stage before the first starts; past an hour it names the fastest recipe
+    (and still runs what was asked)."""
+    argv = ["--test-pkl", str(test_pkl), "--runs-dir", str(tmp_path / "r"), "--dry-run", *tiny(synthetic_dir)]
+    run.main(["--student-recipe", "kd_smoke", *argv])
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("distill-run: estimate on this machine (cpu"))
+    assert "teacher about" in line and "cache about" in line and "student about" in line and "in all" in line
+    assert "over an hour" not in out
+    monkeypatch.setattr(run, "probe_rate", lambda recipe, accelerator, train=True: 0.01 if train else 0.1)
+    run.main(["--student-recipe", "kd_t4", *argv])
+    out = capsys.readouterr().out
+    assert "that is over an hour on this machine; --student-recipe kd_fast94_muon is the fastest measured" in out
+    assert out.index("estimate on this machine") > out.index("would csv")  # the plan, then its time
