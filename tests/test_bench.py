@@ -239,3 +239,12 @@ def test_every_ablation_row_builds_its_real_student():
     assert params["air"] == params["air_relu"] == params["lite_airmodel"] == 2_024_930  # BatchNorm scales frozen
     assert params["lite"] == params["lite_airopt"] == params["air_bn_weight"] == 2_026_402
     assert params["air_b112"] > 3_000_000
+
+
+def test_first_steps_prints_each_steps_loss(synthetic_dir, capsys):
+    from bench.first_steps import main
+
+    out = main(["--data-dir", str(synthetic_dir), "--recipe", "kd_fast94_muon", "--steps", "3",
+                "model.name=cifar_resnet_tiny", "train.batch_size=50"])  # fmt: skip
+    assert len(out) == 3 and all(loss > 0 and 0 <= acc <= 1 for loss, acc in out)
+    assert capsys.readouterr().out.splitlines()[-3].startswith("0 ")
