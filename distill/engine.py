@@ -294,15 +294,21 @@ def probe_rate(recipe, accelerator, train: bool = True, steps: int = 2) -> float
         loss.backward()
         sgd.step()
 
-    step()  # warm-up: oneDNN's primitives, the allocator
-    if accelerator.device.type == "cuda":
+    return steps * batch / timed(step, steps, accelerator.device)
+
+
+def timed(step, steps: int, device: torch.device) -> float:
+    """Seconds of ``steps`` calls of ``step`` after one untimed warm-up call (oneDNN's primitives, the allocator),
+    synchronised on a GPU."""
+    step()
+    if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         step()
-    if accelerator.device.type == "cuda":
+    if device.type == "cuda":
         torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - start)
+    return time.perf_counter() - start
 
 
 def bare_step(recipe, trained: torch.nn.Module, x: torch.Tensor, accelerator, steps: int = 8) -> float:
@@ -325,15 +331,7 @@ def bare_step(recipe, trained: torch.nn.Module, x: torch.Tensor, accelerator, st
         loss.backward()
         sgd.step()
 
-    step()  # warm-up: oneDNN's primitives, the allocator
-    if x.device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if x.device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * len(x) / (time.perf_counter() - start)
+    return steps * len(x) / timed(step, steps, x.device)
 
 
 def tta_logits(model, x: torch.Tensor, tta: TTASpec | None) -> torch.Tensor:
