@@ -6,7 +6,7 @@
 # run (bench/steps.sh) into OUT_DIR/<step>.json, in order of importance:
 #   ens3          three such teachers (seeds 0-2), their mean logits on kd_fast94's views, kd_fast94 as it is
 #   kl            seed 0's teacher alone (its cache is built here and reused below), kd_fast94 as it is
-#   kl_std dkd dkd_std dist    the same with each kd.loss at its paper's values (README "Losses")
+#   kl_std dkd dkd_std dist    the same with each kd.loss at its paper's values (docs/recipes.md, "Losses")
 #   ens2          teachers 0 and 1
 #   t_kl ... t_dist, t_ens3    with the CIFAR-10 test images as transfer set (kd.unlabeled)
 #   kl_T4 kl_std_w1            Hinton's T = 4 with the loss x 1/4 (a CE-sized gradient: on a CPU, +1.55 on (b) over

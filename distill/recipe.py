@@ -92,9 +92,9 @@ class KDConfig:
     temperature: float = 4.0  # T: softens both distributions (kl, dkd; DIST's tau)
     alpha: float = 0.9  # weight of the KD term; (1 - alpha) weights the cross-entropy; 0 = plain CE
     # the whole loss times this when distilling (1 / T keeps the KL term's gradient, alpha T (p_s - p_t), as large
-    # as a cross-entropy's under an optimiser tuned to one; README "Losses"); labels-only runs are not scaled
+    # as a cross-entropy's under an optimiser tuned to one; docs/recipes.md, "Losses"); labels-only runs are not scaled
     loss_scale: float = 1.0
-    loss: str = "kl"  # the KD term: kl (Hinton), kl_std, dkd, dkd_std, dist (distill.losses; README "Losses")
+    loss: str = "kl"  # the KD term: kl (Hinton), kl_std, dkd, dkd_std, dist (distill.losses; docs/recipes.md, "Losses")
     std_temperature: float = 2.0  # kl_std / dkd_std: the base temperature on z-scored logits (Sun et al. 2024)
     std_weight: float = 10.0  # kl_std / dkd_std: the term's weight (with alpha 0.9: CE 0.1, KD 9, the paper's)
     dkd_alpha: float = 1.0  # dkd: weight of TCKD, the target-vs-rest KL (Zhao et al. 2022)

@@ -1,8 +1,8 @@
-"""Every row of README's "When something is wrong" table, run as a user would and checked.
+"""Every row of the "When something is wrong" table (docs/troubleshooting.md), run as a user would and checked.
 
-For each case: exit code 2, exactly one ``error:`` line containing the README's text, no traceback,
+For each case: exit code 2, exactly one ``error:`` line containing the table's text, no traceback,
 and nothing half-written (a new run dir or output file does not appear; an existing one is unchanged).
-The expected text is read from README.md, so the table and the code cannot drift apart.
+The expected text is read from docs/troubleshooting.md, so the table and the code cannot drift apart.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from tests.conftest import ROOT, python, synthetic_split, tiny
 
 
 def readme_cases() -> dict[str, str]:
-    """``{case: expected text}`` from the README table."""
-    text = (ROOT / "README.md").read_text()
+    """``{case: expected text}`` from the table in docs/troubleshooting.md."""
+    text = (ROOT / "docs" / "troubleshooting.md").read_text()
     section = text.split("## When something is wrong", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| `([a-z0-9-]+)` \| .* \| `(.+)` \|$", section, flags=re.M)
     return dict(rows)
