@@ -223,6 +223,20 @@ def case_export_out_unwritable(ctx: Ctx) -> Call:
 
 
 @case
+def case_paper_inspect_other_model(ctx: Ctx) -> Call:
+    """An inspection made with another run's model would be printed as this student's BatchNorm shift."""
+    from distill import paper
+    from distill.inspection import inspect_set
+
+    pkl = ctx.tmp / "scored.pkl"
+    pkl.write_bytes(pickle.dumps({b"data": np.zeros((20, 32, 32, 3), np.uint8)}))
+    inspect_set(pkl, ctx.tmp / "insp", run=ctx.teacher, data_dir=str(ctx.data))
+    argv = [str(ctx.student), "--out", str(ctx.tmp / "paper"), "--inspect", str(ctx.tmp / "insp"),
+            "--data-dir", str(ctx.data), "--repo", "https://github.com/your-team/distill"]  # fmt: skip
+    return Call(paper.main, argv, [ctx.tmp / "paper"])
+
+
+@case
 def case_test_pickle_is_a_training_batch(ctx: Ctx) -> Call:
     """CIFAR-10's data_batch_1 given as the test pickle wrote a CSV of predictions on training images, without a word."""
     call = export_call(ctx, {})
