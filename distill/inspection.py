@@ -17,6 +17,7 @@ imports from the standard library.
 from __future__ import annotations
 
 import argparse
+import hashlib
 from pathlib import Path
 
 import matplotlib
@@ -79,6 +80,11 @@ def image_stats(images: np.ndarray, chunk: int = 5000) -> dict[str, np.ndarray]:
         out["channel_mean"].append(x.mean((1, 2)))
         out["warmth"].append(out["channel_mean"][-1][:, 0] - out["channel_mean"][-1][:, 2])  # red less blue
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def images_fingerprint(images: np.ndarray) -> str:
+    """sha256 of the images' pixels (N, 32, 32, 3): the same images in another file, or another pickle layout, match."""
+    return hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes()).hexdigest()
 
 
 def channel_moments(images: np.ndarray) -> dict[str, list[float]]:
@@ -386,7 +392,7 @@ def inspect_set(pkl: str | Path, out: str | Path, run: str | Path | None = None,
     pairs = duplicates.pop("_pairs")
     result = {
         "pickle": str(pkl),
-        "pickle_sha256": sha256_file(pkl),  # which images, whatever the file is called later (the paper checks it)
+        "images_sha256": images_fingerprint(images),  # which images, whatever the file holding them (the paper checks)
         "images": len(images),
         "channels": {"here": channel_moments(images), "cifar10_test": channel_moments(test.images)},
         "stats": stats,

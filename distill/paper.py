@@ -37,9 +37,10 @@ import jinja2
 import numpy as np
 
 from distill.augment import TTASpec
-from distill.data import CLASSES, load_cifar10, load_unlabeled, shared_images
+from distill.data import CLASSES, load_cifar10, load_test_pickle, load_unlabeled, shared_images
 from distill.errors import UserError, cli_main
 from distill.files import check_writable, sha256_file, staged_directory
+from distill.inspection import images_fingerprint
 from distill.models import architecture, count_trainable
 from distill.recipe import Recipe, flat_fields
 from distill.report import Run, plot_confusion, plot_curves, predictions
@@ -365,11 +366,11 @@ def transfer_sentence(r: PaperRun, test_images: np.ndarray | None) -> str:
 def check_inspection_fits(inspected: dict, runs: list[PaperRun]) -> None:
     """The paper calls the inspected images "the images to be scored" and their BatchNorm shift "this student's":
     refused when the inspection read another model than the paper's student, or (where the student distilled onto a
-    test pickle) other images than that pickle. An inspection from before these were recorded cannot be checked and
-    is refused too."""
+    test pickle) other images than that pickle's. An inspection from before these were recorded cannot be checked
+    and is refused too."""
     where = inspected["_dir"]
     again = f"run distill-inspect PKL --run {runs[0].run.path} --out {where} again"
-    if "pickle_sha256" not in inspected:
+    if "images_sha256" not in inspected:
         raise UserError(f"--inspect {where} does not record which images it read (an older distill-inspect); {again}")
     model = inspected.get("model")
     if model is not None:
@@ -380,11 +381,11 @@ def check_inspection_fits(inspected: dict, runs: list[PaperRun]) -> None:
                 f"its BatchNorm reading would be another model's: {again}"
             )
     pickles = [Path(f) for f in runs[0].summary.get("transfer_set") or [] if str(f).endswith(".pkl")]
-    known = {sha256_file(f) for f in pickles if f.is_file()}
-    if known and inspected["pickle_sha256"] not in known:
+    known = {images_fingerprint(load_test_pickle(f)[0]) for f in pickles if f.is_file()}
+    if known and inspected["images_sha256"] not in known:
         raise UserError(
-            f"--inspect {where} read {inspected['pickle']}, not the test pickle the student distilled onto "
-            f"({', '.join(map(str, pickles))}); {again.replace('PKL', str(pickles[0]))}"
+            f"--inspect {where} read {inspected['pickle']}, not the images of the test pickle the student distilled "
+            f"onto ({', '.join(map(str, pickles))}); {again.replace('PKL', str(pickles[0]))}"
         )
 
 

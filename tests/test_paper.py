@@ -246,7 +246,7 @@ def test_the_inspected_scored_set_joins_the_paper(runs, tmp_path, synthetic_dir,
     import json
 
     old = json.loads((tmp_path / "insp" / "inspect.json").read_text())
-    del old["pickle_sha256"]
+    del old["images_sha256"]
     (tmp_path / "insp" / "inspect.json").write_text(json.dumps(old))
     with pytest.raises(UserError, match="does not record which images it read"):
         write(runs, tmp_path, synthetic_dir, inspect=tmp_path / "insp", out=tmp_path / "third")
