@@ -409,9 +409,7 @@ def _read_unlabeled(paths: list[str] | tuple[str, ...]) -> tuple[Split, int]:
     weighs twice in the KD term; with ``say``, a warning counts them."""
     parts = []
     for name in paths:
-        path = Path(name)
-        if not path.is_file():
-            raise UserError(f"unlabelled image file not found: {path}; check kd.unlabeled (--unlabeled)")
+        path = Path(name)  # load_unlabeled checked that each exists and is a pickle or an .npy
         if path.suffix == ".npy":
             check_kind(
                 path, ("a numpy .npy array",), "unlabelled image file", "save the images with np.save(path, images)"

@@ -62,11 +62,12 @@ class Batch:
 
 
 class StopRequest:
-    """Catch SIGTERM / SIGUSR1 (a pre-emption, a scheduler's time-limit warning) during training.
+    """Catch SIGTERM / SIGUSR1 (a pre-emption, a scheduler's time-limit warning) during training or caching.
 
-    The run then finishes its epoch, checkpoints and stops with :class:`~distill.errors.Stopped`
+    A run then finishes its epoch, checkpoints and stops with :class:`~distill.errors.Stopped`
     (exit code 128 + signal), instead of dying mid-epoch and losing the work since the last
-    checkpoint. Each process may receive the signal; :meth:`agreed` makes every process decide alike.
+    checkpoint; a cache stops after its view set, writing nothing. Each process may receive the signal;
+    :meth:`agreed` makes every process decide alike.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -274,27 +275,21 @@ def train_one_epoch(
 
 def probe_rate(recipe, accelerator, train: bool = True, steps: int = 2) -> float:
     """Images per second of ``recipe``'s model on this device, fresh and on random images: its training step
-    (forward, cross-entropy, backward, SGD) or, with ``train=False``, its inference; a rough measure (a few seconds
-    on a CPU) from which distill-run estimates its stages before the first starts."""
+    (:func:`_training_rate`) or, with ``train=False``, its inference; a rough measure (a few seconds on a CPU) from
+    which distill-run estimates its stages before the first starts."""
     batch = min(recipe.train.batch_size, 256 if accelerator.device.type == "cuda" else 64)
-    model = create_model(recipe.model.name, recipe.model.kwargs)
     memory = torch.channels_last if recipe.train.channels_last else torch.contiguous_format
-    model = model.to(accelerator.device, memory_format=memory).train(train)
+    model = create_model(recipe.model.name, recipe.model.kwargs).to(accelerator.device, memory_format=memory)
     x = torch.randn(batch, 3, 32, 32, device=accelerator.device).to(memory_format=memory)
-    y = torch.randint(0, 10, (batch,), device=accelerator.device)
-    sgd = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    if train:
+        return _training_rate(model.train(), x, accelerator, steps)
+    model.eval()
 
-    def step():
-        if not train:
-            with torch.inference_mode(), accelerator.autocast():
-                return model(x)
-        with accelerator.autocast():
-            loss = F.cross_entropy(model(x).float(), y)
-        sgd.zero_grad(set_to_none=True)
-        loss.backward()
-        sgd.step()
+    def infer():
+        with torch.inference_mode(), accelerator.autocast():
+            return model(x)
 
-    return steps * batch / timed(step, steps, accelerator.device)
+    return steps * batch / timed(infer, steps, accelerator.device)
 
 
 def timed(step, steps: int, device: torch.device) -> float:
@@ -319,7 +314,11 @@ def bare_step(recipe, trained: torch.nn.Module, x: torch.Tensor, accelerator, st
     model.load_state_dict(accelerator.unwrap_model(trained).state_dict())
     if recipe.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    model = model.to(x.device).train()
+    return _training_rate(model.to(x.device).train(), x, accelerator, steps)
+
+
+def _training_rate(model: torch.nn.Module, x: torch.Tensor, accelerator, steps: int) -> float:
+    """Images per second of ``model``'s forward, cross-entropy, backward and Nesterov SGD step on ``x``."""
     sgd = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9, nesterov=True)
     y = torch.randint(0, 10, (len(x),), device=x.device)
 

@@ -35,6 +35,8 @@ from distill.models import count_trainable, create_model
 from distill.optim import StepSchedule, make_optimizer
 from distill.recipe import Recipe
 from distill.runs import (
+    PROGRESS,
+    STATE,
     WEIGHTS,
     append_metrics,
     begin_run,
@@ -450,9 +452,9 @@ def _checkpoint(run: Run, epoch: int) -> None:
 
 def _what_is_kept(run: Run, again: str) -> str:
     """After a divergence: the checkpoint a rerun continues from, or that there is none (a claim only when true)."""
-    state = run.run_dir / "state"
-    if (state / "progress.json").is_file():
-        done = json.loads((state / "progress.json").read_text())["epoch"]
+    state = run.run_dir / STATE
+    if (state / PROGRESS).is_file():
+        done = json.loads((state / PROGRESS).read_text())["epoch"]
         return f"the checkpoint after epoch {done} is kept in {state} ({again} continues from it)"
     return "no checkpoint was written before it, so nothing is kept to continue from"
 
