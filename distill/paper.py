@@ -450,7 +450,16 @@ def _abstract(c: Context) -> str:
         f"We train a residual network with {student.params:,} trainable parameters, under the competition's limit of "
         f"5,000,000, to classify CIFAR-10 \\citep{{krizhevsky2009cifar}} from scratch."
     ]
-    if c.kd and c.teachers:
+    record = student.run.round
+    if c.kd and record and record["round"] > 1:
+        taught = " and ".join(tex(Path(t["run_dir"]).name) for t in record["taught_by"])
+        parts.append(
+            f"It is round {record['round']} of self-training: it learns by knowledge distillation "
+            f"\\citep{{hinton2015kd}} from {taught}, the model{'s' if len(record['taught_by']) > 1 else ''} of the "
+            f"round before, on the same images, from a fresh initialisation, and changes {record['changed']:,} of "
+            f"their {record['count']:,} predictions on the {record['images']} images."
+        )
+    elif c.kd and c.teachers:
         t = c.teachers[0]
         parts.append(
             f"It learns by knowledge distillation \\citep{{hinton2015kd}} from the logits of a "

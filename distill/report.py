@@ -30,7 +30,7 @@ from distill.data import CLASSES, load_cifar10  # noqa: E402
 from distill.engine import predict  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402
 from distill.files import check_distinct, check_writable, staged_directory, write_atomic, write_json  # noqa: E402
-from distill.runs import load_run  # noqa: E402
+from distill.runs import ROUND, load_run  # noqa: E402
 from distill.shift import family_means, load_natural, plot_shift, score_shift, shift_markdown  # noqa: E402
 
 
@@ -44,6 +44,12 @@ class Run:
     @property
     def role(self) -> str:
         return self.summary.get("role", "student")
+
+    @property
+    def round(self) -> dict | None:
+        """The run's ``round.json`` (a round of ``distill-run --rounds``), or None."""
+        path = self.path / ROUND
+        return json.loads(path.read_text()) if path.is_file() else None
 
     @property
     def trained_on_test(self) -> bool:
@@ -328,6 +334,14 @@ def _write(runs: list[Run], out: Path, test, suite: str, sets: dict) -> None:
             f"Trainable parameters: {run.summary['trainable_params']}",
             "",
         ]
+        if (record := run.round) is not None:
+            taught = " + ".join(Path(t["run_dir"]).name for t in record["taught_by"])
+            lines += [
+                f"Round {record['round']} of self-training (`distill-run --rounds`): taught by {taught}; it changed "
+                f"{record['changed']:,} of their {record['count']:,} predictions on the {record['images']} images "
+                f"(agreement {100 * record['agreement']:.2f}%).",
+                "",
+            ]
         for teacher in teachers:
             agree = float(np.mean(preds[teacher.name] == pred))
             lines.append(

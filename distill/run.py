@@ -19,27 +19,39 @@ starts. Each stage's own command (``train_teacher.py``, ``cache_logits.py``, ``t
 ``report.py``, ``export.py``) works on the same directories. Trailing ``key=value`` overrides go to both
 recipes, but for ``kd.*`` (only the student distils: ``kd.temperature=2`` leaves a finished teacher as it is);
 ``--unlabeled`` to the student's only.
+
+``--rounds N`` adds self-training (Noisy Student's loop, without labels beyond CIFAR-10's): round k + 1's
+student, a fresh initialisation (seed + k), distils from round k's student (``--round-teachers ensemble``: with
+round 1's teacher, mean logits) on the same views and transfer set, from a cache in the teaching run
+(``cache-round<k+1>``), into ``RUNS/<student recipe>-round<k+1>``. Each round is a stage like the others
+(content-keyed, skipped once done, resumed when stopped), and writes ``round.json`` into its student's run:
+who taught it and how many of their predictions on the transfer set (the training images without one) it
+changed. A round that changed fewer than ``--min-change`` of them ends the rounds, and says so. The report
+holds every round's student; the CSV is the last round's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import timm
+import torch
 
 from distill.cache_logits import TeacherRun, cache_teachers
 from distill.cli import UNLABELED_HELP, with_data_dir, with_unlabeled
+from distill.compute import Compute
 from distill.data import BATCH_DIR, Split, load_data, load_test_pickle, load_unlabeled
 from distill.devices import make_accelerator
-from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES, probe_rate
+from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES, predict_logits, probe_rate
 from distill.errors import DISTILL_RUN, UserError, cli_main, speaking
-from distill.files import check_distinct, check_writable, sha256_file
+from distill.files import check_distinct, check_writable, sha256_file, write_json
 from distill.logit_cache import CacheSpec, LogitCache, Mismatch
 from distill.recipe import Recipe, load_recipe
-from distill.runs import WEIGHTS, check_same_recipe, check_weights, started_with
+from distill.runs import ROUND, WEIGHTS, check_same_recipe, check_weights, load_run, started_with
 from distill.train_teacher import train_teachers
 from distill.trainer import train
 
@@ -62,9 +74,11 @@ class Stage:
     path: Path
     action: str  # train, resume, reuse, build, rebuild, write, leave
     why: str
+    round: int = 1  # the round of self-training whose cache or student this is (--rounds)
 
     def line(self) -> str:
-        return f"{self.name}: {self.action} {self.path} ({self.why})"
+        where = f"round {self.round} " if self.round > 1 else ""
+        return f"{where}{self.name}: {self.action} {self.path} ({self.why})"
 
 
 @dataclass
@@ -128,6 +142,100 @@ def resolve(student: Recipe, runs: Path, overrides: list[str]) -> Job:
                student_dir, cache_recipe)  # fmt: skip
 
 
+ROUND_TEACHERS = {
+    "student": "the last round's student alone",
+    "ensemble": "the last round's student and the first round's teacher(s), their mean logits",
+}
+MIN_CHANGE = 0.005  # a round that changes fewer of its teacher's transfer-set predictions than this ends the rounds
+
+
+def next_round(first: Job, last: Job, k: int, teachers: str = "student") -> Job:
+    """Round ``k`` (>= 2) of self-training: ``last`` round's student teaches (with the first round's teachers for
+    ``ensemble``) a fresh student (seed + k - 1: another initialisation and order) on the same data, views and
+    transfer set, into ``RUNS/<student>-round<k>``; its cache lives in the run that teaches."""
+    student = replace(first.student, seed=first.student.seed + k - 1)
+    members = [last.student_dir] if teachers == "student" else [*first.members, last.student_dir]
+    cache_recipe = replace(last.student, augment=student.augment, cache=student.cache,
+                           kd=replace(last.student.kd, unlabeled=student.kd.unlabeled))  # fmt: skip
+    cache = last.student_dir / f"cache-round{k}{'' if teachers == 'student' else '-' + teachers}"
+    student_dir = first.student_dir.parent / f"{student.name}-round{k}"
+    return Job(student, last.student, members, last.student_dir, cache, student_dir, cache_recipe)
+
+
+def resolve_rounds(student: Recipe, runs: Path, overrides: list[str], rounds: int, teachers: str) -> list[Job]:
+    """The job of each round: round 1 is :func:`resolve`'s, each later one :func:`next_round` of the one before."""
+    jobs = [resolve(student, runs, overrides)]
+    for k in range(2, rounds + 1):
+        jobs.append(next_round(jobs[0], jobs[-1], k, teachers))
+    return jobs
+
+
+def round_images(student: Recipe) -> tuple[np.ndarray, str]:
+    """The images a round's agreement is counted on: the transfer set, or the training images without one."""
+    if student.kd.unlabeled:
+        return load_unlabeled(student.kd.unlabeled).images, "transfer-set"
+    return load_data(student.data)[0].images, "training"
+
+
+def predicted(run_dirs: list[Path], images: np.ndarray) -> np.ndarray:
+    """The class the mean logits of ``run_dirs`` give each image, each run with its recipe's TTA and arithmetic."""
+    total = None
+    for d in run_dirs:
+        recipe, model = load_run(d)
+        compute = Compute.resolve(recipe.train.mixed_precision)
+        with torch.inference_mode():
+            logits = predict_logits(model.to(compute.device), torch.from_numpy(images).to(compute.device),
+                                    recipe.train.eval_batch_size, tta=recipe.tta,
+                                    channels_last=recipe.train.channels_last, compute=compute)  # fmt: skip
+        total = logits if total is None else total + logits
+    return total.argmax(-1).cpu().numpy()
+
+
+def round_record(job: Job, k: int) -> dict:
+    """``ROUND`` of round ``k``'s finished student (computed once, and again only if its weights changed): its
+    teachers, and how many of their predictions on the round's images the student changes."""
+    path, weights = job.student_dir / ROUND, sha256_file(job.student_dir / WEIGHTS)
+    if path.is_file() and (found := json.loads(path.read_text())).get("student_weights_sha256") == weights:
+        return found
+    images, kind = round_images(job.student)
+    before, after = predicted(job.members, images), predicted([job.student_dir], images)
+    changed = int((before != after).sum())
+    record = {
+        "round": k,
+        "taught_by": [{"run_dir": str(d.resolve()), "weights_sha256": sha256_file(d / WEIGHTS)} for d in job.members],
+        "cache": str(job.cache.resolve()),
+        "student_weights_sha256": weights,
+        "images": kind,
+        "count": len(images),
+        "changed": changed,
+        "agreement": 1 - changed / max(len(images), 1),
+    }
+    write_json(path, record)
+    return record
+
+
+def round_line(record: dict) -> str:
+    """What a round changed, in one line."""
+    n, changed = record["count"], record["changed"]
+    taught = " + ".join(Path(t["run_dir"]).name for t in record["taught_by"])
+    return (
+        f"round {record['round']} (taught by {taught}) changed {changed:,} of its teachers' {n:,} {record['images']} "
+        f"predictions ({100 * changed / max(n, 1):.2f}%; agreement {100 * record['agreement']:.2f}%)"
+    )
+
+
+def rounds_left(jobs: list[Job], min_change: float) -> list[Job]:
+    """The rounds to run: all, but none after a finished round that changed fewer than ``min_change`` of its
+    teachers' predictions (another round would learn almost the same targets: confirmation, not correction)."""
+    for k, job in enumerate(jobs[:-1], 1):
+        path = job.student_dir / ROUND
+        if path.is_file() and (job.student_dir / WEIGHTS).is_file():
+            record = json.loads(path.read_text())
+            if record["changed"] < min_change * record["count"]:
+                return jobs[:k]
+    return jobs
+
+
 def _teacher_stage(job: Job) -> Stage:
     done = [(d / "summary.json").is_file() for d in job.members]
     who = f"{job.teacher.name} x{len(job.members)}"
@@ -155,13 +263,14 @@ def _cache_fits(job: Job) -> Mismatch | None:
     return found.cache_spec.mismatch(expected_spec(job.student, [sha256_file(d / WEIGHTS) for d in job.members]))
 
 
-def _cache_stage(job: Job, teacher: Stage) -> Stage:
+def _cache_stage(job: Job, teacher: Stage, k: int = 1) -> Stage:
+    """Round ``k``'s cache, whose ``teacher`` stage is the teacher's (round 1) or the round before's student."""
     if teacher.action != "reuse":
-        return Stage("cache", job.cache, "build", "after the teacher stage")
+        return Stage("cache", job.cache, "build", "after the teacher stage" if k == 1 else f"after round {k - 1}", k)
     why = _cache_fits(job)
     if why is None:
-        return Stage("cache", job.cache, "reuse", "holds the finished teachers' logits on the student's views")
-    return Stage("cache", job.cache, "build" if why.kind == "absent" else "rebuild", why.reason)
+        return Stage("cache", job.cache, "reuse", "holds the finished teachers' logits on the student's views", k)
+    return Stage("cache", job.cache, "build" if why.kind == "absent" else "rebuild", why.reason, k)
 
 
 def _student_stage(job: Job, cache: Stage | None) -> Stage:
@@ -188,23 +297,28 @@ def _student_stage(job: Job, cache: Stage | None) -> Stage:
     return Stage("student", d, "train", "not trained yet")
 
 
-def plan(job: Job, out: Path) -> list[Stage]:
-    """What the job would do now, stage by stage, and why; raises a UserError for a stage it must refuse."""
-    stages = []
-    cache = None
-    if job.teacher is not None:
-        teacher = _teacher_stage(job)
-        cache = _cache_stage(job, teacher)
-        stages += [teacher, cache]
-    student = _student_stage(job, cache)
-    report = job.student_dir / "report"
-    fresh = student.action == "reuse" and (report / "report.md").is_file()
-    stages += [
-        student,
+def plan(jobs: list[Job], out: Path) -> list[Stage]:
+    """What the job would do now, stage by stage and round by round, and why; raises a UserError for a stage it must
+    refuse. Round k's teacher stage is round k - 1's student stage."""
+    stages, teacher = [], None
+    for k, job in enumerate(jobs, 1):
+        cache = None
+        if job.teacher is not None:
+            if k == 1:
+                teacher = _teacher_stage(job)
+                stages.append(teacher)
+            cache = _cache_stage(job, teacher, k)
+            stages.append(cache)
+        teacher = replace(_student_stage(job, cache), round=k)
+        stages.append(teacher)
+    report = jobs[-1].student_dir / "report"
+    fresh = all(s.action == "reuse" for s in stages if s.name == "student") and (report / "report.md").is_file()
+    who = "the last round's student" if len(jobs) > 1 else "the student"
+    return [
+        *stages,
         Stage("report", report, "leave" if fresh else "write", "exists" if fresh else "of the runs above"),
-        Stage("csv", out, "write", "predicted by the student"),
+        Stage("csv", out, "write", f"predicted by {who}"),
     ]
-    return stages
 
 
 def switches(student: Recipe, bn_stats: str) -> str | None:
@@ -232,6 +346,20 @@ def _check_student_recipe(student: Recipe) -> None:
         raise UserError(f"recipe '{student.name}' distils but names no kd.teacher; set kd.teacher=RECIPE")
 
 
+def _check_rounds(student: Recipe, rounds: int, round_teachers: str, min_change: float) -> None:
+    if rounds < 1:
+        raise UserError(f"--rounds {rounds}: give 1 (no self-training) or more")
+    if rounds > 1 and student.kd.alpha == 0:
+        raise UserError(
+            f"--rounds {rounds} needs a student that distils, and recipe '{student.name}' has kd.alpha=0 (labels "
+            f"alone): round 2 learns from round 1's logits; set kd.alpha above 0, or leave --rounds at 1"
+        )
+    if round_teachers not in ROUND_TEACHERS:
+        raise UserError(f"--round-teachers {round_teachers}: choose one of {', '.join(ROUND_TEACHERS)}")
+    if not 0 <= min_change < 1:
+        raise UserError(f"--min-change {min_change}: give a fraction of the predictions, from 0 up to 1")
+
+
 def run_pipeline(
     student_recipe: str,
     test_pkl: str | Path,
@@ -241,22 +369,30 @@ def run_pipeline(
     unlabeled: list[str] | None = None,
     bn_stats: str = "train",
     dry_run: bool = False,
+    rounds: int = 1,
+    round_teachers: str = "student",
+    min_change: float = MIN_CHANGE,
 ) -> dict:
     """Teacher, cache, student, report and CSV, each skipped when done; returns the CSV's check.
 
     ``unlabeled`` files are the student's transfer set (``kd.unlabeled``); ``bn_stats`` goes to the export.
     With ``dry_run`` it prints the plan (each stage: run, skip or redo, and why) and returns it, running nothing.
-    Every message of every stage speaks distill-run's words (``--runs-dir``, "run the same command again")."""
+    ``rounds`` > 1 adds rounds of self-training (:func:`next_round`); they stop early after a round that changed
+    fewer than ``min_change`` of its teachers' predictions. Every message of every stage speaks distill-run's words
+    (``--runs-dir``, "run the same command again")."""
     with speaking(DISTILL_RUN):
-        return _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_stats, dry_run)
+        return _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_stats, dry_run, rounds,
+                             round_teachers, min_change)  # fmt: skip
 
 
-def _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_stats, dry_run) -> dict:
+def _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_stats, dry_run, rounds,
+                  round_teachers, min_change) -> dict:  # fmt: skip
     from distill import export, report  # the last stages' imports (matplotlib) only when they run
 
     student = load_recipe(student_recipe, with_unlabeled(list(overrides), unlabeled))
     out, runs = Path(out), Path(runs)
     _check_student_recipe(student)
+    _check_rounds(student, rounds, round_teachers, min_change)
     export.check_out(out)  # every input checked before the first stage starts
     check_distinct(out, [Path(test_pkl), *map(Path, student.kd.unlabeled), runs], "--out")
     images, _ = load_test_pickle(test_pkl)
@@ -267,19 +403,54 @@ def _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_
         )
     if not dry_run:
         check_writable(runs, flag="--runs-dir")  # before the first stage, not when the teacher's run dir is made
-    job = resolve(student, runs, list(overrides))
-    stages = plan(job, out)
+    jobs = rounds_left(resolve_rounds(student, runs, list(overrides), rounds, round_teachers), min_change)
+    stages = plan(jobs, out)
     accelerator = make_accelerator(student)
     if dry_run:
         if (line := switches(student, bn_stats)) is not None:
             _say(None, f"switches in use: {line}")
+        if len(jobs) < rounds:
+            _say(None, f"rounds: {len(jobs)} of {rounds}; {round_line(_record(jobs[-1]))}, fewer than --min-change")
         for stage in stages:
             _say(None, f"would {stage.line()}")
-        say_estimate(job, stages, accelerator, list(overrides))
+        say_estimate(jobs, stages, accelerator, list(overrides))
         return {"plan": [asdict(s) | {"path": str(s.path)} for s in stages]}
-    say_estimate(job, stages, accelerator, list(overrides))
+    say_estimate(jobs, stages, accelerator, list(overrides))
     if (line := switches(student, bn_stats)) is not None:
         _say(accelerator, f"switches in use: {line}")
+    done, reused = [], True
+    for k, job in enumerate(jobs, 1):
+        if k == 1:
+            stage = _first_round(job, [s for s in stages if s.round == 1], accelerator)
+        else:  # the cache judged now that the round before has finished (the plan could only say "after it")
+            cache = _cache_stage(job, Stage("student", job.teacher_dir, "reuse", "finished", k - 1), k)
+            _say(accelerator, cache.line())
+            if cache.action != "reuse":
+                cache_teachers([TeacherRun.load(d) for d in job.members], job.cache_recipe, accelerator, job.cache)
+            stage = replace(_student_stage(job, replace(cache, action="reuse")), round=k)
+        _say(accelerator, stage.line())
+        if stage.action != "reuse":
+            train(job.student, "student", job.student_dir, accelerator, resume=stage.action == "resume",
+                  teacher_cache=job.cache, again=AGAIN)  # fmt: skip
+        done.append(job)
+        reused &= stage.action == "reuse"
+        if len(jobs) > 1 and _end_of_round(job, k, k == len(jobs), min_change, accelerator):
+            break
+    check = {}
+    if accelerator.is_main_process:
+        last = done[-1].student_dir
+        report_dir = last / "report"
+        if (report_dir / "report.md").is_file() and reused:
+            _say(accelerator, Stage("report", report_dir, "leave", "exists").line())
+        else:
+            report.make_report([*jobs[0].members, *(j.student_dir for j in done)], report_dir, student.data.dir)
+        check = export.export(last, test_pkl, out, bn_stats)
+    accelerator.wait_for_everyone()
+    return check
+
+
+def _first_round(job: Job, stages: list[Stage], accelerator) -> Stage:
+    """Round 1's teacher and cache stages, run as planned; returns its student stage."""
     by_name = {s.name: s for s in stages}
     if job.teacher is not None:
         teacher, cache = by_name["teacher"], by_name["cache"]
@@ -288,26 +459,32 @@ def _run_pipeline(student_recipe, test_pkl, out, runs, overrides, unlabeled, bn_
             resume = teacher.action == "resume"
             train_teachers(job.teacher, job.teacher_dir, accelerator, len(job.members), resume=resume,
                            cache_recipe=job.cache_recipe, cache=job.cache, again=AGAIN)  # fmt: skip
-        elif cache.action == "reuse":
-            _say(accelerator, cache.line())
         else:
             _say(accelerator, cache.line())
-            cache_teachers([TeacherRun.load(d) for d in job.members], job.cache_recipe, accelerator, job.cache)
-    stage = by_name["student"]
-    _say(accelerator, stage.line())
-    if stage.action != "reuse":
-        train(student, "student", job.student_dir, accelerator, resume=stage.action == "resume",
-              teacher_cache=job.cache, again=AGAIN)  # fmt: skip
-    check = {}
+            if cache.action != "reuse":
+                cache_teachers([TeacherRun.load(d) for d in job.members], job.cache_recipe, accelerator, job.cache)
+    return by_name["student"]
+
+
+def _record(job: Job) -> dict:
+    return json.loads((job.student_dir / ROUND).read_text())
+
+
+def _end_of_round(job: Job, k: int, last: bool, min_change: float, accelerator) -> bool:
+    """Record round ``k`` (on the main process), say what it changed; True when the rounds stop here early."""
     if accelerator.is_main_process:
-        report_dir = job.student_dir / "report"
-        if (report_dir / "report.md").is_file() and stage.action == "reuse":
-            _say(accelerator, by_name["report"].line())
-        else:
-            report.make_report([*job.members, job.student_dir], report_dir, student.data.dir)
-        check = export.export(job.student_dir, test_pkl, out, bn_stats)
+        round_record(job, k)
     accelerator.wait_for_everyone()
-    return check
+    record = _record(job)
+    _say(accelerator, round_line(record))
+    if last or record["changed"] >= min_change * record["count"]:
+        return False
+    _say(
+        accelerator,
+        f"stopping after round {k}: it changed fewer than {100 * min_change:g}% of its teachers' predictions, so "
+        f"another round would learn almost the same targets (--min-change sets the fraction)",
+    )
+    return True
 
 
 def _images(recipe: Recipe) -> int:
@@ -321,10 +498,11 @@ def _images(recipe: Recipe) -> int:
     return max(train, 0) + unlabeled
 
 
-def estimate(job: Job, stages: list[Stage], accelerator) -> dict[str, float]:
+def estimate(job: Job, stages: list[Stage], accelerator, rates: dict | None = None) -> dict[str, float]:
     """Seconds each stage that will run should take on this device, from a short probe of each model's speed
-    (:func:`~distill.engine.probe_rate`): epochs x images / training rate, view sets x images / inference rate."""
-    rates: dict[tuple, float] = {}
+    (:func:`~distill.engine.probe_rate`, once per model in ``rates``): epochs x images / training rate, view sets x
+    images / inference rate."""
+    rates = {} if rates is None else rates
 
     def rate(recipe: Recipe, train: bool) -> float:
         key = (recipe.model.name, repr(sorted(recipe.model.kwargs.items())), recipe.train.channels_last, train)
@@ -350,10 +528,16 @@ def _minutes(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
 
 
-def say_estimate(job: Job, stages: list[Stage], accelerator, overrides: list[str]) -> dict[str, float]:
-    """One line before the first stage: each stage's estimated time here, and the whole; past :data:`LONG`, a second
-    line naming :data:`FASTER` with its own estimate (the job still runs: the user chose it)."""
-    seconds = estimate(job, stages, accelerator)
+def say_estimate(jobs: list[Job], stages: list[Stage], accelerator, overrides: list[str]) -> dict[str, float]:
+    """One line before the first stage: each stage's estimated time here (each later round's in one), and the whole;
+    past :data:`LONG`, a second line naming :data:`FASTER` with its own estimate (the job still runs: the user chose
+    it)."""
+    rates: dict[tuple, float] = {}
+    job = jobs[0]
+    seconds = estimate(job, [s for s in stages if s.round == 1], accelerator, rates)
+    for k, later in enumerate(jobs[1:], 2):
+        if each := estimate(later, [s for s in stages if s.round == k], accelerator, rates):
+            seconds[f"round {k}"] = sum(each.values())
     if not seconds:
         return seconds
     total = sum(seconds.values())
@@ -387,6 +571,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--unlabeled", action="append", metavar="FILE", help=UNLABELED_HELP + "; the student's only")
     parser.add_argument("--bn-stats", choices=BN_STATS, default="train", help=BN_STATS_HELP)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds of self-training: round k+1 distils from round k's student on the same transfer set into "
+        "RUNS/<student>-round<k+1> (1: none)",
+    )
+    parser.add_argument(
+        "--round-teachers", choices=ROUND_TEACHERS, default="student",
+        help="who teaches each later round: " + "; ".join(f"{k}: {v}" for k, v in ROUND_TEACHERS.items()),
+    )  # fmt: skip
+    parser.add_argument(
+        "--min-change",
+        type=float,
+        default=MIN_CHANGE,
+        help="stop the rounds after one that changed fewer than this fraction of its teachers' predictions",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="print each stage: run, skip or redo, and why; then exit, running nothing",
@@ -398,7 +599,7 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = with_data_dir(args.overrides, args.data_dir)
     return run_pipeline(
         args.student_recipe, args.test_pkl, args.out, args.runs_dir, overrides, args.unlabeled, args.bn_stats,
-        args.dry_run,
+        args.dry_run, args.rounds, args.round_teachers, args.min_change,
     )  # fmt: skip
 
 

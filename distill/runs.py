@@ -32,6 +32,7 @@ from distill.recipe import Recipe, dump_recipe, flat_fields, load_recipe
 WEIGHTS = "model.safetensors"
 STATE, STATE_TMP, STATE_OLD = "state", "state.tmp", "state.old"
 PROGRESS = "progress.json"  # written last into a checkpoint: {epoch, step, wall_seconds, test_acc}
+ROUND = "round.json"  # a round of distill-run --rounds: who taught its student, how many predictions it changed
 EMA_WEIGHTS = "ema.safetensors"
 
 
