@@ -7,7 +7,7 @@
 # writes OUT_DIR/speed.md. Accuracy at a fixed epoch count does not depend on the device: these rows give the GPU
 # seconds of the CPU table in BENCHMARKS.md ("Half the CPU time"). In order of importance:
 #   sgd        teacher_94 train.label_smoothing=0 -> its cache -> kd_fast94 (KD at T = 1)
-#   muon       teacher_94_muon train.label_smoothing=0 -> its cache -> kd_fast94_muon
+#   muon       teacher_94_muon (label smoothing 0, as the sgd row) -> its cache -> kd_fast94_muon
 #   sgd_ce     kd_fast94 on labels alone (kd.alpha=0)
 #   muon_ce    kd_fast94_muon on labels alone
 #   muon_prog  kd_fast94_muon on labels alone with progressive resizing from 24 pixels (train.progressive_min_size)
@@ -21,7 +21,7 @@ source "$(dirname "$0")/steps.sh"
 CE=(--student-set kd.alpha=0 --runs 2 --no-warmup)
 step sgd 150 --teacher-recipe teacher_94 --teacher-set train.label_smoothing=0 --student-recipe kd_fast94 --runs 2 \
   "${STUDENT[@]}"
-step muon 150 --teacher-recipe teacher_94_muon --teacher-set train.label_smoothing=0 --student-recipe kd_fast94_muon \
+step muon 150 --teacher-recipe teacher_94_muon --student-recipe kd_fast94_muon \
   --runs 2 "${STUDENT[@]}"
 step sgd_ce 45 --student-recipe kd_fast94 "${CE[@]}" "${STUDENT[@]}"
 step muon_ce 45 --student-recipe kd_fast94_muon "${CE[@]}" "${STUDENT[@]}"
