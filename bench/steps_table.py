@@ -1,10 +1,10 @@
-"""The table of a prepared device script's steps: ``python bench/steps_table.py OUT_DIR {losses,ablation,speed}``.
+"""The table of a device plan's steps: ``python bench/steps_table.py OUT_DIR PLAN`` (``bench/plans/PLAN.yaml``).
 
-``losses`` reads what ``bench/run_losses_h100.sh`` wrote (issue 25), ``ablation`` what ``bench/run_ablation_h100.sh``
-wrote (issue 24), ``speed`` what ``bench/run_speed_h100.sh`` wrote (issue 31). One row per step: the student's recipe and the overrides its step gave it, its teachers (one,
+It reads what ``python -m bench.device PLAN`` wrote (``losses``: issue 25, ``ablation``: issue 24, ``speed``: issue
+31, ``rounds``: issue 33, ``rung95``: issue 32), rows in the plan's ``table`` order (else its steps'). One row per step: the student's recipe and the overrides its step gave it, its teachers (one,
 or an ensemble of N with the ensemble's accuracy, or none), its KD term (read from the step's bench JSON, not
 assumed), each seed's accuracy on (a) the CIFAR-10 test set with the recipe's TTA and their mean, the mean on (b)
-the seeded corrupted copy where ``OUT_DIR/scores.json`` has it, and the student's training seconds. A step that
+the seeded corrupted copy and on (c) the reframed copy where ``OUT_DIR/scores.json`` has them, and the student's training seconds. A step that
 did not run is listed as such. Writes ``OUT_DIR/<which>.md``.
 """
 
@@ -15,18 +15,19 @@ import statistics
 import sys
 from pathlib import Path
 
-ORDERS = {
-    "losses": ["kl", "kl_std", "dkd", "dkd_std", "dist", "kl_T4", "kl_std_w1", "ens2", "ens3",
-               "t_kl", "t_kl_std", "t_dkd", "t_dkd_std", "t_dist", "t_ens3"],
-    "ablation": ["lite", "lite_gelu", "lite_frozen_bn", "lite_dirac", "lite_max_head", "lite_airmodel",
-                 "lite_airopt", "air", "air_relu", "air_bn_weight", "air_kaiming", "air_avg_head",
-                 "air_bn_default", "air_no_smoothing", "air_no_lookahead", "air_bias_lr_1", "air_b112"],
-    "speed": ["sgd", "muon", "sgd_ce", "muon_ce", "muon_prog"],
-}  # fmt: skip
-BASELINE = {"losses": "kl", "ablation": "lite", "speed": "sgd"}  # the row the others are compared with
+from bench.device import expand, fields, load_plan
+
+
+def order(plan: str) -> tuple[list[str], str]:
+    """The rows of a device plan's table (its ``table``, else its steps in order) and its baseline step."""
+    spec = load_plan(plan)
+    names = spec.get("table") or [step["name"] for step in expand(spec, fields(spec, "", "", ""))]
+    return names, spec["baseline"]
+
+
 HEADER = (
-    "| step | student | teacher | KD | (a) each seed | (a) mean | (b) mean | student s |\n"
-    "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"
+    "| step | student | teacher | KD | (a) each seed | (a) mean | (b) mean | (c) mean | student s |\n"
+    "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -57,11 +58,12 @@ def row(name: str, result: dict, scores: dict) -> tuple[str, float | None]:
     student = f"`{result.get('student_recipe', '?')}`" + "".join(f" `{o}`" for o in result.get("student_set", []))
     runs = result.get("student_runs", [])
     a = [r["test_accuracy"] for r in runs]
-    b = [scores[key]["b_bn_train"] for i in range(len(runs)) if (key := f"{name}/student_{i}") in scores]
+    mine = [scores[key] for i in range(len(runs)) if (key := f"{name}/student_{i}") in scores]
+    b, c = ([r[k] for r in mine if k in r] for k in ("b_bn_train", "c_bn_train"))
     seconds = result.get("student_train_seconds", {}).get("mean")
     cut = "" if result.get("complete") else " (cut off)"
     cells = [f"`{name}`{cut}", student, teacher, term, " / ".join(_pct(x) for x in a) or "-", _pct(_mean(a)),
-             _pct(_mean(b)), "-" if seconds is None else f"{seconds:.1f}"]  # fmt: skip
+             _pct(_mean(b)), _pct(_mean(c)), "-" if seconds is None else f"{seconds:.1f}"]  # fmt: skip
     return "| " + " | ".join(cells) + " |", _mean(a)
 
 
@@ -69,29 +71,29 @@ def table(out: Path, which: str) -> str:
     scores_file = out / "scores.json"
     scores = json.loads(scores_file.read_text())["rows"] if scores_file.is_file() else {}
     lines, means = [HEADER], {}
-    for name in ORDERS[which]:
+    names, base = order(which)
+    for name in names:
         path = out / f"{name}.json"
         if not path.is_file():
-            lines.append(f"| `{name}` | not run (see skipped.txt / failed.txt) |  |  |  |  |  |  |")
+            lines.append(f"| `{name}` | not run (see skipped.txt / failed.txt) |  |  |  |  |  |  |  |")
             continue
         line, means[name] = row(name, json.loads(path.read_text()), scores)
         lines.append(line)
     device = (out / "gpu.txt").read_text().strip() if (out / "gpu.txt").is_file() else ""
     commit = (out / "commit.txt").read_text().strip() if (out / "commit.txt").is_file() else "?"
     text = [f"{which}: on {device or 'a CPU'}, commit {commit}", "", *lines]
-    base = BASELINE[which]
     if means.get(base) is not None:
         text += ["", f"Each row's (a) mean against `{base}`'s (a few tenths are noise):"]
         text += [f"- `{k}`: {100 * (v - means[base]):+.2f} points" for k, v in means.items() if k != base and v]
     if not scores:
-        text += ["", "No scores.json: the (b) column is empty (this script does not score, or scoring failed)."]
+        text += ["", "No scores.json: the (b) and (c) columns are empty (this plan does not score, or scoring failed)."]
     return "\n".join(text) + "\n"
 
 
 def main(argv: list[str] | None = None) -> str:
     args = argv if argv is not None else sys.argv[1:]
-    if len(args) != 2 or args[1] not in ORDERS:
-        sys.exit(f"usage: steps_table.py OUT_DIR {{{','.join(ORDERS)}}}")
+    if len(args) != 2:
+        sys.exit("usage: steps_table.py OUT_DIR PLAN (a device plan of bench/plans/ with a baseline: losses, ...)")
     out = Path(args[0])
     text = table(out, args[1])
     (out / f"{args[1]}.md").write_text(text)

@@ -1,4 +1,4 @@
-"""Issue 10's targets, met or missed, from the JSONs of bench/run_frontier_h100.sh; and the frontier plot.
+"""Issue 10's targets, met or missed, from the JSONs of the frontier device plan (python -m bench.device frontier); and the frontier plot.
 
     python bench/summarize.py OUT_DIR      # reads OUT_DIR/{fast94,max,fast96,ce96,half}.json
 

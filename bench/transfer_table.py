@@ -100,6 +100,16 @@ def score(runs: dict[str, Path], sets_dir: Path, bn_stats: tuple[str, ...] = ("t
     return {"commit": git_commit(), "command": " ".join(["bench/transfer_table.py", *sys.argv[1:]]), "rows": rows}
 
 
+def step_students(out: Path, work: Path) -> dict[str, Path]:
+    """``STEP/student_K`` -> its run dir, for each step of a device plan that wrote ``OUT/STEP.json``."""
+    return {
+        f"{json_file.stem}/{run.name}": run
+        for json_file in sorted(out.glob("*.json"))
+        for run in sorted((work / json_file.stem).glob("student_[0-9]*"))
+        if (run / "run.json").is_file()
+    }
+
+
 def print_table(result: dict) -> None:
     table = Table(
         title="accuracy on (a) the CIFAR-10 test set, (b) its corrupted and (c) its reframed copy, recipe TTA"
@@ -126,7 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
     scoring.add_argument("--json", type=Path)
     scoring.add_argument("--bn-stats", choices=("train", "test", "both"), default="both",
                          help="the runs' own BatchNorm statistics, each set's, or both (default)")  # fmt: skip
-    scoring.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR")
+    scoring.add_argument("--steps", nargs=2, type=Path, metavar=("OUT_DIR", "WORK_DIR"),
+                         help="also every student of a device plan's steps (bench/device.py): STEP/student_K")  # fmt: skip
+    scoring.add_argument("runs", nargs="*", metavar="NAME=RUN_DIR")
     args = parser.parse_args(argv)
     if args.what == "sets":
         return {k: str(v) for k, v in make_sets(args.data_dir, args.out, args.seed).items()}
@@ -136,6 +148,10 @@ def main(argv: list[str] | None = None) -> dict:
         if not sep:
             raise UserError(f"{item!r}: give NAME=RUN_DIR")
         runs[name] = Path(path)
+    if args.steps:
+        runs |= step_students(*args.steps)
+    if not runs:
+        raise UserError("no runs to score: give NAME=RUN_DIR, or --steps OUT_DIR WORK_DIR of a device plan")
     result = score(runs, args.sets, ("train", "test") if args.bn_stats == "both" else (args.bn_stats,))
     print_table(result)
     if args.json:

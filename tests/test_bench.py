@@ -1,5 +1,4 @@
 import json
-import shlex
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from distill.data import load_cifar10
 from distill.errors import UserError
 from distill.models import count_flops, count_trainable, create_model
 from distill.recipe import dump_recipe, load_recipe
-from tests.conftest import ROOT, tiny
+from tests.conftest import tiny
 
 
 @pytest.mark.slow
@@ -147,12 +146,12 @@ def test_losses_table_reads_each_steps_loss_seeds_and_scores(tmp_path):
                                                                   student_runs=runs_std)))  # fmt: skip
     (tmp_path / "kl_T4.json").write_text(json.dumps(fake_result(0.93, 2.1, student_runs=runs,
                                                                  student_kd={**kd, "temperature": 4.0, "loss_scale": 0.25})))  # fmt: skip
-    scores = {"kl/student_0": {"b_bn_train": 0.60}, "kl/student_1": {"b_bn_train": 0.70}}
+    scores = {"kl/student_0": {"b_bn_train": 0.60, "c_bn_train": 0.80}, "kl/student_1": {"b_bn_train": 0.70}}
     (tmp_path / "scores.json").write_text(json.dumps({"rows": scores}))
     text = table(tmp_path, "losses")
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| `")}
     assert rows["`kl`"] == ("| `kl` | `kd_x` | 1 (96.10%) | `kl`, T 1; transfer set none | 93.00% / 94.00% | 93.50% "
-                            "| 65.00% | 2.1 |")  # fmt: skip
+                            "| 65.00% | 80.00% | 2.1 |")  # fmt: skip
     assert "`kl_std`, T 1, weight 10" in rows["`kl_std`"] and "| 94.00% | - |" in rows["`kl_std`"]  # no scores: "-"
     assert "not run" in rows["`dkd`"] and "not run" in rows["`t_ens3`"]
     assert "`kl`, T 4, loss x 0.25; transfer set none" in rows["`kl_T4`"]
@@ -223,15 +222,16 @@ def test_student_speed_trains_at_the_epochs_resolution(synthetic_dir):
 def test_every_ablation_row_builds_its_real_student():
     """The rehearsal swaps in a tiny net, so a row whose overrides the real student refuses would first fail on the
     GPU: build each row's model from its recipe here (and list every row in the table)."""
-    from bench.steps_table import ORDERS
+    from bench.device import expand, fields, load_plan
+    from bench.steps_table import order
 
-    recipes = {"air": "kd_fast94", "lite": "kd_fast94_lite"}
-    rows = {"lite": ("kd_fast94_lite", [])}
-    for line in (ROOT / "bench" / "run_ablation_h100.sh").read_text().splitlines():
-        words = shlex.split(line, comments=True)
-        if words and words[0] in recipes:
-            rows[words[1]] = (recipes[words[0]], words[2:])
-    assert sorted(rows) == sorted(ORDERS["ablation"])
+    plan = load_plan("ablation")
+    rows = {}
+    for step in expand(plan, fields(plan, "", "", "")):
+        args = step["args"]
+        sets = [args[i + 1] for i, a in enumerate(args) if a == "--student-set"]
+        rows[step["name"]] = (args[args.index("--student-recipe") + 1], [o for o in sets if o != "kd.alpha=0"])
+    assert sorted(rows) == sorted(order("ablation")[0])
     params = {}
     for name, (recipe_name, overrides) in rows.items():
         recipe = load_recipe(recipe_name, ["kd.alpha=0", *overrides])

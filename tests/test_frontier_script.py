@@ -1,9 +1,10 @@
-"""The prepared device scripts, rehearsed on a CPU: every step of bench/run_frontier_h100.sh and its summary, and
-of bench/run_losses_h100.sh, bench/run_ablation_h100.sh and bench/run_speed_h100.sh and their tables."""
+"""The prepared device plans (bench/plans/, run by bench/device.py), rehearsed on a CPU: every step of each plan
+and its table or summary."""
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,13 @@ import pytest
 from tests.conftest import ROOT
 
 
-def rehearse(script: str, data_dir: Path, tmp_path: Path) -> Path:
-    """Run ``script`` with SMOKE=1 (tiny nets and data) and check that every step ran; return its output dir."""
+def rehearse(plan: str, data_dir: Path, tmp_path: Path) -> Path:
+    """Run device plan ``plan`` with SMOKE=1 (tiny nets and data) and check that every step ran; return its output
+    dir."""
     out = tmp_path / "out"
     env = {**os.environ, "SMOKE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "W": str(tmp_path / "w")}
-    proc = subprocess.run(
-        ["bash", script, str(data_dir), str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
-    )
+    proc = subprocess.run([sys.executable, "-m", "bench.device", plan, str(data_dir), str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not (out / "failed.txt").exists(), (out / "failed.txt").read_text()
     assert not (out / "skipped.txt").exists()
@@ -26,7 +27,7 @@ def rehearse(script: str, data_dir: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_frontier_script_runs_every_step_on_a_cpu(synthetic_dir, tmp_path):
-    out = rehearse("bench/run_frontier_h100.sh", synthetic_dir, tmp_path)
+    out = rehearse("frontier", synthetic_dir, tmp_path)
     assert sorted(p.stem for p in out.glob("*.json")) == ["ce96", "fast94", "fast94c", "fast94lite", "fast96", "half",
                                                           "max"]  # fmt: skip
     summary = (out / "summary.md").read_text()
@@ -36,7 +37,7 @@ def test_frontier_script_runs_every_step_on_a_cpu(synthetic_dir, tmp_path):
 
 @pytest.mark.slow
 def test_losses_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, tmp_path):
-    out = rehearse("bench/run_losses_h100.sh", synthetic_dir, tmp_path)
+    out = rehearse("losses", synthetic_dir, tmp_path)
     table = (out / "losses.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| `t_dist` |"))
     assert (
@@ -51,7 +52,7 @@ def test_losses_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, t
 
 @pytest.mark.slow
 def test_ablation_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, tmp_path):
-    out = rehearse("bench/run_ablation_h100.sh", synthetic_dir, tmp_path)
+    out = rehearse("ablation", synthetic_dir, tmp_path)
     table = (out / "ablation.md").read_text()
     assert "not run" not in table and "| `air_b112` | `kd_fast94` `kd.alpha=0` `model.kwargs.blocks=[1,1,2]`" in table
     assert all(json.loads(p.read_text())["student_kd"]["alpha"] == 0 for p in out.glob("*.json"))
@@ -59,7 +60,7 @@ def test_ablation_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir,
 
 @pytest.mark.slow
 def test_speed_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, tmp_path):
-    out = rehearse("bench/run_speed_h100.sh", synthetic_dir, tmp_path)
+    out = rehearse("speed", synthetic_dir, tmp_path)
     table = (out / "speed.md").read_text()
     assert (
         "not run" not in table
@@ -67,3 +68,34 @@ def test_speed_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, tm
     )
     muon = json.loads((out / "muon.json").read_text())
     assert muon["student_recipe"] == "kd_fast94_muon" and muon["student_kd"]["alpha"] > 0
+
+
+@pytest.mark.slow
+def test_main_plan_runs_the_default_recipes_and_their_report_on_a_cpu(synthetic_dir, tmp_path):
+    out = rehearse("main", synthetic_dir, tmp_path)
+    assert (out / "main_runs.tgz").stat().st_size > 10_000
+
+
+def test_a_plan_runs_its_steps_in_order_each_within_its_limit_and_says_what_failed(tmp_path, capsys):
+    """The driver on a plan of shell commands: ``each`` repeats a step, ``vars`` and ``{out}`` fill fields, per-epoch
+    lines are dropped, a step past its limit or failing is named in failed.txt and the rest go on; past the budget,
+    a step is skipped and named."""
+    from bench import device
+
+    plan = tmp_path / "p.yaml"
+    plan.write_text(
+        "measures: a test\nbudget: 30\nvars: {greeting: 'hello {out}'}\nsteps:\n"
+        "  - {name: 'say_{each}', each: [a, b], limit: 5, command: \"printf 'epoch 1/2 x\\\\n{greeting} {each}\\\\n'\"}\n"
+        "  - {name: fails, limit: 5, command: 'exit 3'}\n"
+        "  - {name: slow, limit: 1, command: 'sleep 20'}\n"
+        "  - {name: late, limit: 100, command: 'echo never'}\n"
+        "finish: ['echo table {work}']\n"
+    )
+    out = tmp_path / "out"
+    assert device.run_plan(str(plan), "DATA", out, work=str(tmp_path / "w")) == 2
+    said = capsys.readouterr().out
+    assert f"hello {out} a\n" in said and f"hello {out} b\n" in said and "\nepoch 1/2" not in said
+    assert (out / "failed.txt").read_text().splitlines() == ["fails: exit 3 (124: over its 5s limit)",
+                                                            "slow: exit 124 (124: over its 1s limit)"]  # fmt: skip
+    assert (out / "skipped.txt").read_text().startswith("late (at ") and "never" not in said
+    assert f"table {tmp_path / 'w'}" in said
