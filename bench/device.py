@@ -14,7 +14,8 @@ A plan is a mapping:
   ``args`` for ``bench/bench.py`` (``sets``: a list of overrides, each given as ``--student-set``; ``each``: a
   list that repeats the step once per item, as ``{each}``) or a ``command`` to run as it is; ``finish``: shell
   commands run last (the tables). A ``command`` step gets the rehearsal's overrides where it says ``{smoke}`` (or
-  ``{smoke_student}``, with the student's tiny net), which are empty on the device.
+  ``{smoke_student}``, with the student's tiny net; ``{smoke_data}``, the data's and schedule's alone), which are
+  empty on the device; ``smoke_vars`` replace ``vars`` in a rehearsal (e.g. the smoke recipes for distill-run).
 
 ``{data}``, ``{out}`` and ``{work}`` are the call's; a step whose limit would end past the budget is skipped and
 named in ``OUT/skipped.txt``, one that fails or runs over its limit is named in ``OUT/failed.txt``, and the rest
@@ -56,9 +57,13 @@ def fields(plan: dict, data: str, out: str, work: str, smoke: bool = False) -> d
     overrides for a ``command`` step, empty on the device; ``smoke_student`` with the student's tiny net) and the
     plan's ``vars``."""
     tiny = SMOKE_EXTRA if smoke else []
-    student = [*tiny[:-1], SMOKE_STUDENT[-1]] if smoke else []
-    given = {"data": data, "out": out, "work": work, "smoke": " ".join(tiny), "smoke_student": " ".join(student)}
-    return given | {k: str(v).format(**given) for k, v in (plan.get("vars") or {}).items()}
+    given = {"data": data, "out": out, "work": work, "smoke": " ".join(tiny),
+             "smoke_student": " ".join([*tiny[:-1], SMOKE_STUDENT[-1]] if smoke else []),
+             "smoke_data": " ".join(tiny[:-1])}  # fmt: skip
+    named = (plan.get("vars") or {}) | ((plan.get("smoke_vars") or {}) if smoke else {})
+    for k, v in named.items():  # in order: a var may name the ones before it
+        given[k] = str(v).format(**given)
+    return given
 
 
 def expand(plan: dict, fields: dict) -> list[dict]:

@@ -3,8 +3,8 @@
     python bench/transfer_table.py sets --data-dir DIR --out SETS            # the two evaluation sets
     python bench/transfer_table.py score --data-dir DIR --sets SETS --json out.json NAME=RUN_DIR ...
 
-``sets`` writes three sets whose labels no student sees, each as a transfer-set file (``.npy``, unlabelled)
-and its labels: (a) ``cifar10_test.npy``, the CIFAR-10 test set; (b) ``shifted_test.npy``, a shifted copy
+``sets`` writes three sets whose labels no student sees, each as a transfer-set file (``.npy``, unlabelled), as a
+test pickle laid out as the contest's (``.pkl``, for ``distill-run --test-pkl``) and its labels: (a) ``cifar10_test.npy``, the CIFAR-10 test set; (b) ``shifted_test.npy``, a shifted copy
 of it: image i gets one of the 12 corruptions of :mod:`distill.corruptions` at one of its 5 severities,
 uniformly at random (seed 0), the same on every machine; (c) ``reframed_test.npy``, a shift of another kind,
 no corruption: each image framed and coloured as another camera and photographer might (:func:`reframe`). ``score`` predicts both sets with each run's
@@ -15,6 +15,8 @@ weights and recipe TTA, with the run's own BatchNorm statistics and with statist
 from __future__ import annotations
 
 import argparse
+import json
+import pickle
 import sys
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from distill.data import load_cifar10
 from distill.engine import predict
 from distill.errors import UserError, cli_main
 from distill.files import write_json
-from distill.runs import git_commit, load_run
+from distill.runs import ROUND, git_commit, load_run
 
 SETS = {"a": "cifar10_test", "b": "shifted_test", "c": "reframed_test"}
 
@@ -72,9 +74,14 @@ def make_sets(data_dir: str, out: Path, seed: int = 0) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     for key, pixels in (("a", test.images), ("b", shifted), ("c", reframe(test.images, seed))):
         np.save(out / f"{SETS[key]}.npy", pixels)
+        with (out / f"{SETS[key]}.pkl").open("wb") as f:  # the same images as the contest's test pickle is laid out
+            pickle.dump({b"data": pixels, b"ids": np.arange(len(pixels))}, f)
         np.save(out / f"{SETS[key]}_labels.npy", test.labels)
     np.savez(out / "shifted_mix.npz", corruption=which, severity=severity)
-    print(f"wrote {out}: {', '.join(f'{SETS[k]}.npy' for k in SETS)} and their labels ({len(test):,} images each)")
+    print(
+        f"wrote {out}: {', '.join(f'{SETS[k]}.npy' for k in SETS)}, each also as a test pickle (.pkl), and their labels "
+        f"({len(test):,} images each)"
+    )
     return {key: out / f"{name}.npy" for key, name in SETS.items()}
 
 
@@ -124,6 +131,25 @@ def print_table(result: dict) -> None:
     Console().print(table)
 
 
+def markdown(results: list[dict]) -> str:
+    """One markdown row per scored run of ``results`` (``score``'s JSONs): each set with the run's and the set's
+    BatchNorm statistics where scored, and, for a round of ``distill-run --rounds``, what its round changed."""
+    keys = [f"{key}_bn_{bn}" for key in SETS for bn in ("train", "test")]
+    used = [k for k in keys if any(k in r for res in results for r in res["rows"].values())]
+    head = " | ".join(f"({k[0]}){', BN of the set' if k.endswith('test') else ''}" for k in used)
+    lines = [f"| run | {head} | round: changed of its teachers' predictions |", "| --- |" + " ---: |" * (len(used) + 1)]
+    for res in results:
+        for label, r in res["rows"].items():
+            record = Path(r["run"]) / ROUND
+            changed = ""
+            if record.is_file():
+                rd = json.loads(record.read_text())
+                changed = f"round {rd['round']}: {rd['changed']:,} of {rd['count']:,} ({100 * rd['changed'] / rd['count']:.2f}%)"
+            cells = [f"{100 * r[k]:.2f}%" if k in r else "-" for k in used]
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {changed} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description="The transfer-set measurement's evaluation sets and scores.")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -138,8 +164,16 @@ def main(argv: list[str] | None = None) -> dict:
                          help="the runs' own BatchNorm statistics, each set's, or both (default)")  # fmt: skip
     scoring.add_argument("--steps", nargs=2, type=Path, metavar=("OUT_DIR", "WORK_DIR"),
                          help="also every student of a device plan's steps (bench/device.py): STEP/student_K")  # fmt: skip
+    scoring.add_argument("--runs-dir", action="append", type=Path, default=[],
+                         help="also every finished run directly in this distill-run --runs-dir, as DIR/RUN")  # fmt: skip
     scoring.add_argument("runs", nargs="*", metavar="NAME=RUN_DIR")
+    tabling = sub.add_parser("table", help="a markdown table of score's JSONs (with each round's changes)")
+    tabling.add_argument("json", nargs="+", type=Path)
     args = parser.parse_args(argv)
+    if args.what == "table":
+        text = markdown([json.loads(p.read_text()) for p in args.json])
+        print(text, end="")
+        return {"markdown": text}
     if args.what == "sets":
         return {k: str(v) for k, v in make_sets(args.data_dir, args.out, args.seed).items()}
     runs = {}
@@ -150,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
         runs[name] = Path(path)
     if args.steps:
         runs |= step_students(*args.steps)
+    for runs_dir in args.runs_dir:
+        runs |= {f"{runs_dir.name}/{d.name}": d for d in sorted(runs_dir.iterdir()) if (d / "summary.json").is_file()}
     if not runs:
         raise UserError("no runs to score: give NAME=RUN_DIR, or --steps OUT_DIR WORK_DIR of a device plan")
     result = score(runs, args.sets, ("train", "test") if args.bn_stats == "both" else (args.bn_stats,))

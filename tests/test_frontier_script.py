@@ -99,3 +99,13 @@ def test_a_plan_runs_its_steps_in_order_each_within_its_limit_and_says_what_fail
                                                             "slow: exit 124 (124: over its 1s limit)"]  # fmt: skip
     assert (out / "skipped.txt").read_text().startswith("late (at ") and "never" not in said
     assert f"table {tmp_path / 'w'}" in said
+
+
+@pytest.mark.slow
+def test_rounds_plan_runs_every_round_variant_and_tables_them_on_a_cpu(synthetic_dir, tmp_path):
+    out = rehearse("rounds", synthetic_dir, tmp_path)
+    table = (out / "rounds.md").read_text()
+    for row in ("s0/kd_smoke-round3", "s1/kd_smoke-round2", "t4_s1/kd_smoke", "ens_s0/kd_smoke-round2", "plain_s1"):
+        assert f"| {row}" in table, row
+    assert "| ens_s1/kd_smoke-round2 |" in table and "round 2: " in table
+    assert len(list(out.glob("round_*.json"))) == 10  # rounds 1-3 of s0 and s1, rounds 1-2 of ens_s0 and ens_s1
