@@ -161,8 +161,10 @@ def run_plan(name: str, data: str, out: Path, smoke: bool = False, work: str | N
         if "command" in step:
             command = step["command"]
         else:
+            # a rehearsal drops the student recipe's own model kwargs (widths: a tiny net must stay tiny), not the step's
+            first = ["--student-set", "model.kwargs={}"] if smoke else []
             command = [sys.executable, "bench/bench.py", "--data-dir", data, "--json", str(out / f"{step['name']}.json"),
-                       "--work-dir", f"{work}/{step['name']}", *step["args"], "data.download=false"]  # fmt: skip
+                       "--work-dir", f"{work}/{step['name']}", *first, *step["args"], "data.download=false"]  # fmt: skip
             if smoke:
                 command += [*SMOKE_EXTRA, *SMOKE_STUDENT]
         print(f"== {step['name']} (at {used:.0f}s): {command if isinstance(command, str) else shlex.join(command[1:])}")

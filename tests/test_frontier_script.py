@@ -54,7 +54,10 @@ def test_losses_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, t
 def test_ablation_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, tmp_path):
     out = rehearse("ablation", synthetic_dir, tmp_path)
     table = (out / "ablation.md").read_text()
-    assert "not run" not in table and "| `air_b112` | `kd_fast94` `kd.alpha=0` `model.kwargs.blocks=[1,1,2]`" in table
+    assert (
+        "not run" not in table
+        and "| `air_b112` | `kd_fast94` `model.kwargs={}` `kd.alpha=0` `model.kwargs.blocks=[1,1,2]`" in table
+    )
     assert all(json.loads(p.read_text())["student_kd"]["alpha"] == 0 for p in out.glob("*.json"))
 
 
@@ -64,7 +67,7 @@ def test_speed_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, tm
     table = (out / "speed.md").read_text()
     assert (
         "not run" not in table
-        and "| `muon_prog` | `kd_fast94_muon` `kd.alpha=0` `train.progressive_min_size=24`" in table
+        and "| `muon_prog` | `kd_fast94_muon` `model.kwargs={}` `kd.alpha=0` `train.progressive_min_size=24`" in table
     )
     muon = json.loads((out / "muon.json").read_text())
     assert muon["student_recipe"] == "kd_fast94_muon" and muon["student_kd"]["alpha"] > 0
@@ -109,3 +112,12 @@ def test_rounds_plan_runs_every_round_variant_and_tables_them_on_a_cpu(synthetic
         assert f"| {row}" in table, row
     assert "| ens_s1/kd_smoke-round2 |" in table and "round 2: " in table
     assert len(list(out.glob("round_*.json"))) == 10  # rounds 1-3 of s0 and s1, rounds 1-2 of ens_s0 and ens_s1
+
+
+@pytest.mark.slow
+def test_rung95_plan_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, tmp_path):
+    out = rehearse("rung95", synthetic_dir, tmp_path)
+    table = (out / "rung95.md").read_text()
+    assert "not run" not in table and "| `tr_t4` | `kd_fast95`" in table and "T 4, loss x 0.25" in table
+    scores = json.loads((out / "scores.json").read_text())["rows"]
+    assert len(scores) == 2 * 6 and all("c_bn_train" in r for r in scores.values())
