@@ -30,6 +30,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -91,6 +92,7 @@ def run_quiet(command: list[str] | str, limit: float, log=sys.stdout) -> int:
     returns its exit status (124 when it ran over)."""
     proc = subprocess.Popen(command, shell=isinstance(command, str), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    _RUNNING[:] = [proc]
     deadline = time.monotonic() + limit
     timer = _Killer(proc, deadline)
     for line in proc.stdout:
@@ -122,6 +124,20 @@ class _Killer:
 
     def cancel(self):
         self._timer.cancel()
+
+
+_RUNNING: list[subprocess.Popen] = []  # the step now running: its own process group, not killed with ours
+
+
+def _stop(signum, frame) -> None:
+    """SIGTERM or SIGINT (``timeout``, Ctrl-C, the device's limit): end the running step's whole group too, then
+    exit as the signal would, so no step goes on training after the driver has gone."""
+    for proc in _RUNNING:
+        try:
+            os.killpg(proc.pid, 9)
+        except ProcessLookupError:
+            pass
+    sys.exit(128 + signum)
 
 
 def note(path: Path, line: str) -> None:
@@ -193,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.data_dir:
         parser.error("give DATA_DIR (it holds cifar-10-batches-py/)")
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     return 1 if run_plan(args.plan, args.data_dir, args.out_dir, smoke=bool(os.environ.get("SMOKE"))) else 0
 
 

@@ -121,3 +121,20 @@ def test_rung95_plan_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, tmp
     assert "not run" not in table and "| `tr_t4` | `kd_fast95`" in table and "T 4, loss x 0.25" in table
     scores = json.loads((out / "scores.json").read_text())["rows"]
     assert len(scores) == 2 * 6 and all("c_bn_train" in r for r in scores.values())
+
+
+def test_a_stopped_driver_stops_its_running_step_too(tmp_path):
+    """SIGTERM to the driver (timeout, the device's limit) ends the step it runs, whose process group is its own."""
+    import signal
+    import time
+
+    plan = tmp_path / "p.yaml"
+    marker = tmp_path / "still-running"
+    plan.write_text(f"measures: a test\nsteps:\n  - {{name: long, limit: 60, command: 'sleep 3; touch {marker}'}}\n")
+    driver = subprocess.Popen([sys.executable, "-m", "bench.device", str(plan), "DATA", str(tmp_path / "out")],
+                              cwd=ROOT, env={**os.environ, "W": str(tmp_path / "w")})  # fmt: skip
+    time.sleep(1.5)
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=10) == 128 + signal.SIGTERM
+    time.sleep(2.5)
+    assert not marker.exists()
