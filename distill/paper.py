@@ -162,6 +162,31 @@ def _check_runs(runs: list[PaperRun]) -> None:
             )
 
 
+def _cache_teachers(r: PaperRun) -> list[dict] | None:
+    """The teachers a distilled run's cache records (run dir, weights sha256), or None: no cache, or gone."""
+    cache = r.summary.get("teacher_cache")
+    try:
+        return json.loads((Path(cache) / "meta.json").read_text())["teachers"] if cache else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _check_teachers(runs: list[PaperRun]) -> None:
+    """Each teacher run given must have taught a student given (its weights in that student's cache): else the
+    paper would name as the teacher a run that taught nobody in it."""
+    taught = {t["weights_sha256"] for r in runs if r.run.role == "student" for t in _cache_teachers(r) or []}
+    if not taught:  # no distilled student, or their caches are gone: nothing to check against
+        return
+    for r in runs:
+        if r.run.role == "teacher" and sha256_file(r.run.path / "model.safetensors") not in taught:
+            who = sorted({Path(t.get("run_dir", "?")).name for s in runs if s.run.role == "student"
+                          for t in _cache_teachers(s) or []})  # fmt: skip
+            raise UserError(
+                f"teacher run {r.run.path} taught none of the students given (their caches hold the logits of "
+                f"{', '.join(who)}); give the teacher run(s) the student distilled from, or leave it out"
+            )
+
+
 def _kd_term(kd) -> str:
     """The KD term ``D`` of the recipe's ``kd.loss``, in words and symbols, with its paper cited, and the loss's scale."""
     scale = f"; the whole loss is scaled by {kd.loss_scale:g}" if kd.loss_scale != 1 else ""
@@ -263,12 +288,10 @@ def _results_table(runs: list[PaperRun]) -> str:
 
 def _teacher_of(r: PaperRun) -> str:
     """The teacher run(s) a student distilled from, by name, read from its cache's meta.json; "-" for none."""
-    cache = r.summary.get("teacher_cache")
-    if not cache:
+    if not r.summary.get("teacher_cache"):
         return "--"
-    try:
-        teachers = json.loads((Path(cache) / "meta.json").read_text())["teachers"]
-    except (OSError, ValueError, KeyError):
+    teachers = _cache_teachers(r)
+    if teachers is None:
         return "a cache no longer there"
     names = [Path(t.get("run_dir", "?")).name for t in teachers]
     return names[0] if len(names) == 1 else f"ensemble of {len(names)}"
@@ -689,6 +712,7 @@ def paper(
     if not runs:
         raise UserError("give the student's run directory, then its teacher(s) and baselines")
     _check_runs(runs)
+    _check_teachers(runs)
     if inspected is not None:
         check_inspection_fits(inspected, runs)
     arch = architecture(load_run(runs[0].run.path)[1])
