@@ -87,7 +87,7 @@ def expand(plan: dict, fields: dict) -> list[dict]:
     return steps
 
 
-def run_quiet(command: list[str] | str, limit: float, log=sys.stdout) -> int:
+def run_quiet(command: list[str] | str, limit: float) -> int:
     """Run ``command`` (a list, or a shell string) for at most ``limit`` seconds, its per-epoch lines dropped;
     returns its exit status (124 when it ran over)."""
     proc = subprocess.Popen(command, shell=isinstance(command, str), stdout=subprocess.PIPE,
@@ -97,8 +97,7 @@ def run_quiet(command: list[str] | str, limit: float, log=sys.stdout) -> int:
     timer = _Killer(proc, deadline)
     for line in proc.stdout:
         if not EPOCH_LINE.match(line):
-            log.write(line)
-            log.flush()
+            print(line, end="", flush=True)
     proc.wait()
     timer.cancel()
     return 124 if timer.fired else proc.returncode

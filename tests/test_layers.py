@@ -19,7 +19,7 @@ LAYERS = [
     {"distill.cache_logits", "distill.train_teacher", "distill.train_student", "distill.evaluate",
      "distill.export", "distill.report", "distill.run", "distill.__main__", "distill.paper", "distill.inspection"},
     {"bench.bench", "bench.summarize", "bench.predict_speed", "bench.whitening_snr", "bench.loop_profile", "bench.inspect_sets", "bench.student_speed",
-     "bench.transfer_table", "bench.conv_crash_sweep", "bench.steps_table", "bench.first_steps"},
+     "bench.transfer_table", "bench.conv_crash_sweep", "bench.steps_table", "bench.first_steps", "bench.device"},
 ]  # fmt: skip
 LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
