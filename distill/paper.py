@@ -127,7 +127,8 @@ def references(runs: list[PaperRun]) -> list[str]:
         keys += ["szegedy2016inception"] if train.label_smoothing else []
         keys += ["zhang2019lookahead"] if train.lookahead else []
         keys += ["loshchilov2017sgdr"] if train.schedule == "cosine" else []
-        keys += ["sutskever2013momentum"] if train.optimizer == "sgd" else []
+        keys += ["sutskever2013momentum"] if train.optimizer in ("sgd", "muon") else []
+        keys += ["jordan2024muon"] if train.optimizer == "muon" else []
         keys += ["jordan2024airbench"] if model.name.startswith("cifar_air") or model.kwargs.get("whiten") else []
         keys += ["hendrycks2019corruptions"] if r.shift else []
         keys += ["recht2018cifar101"] if r.shift and r.shift.get("natural") else []
@@ -224,9 +225,17 @@ def _d_term(kd) -> str:
 
 def _describe_training(r: PaperRun) -> str:
     t, a = r.recipe.train, r.recipe.augment
-    opt = {"sgd": f"SGD with {'Nesterov ' if t.nesterov else ''}momentum {t.momentum:g}", "adamw": "AdamW"}[t.optimizer]
+    sgd = f"SGD with {'Nesterov ' if t.nesterov else ''}momentum {t.momentum:g}"
+    opt = {
+        "sgd": sgd,
+        "adamw": "AdamW",
+        "muon": f"Muon \\citep{{jordan2024muon}} on every convolution's filter bank (learning rate {t.muon_lr:g}, momentum "
+        f"{t.muon_momentum:g}, {t.muon_ns_steps} Newton--Schulz steps"
+        + (", each bank scaled to norm $\\sqrt{\\mathrm{out}}$" if t.muon_normalize else "")
+        + f") and {sgd} on the other parameters",
+    }[t.optimizer]
     parts = [
-        f"{opt}, peak learning rate {t.lr:g} for batch {t.batch_size}, {t.schedule} decay to {t.lr_min:g} after "
+        f"{opt}, peak learning rate {t.lr:g}{' (the SGD part)' if t.optimizer == 'muon' else ''} for batch {t.batch_size}, {t.schedule} decay to {t.lr_min:g} after "
         f"{t.warmup_epochs:g} warm-up epochs, weight decay {t.weight_decay:g}, {t.epochs} epochs",
         f"augmentation: {tex(a.label)}",
     ]

@@ -335,3 +335,18 @@ def test_a_teacher_run_that_taught_none_of_the_students_is_refused(runs, tmp_pat
                                         r"hold the logits of teacher\)"):  # fmt: skip
         paper.paper([runs / "kd", other, runs / "ce"], out=tmp_path / "paper", repo=REPO, data_dir=str(synthetic_dir))
     assert not (tmp_path / "paper").exists()
+
+
+def test_a_muon_run_is_described_and_cited():
+    """A run trained with train.optimizer=muon: its optimiser in words, with Muon's reference (it raised KeyError)."""
+    from types import SimpleNamespace
+
+    from distill.recipe import load_recipe
+
+    r = SimpleNamespace(recipe=load_recipe("kd_fast94_muon"), summary={}, shift=None)
+    text = paper._describe_training(r)
+    assert text.startswith("Muon \\citep{jordan2024muon} on every convolution's filter bank (learning rate 0.24, "
+                           "momentum 0.6, 3 Newton--Schulz steps, each bank scaled to norm $\\sqrt{\\mathrm{out}}$) and "
+                           "SGD with Nesterov momentum 0.85 on the other parameters, peak learning rate 0.207 (the SGD "
+                           "part) for batch 2000")  # fmt: skip
+    assert "jordan2024muon" in paper.references([r]) and "jordan2024muon" in paper.BIB
