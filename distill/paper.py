@@ -363,17 +363,18 @@ def _differences_table(runs: list[PaperRun]) -> str:
         row[ALSO] = also
     differ = [k for k in rows[0] if len({row[k] for row in rows}) > 1]
     shared = [f"{k} {rows[0][k]}" for k in rows[0] if k not in differ and k != ALSO]
-    cols = "l" + "l" * len(differ) + "r"
+    # the "also" column wraps within a fixed width: a long list of differing fields must not run off the page
+    cols = "l" + "".join("p{0.3\\textwidth}" if k == ALSO else "l" for k in differ) + "r"
     lines = [f"{tex(r.name)} & " + " & ".join(row[k] for k in differ) + (" & " if differ else "")
              + f"{pct(r.summary['test_accuracy'])} \\\\" for r, row in zip(runs, rows)]  # fmt: skip
     return "\n".join([
-        r"\begin{table}[htb]", r"\centering", r"\scriptsize", r"\setlength{\tabcolsep}{2.5pt}",
+        r"\begin{table*}[tb]", r"\centering", r"\scriptsize", r"\setlength{\tabcolsep}{2.5pt}",
         f"\\begin{{tabular}}{{{cols}}}", r"\hline",
         "run & " + " & ".join(differ) + (" & " if differ else "") + r"test acc. \\", r"\hline",
         *lines, r"\hline", r"\end{tabular}",
         "\\caption{What differs between the runs (from their recipes), beside their test accuracy"
         + (f". All share: {'; '.join(shared)}." if shared else ".") + "}",
-        r"\label{tab:differences}", r"\end{table}",
+        r"\label{tab:differences}", r"\end{table*}",
     ])  # fmt: skip
 
 
@@ -430,8 +431,11 @@ def read_inspection(folder: str | Path) -> dict:
     return {**json.loads((folder / "inspect.json").read_text()), "_dir": str(folder)}
 
 
+WIDE = ("curves", "scored")  # figures of several panels: across both columns
+
+
 def _figure(name: str, caption: str) -> str:
-    wide = name in ("curves", "scored")  # several panels: across both columns
+    wide = name in WIDE
     env = "figure*" if wide else "figure"
     width = "0.8\\textwidth" if wide else "\\columnwidth"
     return "\n".join([f"\\begin{{{env}}}[tb]", r"\centering", f"\\includegraphics[width={width}]{{{name}.pdf}}",
@@ -565,7 +569,7 @@ def _training(c: Context) -> str:
 
 def _results(c: Context) -> str:
     s, student = c.student.summary, c.student
-    lines = [_results_table(c.runs), *([_differences_table(c.runs)] if len(c.runs) > 1 else [])]
+    lines = [_results_table(c.runs)]
     found = (f"The student reaches {pct(s['test_accuracy'])} on the CIFAR-10 test set with {student.params:,} "
              f"trainable parameters (Table~\\ref{{tab:results}}).")  # fmt: skip
     if c.kd and c.labels_only:
@@ -584,8 +588,16 @@ def _results(c: Context) -> str:
     if c.inspected is not None:
         lines.append(f"The images to be scored: {tex(c.inspected['reading'])}")
     lines += [" ".join(c.left_out)] if c.left_out else []
-    lines += [_figure(name, caption) for name, caption in c.figures.items()]
+    lines += [_figure(name, caption) for name, caption in c.figures.items() if name not in WIDE]
     return "\n".join(lines)
+
+
+def _wide_floats(c: Context) -> str:
+    """The floats across both columns (the differences table, the many-panel figures). Two-column LaTeX sets such a
+    float at the top of a page after the one where it is defined, so they are defined on page 1 and land at the top
+    of page 2, beside the text that cites them, not alone on a page after the text has ended."""
+    floats = [_differences_table(c.runs)] if len(c.runs) > 1 else []
+    return "\n".join(floats + [_figure(name, caption) for name, caption in c.figures.items() if name in WIDE])
 
 
 def render(c: Context, title: str, authors: str, affiliation: str, style: str, bst: str) -> str:
@@ -600,7 +612,7 @@ def render(c: Context, title: str, authors: str, affiliation: str, style: str, b
     return env.get_template("main.tex").render(
         style=style, bst=bst, title=title, authors=authors, affiliation=affiliation, repo=c.repo,
         abstract=_abstract(c), overview=_overview(c), architecture=_architecture(c),
-        distillation=_distillation(c) if c.kd else "", training=_training(c), results=_results(c),
+        distillation=_distillation(c) if c.kd else "", training=_training(c), results=_results(c), wide=_wide_floats(c),
         write_here=write_here,
     )  # fmt: skip
 

@@ -203,7 +203,8 @@ def test_the_paper_says_what_differs_and_what_the_transfer_set_is(runs, transfer
     dirs = [transfer_run / "kd_transfer", runs / "kd", runs / "teacher", runs / "ce"]
     result = paper.paper(dirs, out=tmp_path / "p", repo=REPO, data_dir=str(synthetic_dir))
     text = (tmp_path / "p" / "main.tex").read_text()
-    table = text[text.index(r"\label{tab:results}") : text.index(r"\label{tab:differences}")]
+    table = text[text.index(r"\begin{table*}") : text.index(r"\label{tab:differences}")]  # a wide float, on page 1
+    assert text.index(r"\label{tab:differences}") < text.index(r"\subsection{Architecture}")
     header = next(line for line in table.splitlines() if line.startswith("run & "))
     assert "teacher" in header and "transfer set" in header and "model" in header  # they differ between the runs
     assert "epochs" not in header and "All share:" in table and "epochs 2" in table  # the same for all: the caption
