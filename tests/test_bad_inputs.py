@@ -237,6 +237,22 @@ def case_paper_inspect_other_model(ctx: Ctx) -> Call:
 
 
 @case
+def case_paper_teacher_taught_none(ctx: Ctx) -> Call:
+    """A teacher run whose logits the student never distilled from would be named in the paper as its teacher."""
+    from safetensors.torch import load_file, save_file
+
+    from distill import paper
+
+    other = ctx.tmp / "other_teacher"
+    shutil.copytree(ctx.teacher, other)
+    weights = load_file(str(other / "model.safetensors"))
+    save_file({k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}, str(other / "model.safetensors"))
+    argv = [str(ctx.student), str(other), "--out", str(ctx.tmp / "paper"), "--data-dir", str(ctx.data),
+            "--repo", "https://github.com/your-team/distill"]  # fmt: skip
+    return Call(paper.main, argv, [ctx.tmp / "paper"])
+
+
+@case
 def case_test_pickle_is_a_training_batch(ctx: Ctx) -> Call:
     """CIFAR-10's data_batch_1 given as the test pickle wrote a CSV of predictions on training images, without a word."""
     call = export_call(ctx, {})
