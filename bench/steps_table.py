@@ -1,4 +1,4 @@
-"""The table of a device plan's steps: ``python bench/steps_table.py OUT_DIR PLAN`` (``bench/plans/PLAN.yaml``).
+"""The table of a device plan's steps: ``python -m bench.steps_table OUT_DIR PLAN`` (``bench/plans/PLAN.yaml``).
 
 It reads what ``python -m bench.device PLAN`` wrote (``losses``: issue 25, ``ablation``: issue 24, ``speed``: issue
 31, ``rounds``: issue 33, ``rung95``: issue 32), rows in the plan's ``table`` order (else its steps'). One row per step: the student's recipe and the overrides its step gave it, its teachers (one,
@@ -93,7 +93,9 @@ def table(out: Path, which: str) -> str:
 def main(argv: list[str] | None = None) -> str:
     args = argv if argv is not None else sys.argv[1:]
     if len(args) != 2:
-        sys.exit("usage: steps_table.py OUT_DIR PLAN (a device plan of bench/plans/ with a baseline: losses, ...)")
+        sys.exit(
+            "usage: python -m bench.steps_table OUT_DIR PLAN (a device plan of bench/plans/ with a baseline: losses, ...)"
+        )
     out = Path(args[0])
     text = table(out, args[1])
     (out / f"{args[1]}.md").write_text(text)
