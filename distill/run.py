@@ -56,6 +56,11 @@ from distill.train_teacher import train_teachers
 from distill.trainer import train
 
 AGAIN = DISTILL_RUN.resume  # what resumes a stopped stage here (no --resume flag)
+# the contest command: the best combination measured (BENCHMARKS.md, "Self-training rounds"); README shows it too
+CONTEST = (
+    "distill-run --student-recipe kd_fast94_muon --test-pkl cifar_test_nolabel.pkl --unlabeled cifar_test_nolabel.pkl "
+    "--out submission.csv"
+)
 FASTER = "kd_fast94_muon"  # the recipe a long job names: the fewest CPU seconds measured (BENCHMARKS.md, issue 31)
 LONG = 3600  # a job estimated longer than this (seconds) here says so, and names FASTER
 OTHER_RUNS = "run with the overrides it was made with, or give another --runs-dir"
@@ -558,10 +563,15 @@ def say_estimate(jobs: list[Job], stages: list[Stage], accelerator, overrides: l
     return seconds
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and the epilog as written: the contest command on one line, to copy whole."""
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(
         description="Teacher -> cache -> student -> report -> submission CSV, each stage skipped once done.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=f"the contest command, the best combination measured (BENCHMARKS.md): {CONTEST}",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--student-recipe", default="kd_t4", help="recipe of the student (names its teacher)")
     parser.add_argument("--test-pkl", required=True, help="the competition's test pickle")

@@ -66,3 +66,19 @@ def test_every_link_lands():
             if anchor and file.suffix == ".md":
                 heads = {_slug(h) for h in re.findall(r"^#+ (.+)$", file.read_text(), re.M)}
                 assert anchor in heads, f"{page.name} links to {path}#{anchor}, which has no such heading"
+
+
+def test_the_contest_command_is_one_line_in_readme_and_in_help_and_it_plans(tmp_path, synthetic_dir, capsys):
+    """The best measured combination, written once in README and once in distill-run --help, the same words."""
+    lines = [ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.startswith("**The contest command**")]
+    assert len(lines) == 1 and f"`{run.CONTEST}`" in lines[0]
+    with pytest.raises(SystemExit):
+        run.main(["--help"])
+    assert " ".join(capsys.readouterr().out.split()).count(run.CONTEST) == 1
+    argv = shlex.split(run.CONTEST)[1:]
+    pkl = tmp_path / "cifar_test_nolabel.pkl"
+    pkl.write_bytes(pickle.dumps({b"data": np.zeros((20, 32, 32, 3), np.uint8)}))
+    argv = [str(pkl) if a == "cifar_test_nolabel.pkl" else a for a in argv]
+    argv[argv.index("--out") + 1] = str(tmp_path / "submission.csv")
+    plan = run.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--dry-run", *tiny(synthetic_dir)])["plan"]
+    assert [s["name"] for s in plan] == ["teacher", "cache", "student", "report", "csv"]
