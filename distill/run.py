@@ -59,7 +59,7 @@ AGAIN = DISTILL_RUN.resume  # what resumes a stopped stage here (no --resume fla
 # the contest command: the best combination measured (BENCHMARKS.md, "Self-training rounds"); README shows it too
 CONTEST = (
     "distill-run --student-recipe kd_fast94_muon --test-pkl cifar_test_nolabel.pkl --unlabeled cifar_test_nolabel.pkl "
-    "--out submission.csv"
+    "--bn-stats test --out submission.csv"
 )
 FASTER = "kd_fast94_muon"  # the recipe a long job names: the fewest CPU seconds measured (BENCHMARKS.md, issue 31)
 LONG = 3600  # a job estimated longer than this (seconds) here says so, and names FASTER

@@ -77,7 +77,7 @@ def test_the_contest_command_is_one_line_in_readme_and_in_help_and_it_plans(tmp_
     assert " ".join(capsys.readouterr().out.split()).count(run.CONTEST) == 1
     argv = shlex.split(run.CONTEST)[1:]
     pkl = tmp_path / "cifar_test_nolabel.pkl"
-    pkl.write_bytes(pickle.dumps({b"data": np.zeros((20, 32, 32, 3), np.uint8)}))
+    pkl.write_bytes(pickle.dumps({b"data": np.zeros((300, 32, 32, 3), np.uint8)}))  # --bn-stats test needs 256
     argv = [str(pkl) if a == "cifar_test_nolabel.pkl" else a for a in argv]
     argv[argv.index("--out") + 1] = str(tmp_path / "submission.csv")
     plan = run.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--dry-run", *tiny(synthetic_dir)])["plan"]
