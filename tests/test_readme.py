@@ -15,7 +15,7 @@ from tests.conftest import ROOT, tiny
 @pytest.fixture()
 def test_pkl(tmp_path):
     path = tmp_path / "test.pkl"
-    path.write_bytes(pickle.dumps({b"data": np.zeros((20, 32, 32, 3), np.uint8)}))
+    path.write_bytes(pickle.dumps({b"data": np.zeros((300, 32, 32, 3), np.uint8)}))  # --bn-stats test needs 256
     return path
 
 
@@ -36,7 +36,7 @@ def test_each_command_plans(row, tmp_path, test_pkl, synthetic_dir, capsys):
     command = shlex.split(row[1].strip("`"))
     assert command[0] == "distill-run"
     argv = command[1:]
-    argv[argv.index("--test-pkl") + 1] = str(test_pkl)
+    argv = [str(test_pkl) if a == "cifar_test_nolabel.pkl" else a for a in argv]  # --test-pkl and --unlabeled
     argv[argv.index("--out") + 1] = str(tmp_path / "submission.csv")
     plan = run.main([*argv, "--runs-dir", str(tmp_path / "runs"), "--dry-run", *tiny(synthetic_dir)])["plan"]
     assert plan[-1]["name"] == "csv" and "estimate on this machine" in capsys.readouterr().out
