@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distill.data import Split, write_batches
+from distill.data import Split, load_cifar10, write_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = Path(os.environ.get("DISTILL_SHARED_CIFAR10", ROOT.parent / "shared" / "data" / "cifar10"))
@@ -84,3 +85,12 @@ def tiny(data_dir: Path, *extra: str) -> list[str]:
         "cache.batch_size=100",
         *extra,
     ]
+
+
+@pytest.fixture()
+def test_pkl(synthetic_dir, tmp_path) -> Path:
+    """A test pickle of the synthetic test set's first 50 images, ids 0..49, laid out as the contest's."""
+    _, test = load_cifar10(synthetic_dir, download=False)
+    path = tmp_path / "test.pkl"
+    path.write_bytes(pickle.dumps({b"data": test.images[:50], b"ids": np.arange(50)}))
+    return path

@@ -4,10 +4,8 @@ the one command never overwrites its own results and says, in its own flags' wor
 from __future__ import annotations
 
 import json
-import pickle
 import shutil
 
-import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
@@ -16,14 +14,6 @@ from distill.data import load_cifar10, write_batches
 from distill.errors import UserError
 from distill.logit_cache import LogitCache
 from tests.conftest import synthetic_split, tiny
-
-
-@pytest.fixture()
-def test_pkl(synthetic_dir, tmp_path):
-    _, test = load_cifar10(synthetic_dir, download=False)
-    path = tmp_path / "test.pkl"
-    path.write_bytes(pickle.dumps({b"data": test.images[:50], b"ids": np.arange(50)}))
-    return path
 
 
 def job(tmp_path, test_pkl, synthetic_dir, *extra, dry_run=False):
