@@ -39,9 +39,11 @@ from pathlib import Path
 import yaml
 
 PLANS = Path(__file__).parent / "plans"
-SMOKE_EXTRA = ["data.train_limit=300", "data.test_limit=200", "train.epochs=2", "train.batch_size=50",
-               "train.eval_batch_size=100", "cache.views=2", "cache.batch_size=100", "model.name=cifar_air_tiny"]  # fmt: skip
-SMOKE_STUDENT = ["--student-set", "model.name=cifar_resnet_tiny"]
+SMOKE_DATA = ["data.train_limit=300", "data.test_limit=200", "train.epochs=2", "train.batch_size=50",
+              "train.eval_batch_size=100", "cache.views=2", "cache.batch_size=100"]  # fmt: skip
+SMOKE_NET, SMOKE_STUDENT_NET = "model.name=cifar_air_tiny", "model.name=cifar_resnet_tiny"
+SMOKE_EXTRA = [*SMOKE_DATA, SMOKE_NET]
+SMOKE_STUDENT = ["--student-set", SMOKE_STUDENT_NET]
 EPOCH_LINE = re.compile(r"^epoch \d+/")
 
 
@@ -57,10 +59,12 @@ def fields(plan: dict, data: str, out: str, work: str, smoke: bool = False) -> d
     """What a plan's ``{name}`` fields are in one call: ``data``, ``out``, ``work``, ``smoke`` (the rehearsal's
     overrides for a ``command`` step, empty on the device; ``smoke_student`` with the student's tiny net) and the
     plan's ``vars``."""
-    tiny = SMOKE_EXTRA if smoke else []
-    given = {"data": data, "out": out, "work": work, "smoke": " ".join(tiny),
-             "smoke_student": " ".join([*tiny[:-1], SMOKE_STUDENT[-1]] if smoke else []),
-             "smoke_data": " ".join(tiny[:-1])}  # fmt: skip
+
+    def tiny(*net: str) -> str:  # the rehearsal's overrides (none on the device)
+        return " ".join([*SMOKE_DATA, *net]) if smoke else ""
+
+    given = {"data": data, "out": out, "work": work, "smoke": tiny(SMOKE_NET),
+             "smoke_student": tiny(SMOKE_STUDENT_NET), "smoke_data": tiny()}  # fmt: skip
     named = (plan.get("vars") or {}) | ((plan.get("smoke_vars") or {}) if smoke else {})
     for k, v in named.items():  # in order: a var may name the ones before it
         given[k] = str(v).format(**given)

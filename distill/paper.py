@@ -44,7 +44,7 @@ from distill.inspection import images_fingerprint
 from distill.models import architecture, count_trainable
 from distill.recipe import Recipe, flat_fields
 from distill.report import Run, plot_confusion, plot_curves, predictions
-from distill.runs import load_run, started_with
+from distill.runs import WEIGHTS, load_run, started_with
 from distill.shift import family_means, plot_shift
 
 FIGURES = ("curves", "confusion", "shift", "scored")  # what --no-figure can drop
@@ -175,13 +175,13 @@ def _cache_teachers(r: PaperRun) -> list[dict] | None:
 def _check_teachers(runs: list[PaperRun]) -> None:
     """Each teacher run given must have taught a student given (its weights in that student's cache): else the
     paper would name as the teacher a run that taught nobody in it."""
-    taught = {t["weights_sha256"] for r in runs if r.run.role == "student" for t in _cache_teachers(r) or []}
+    teachers = [t for r in runs if r.run.role == "student" for t in _cache_teachers(r) or []]
+    taught = {t["weights_sha256"] for t in teachers}
     if not taught:  # no distilled student, or their caches are gone: nothing to check against
         return
     for r in runs:
-        if r.run.role == "teacher" and sha256_file(r.run.path / "model.safetensors") not in taught:
-            who = sorted({Path(t.get("run_dir", "?")).name for s in runs if s.run.role == "student"
-                          for t in _cache_teachers(s) or []})  # fmt: skip
+        if r.run.role == "teacher" and sha256_file(r.run.path / WEIGHTS) not in taught:
+            who = sorted({Path(t.get("run_dir", "?")).name for t in teachers})
             raise UserError(
                 f"teacher run {r.run.path} taught none of the students given (their caches hold the logits of "
                 f"{', '.join(who)}); give the teacher run(s) the student distilled from, or leave it out"

@@ -233,12 +233,15 @@ def rounds_left(jobs: list[Job], min_change: float) -> list[Job]:
     """The rounds to run: all, but none after a finished round that changed fewer than ``min_change`` of its
     teachers' predictions (another round would learn almost the same targets: confirmation, not correction)."""
     for k, job in enumerate(jobs[:-1], 1):
-        path = job.student_dir / ROUND
-        if path.is_file() and (job.student_dir / WEIGHTS).is_file():
-            record = json.loads(path.read_text())
-            if record["changed"] < min_change * record["count"]:
+        if (job.student_dir / ROUND).is_file() and (job.student_dir / WEIGHTS).is_file():
+            if _changed_too_little(_record(job), min_change):
                 return jobs[:k]
     return jobs
+
+
+def _changed_too_little(record: dict, min_change: float) -> bool:
+    """Whether a round changed fewer than ``min_change`` of its teachers' predictions: the rounds end there."""
+    return record["changed"] < min_change * record["count"]
 
 
 def _teacher_stage(job: Job) -> Stage:
@@ -482,7 +485,7 @@ def _end_of_round(job: Job, k: int, last: bool, min_change: float, accelerator) 
     accelerator.wait_for_everyone()
     record = _record(job)
     _say(accelerator, round_line(record))
-    if last or record["changed"] >= min_change * record["count"]:
+    if last or not _changed_too_little(record, min_change):
         return False
     _say(
         accelerator,
