@@ -1,7 +1,8 @@
 """Seconds per epoch of several student recipes, measured side by side (issue 24's "at most 1.3x" check).
 
     python -m bench.student_speed --data-dir DIR --config today=kd_fast94: \
-        --config "air=kd_fast94:model.kwargs.act=gelu train.batch_size=1024" [--images 10000] [--rounds 3]
+        --config "air=kd_fast94:model.kwargs.act=gelu train.batch_size=1024" [--teacher t96=teacher_96:] \
+        [--images 10000] [--rounds 3]
 
 Each ``--config NAME=RECIPE:OVERRIDES`` (space-separated ``key=value``) is set up once as training sets it up
 (labels only: ``kd.alpha=0``), on the first ``--images`` training images. Then the configs' epochs run
@@ -46,16 +47,19 @@ def parse_config(text: str, data_dir: str, images: int) -> tuple[str, list[str],
     )
 
 
-def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int = 3) -> dict:
+def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int = 3,
+            teachers: tuple[str, ...] = ()) -> dict:  # fmt: skip
+    """Time ``configs`` (set up as students) and ``teachers`` (as teachers: no 5M cap) side by side."""
     if rounds < 2:
         raise UserError(f"--rounds {rounds}: give 2 or more (the first only warms up)")
-    parsed = [parse_config(c, data_dir, images) for c in configs]
+    roles = ["student"] * len(configs) + ["teacher"] * len(teachers)
+    parsed = [parse_config(c, data_dir, images) for c in [*configs, *teachers]]
     runs, seconds, sizes = {}, {name: [] for name, _, _ in parsed}, {name: set() for name, _, _ in parsed}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, overrides, recipe_name in parsed:
+        for (name, overrides, recipe_name), role in zip(parsed, roles, strict=True):
             recipe = load_recipe(recipe_name, overrides)
             accelerator = make_accelerator(recipe)
-            runs[name] = trainer._setup(recipe, "student", Path(tmp) / name, accelerator, False, None)
+            runs[name] = trainer._setup(recipe, role, Path(tmp) / name, accelerator, False, None)
         try:
             progress = engine.make_progress(next(iter(runs.values())).accelerator)
             with progress:
@@ -82,7 +86,8 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
         "images": images,
         "rounds": rounds,
         "threads": torch.get_num_threads(),
-        "configs": {name: {"recipe": recipe, "overrides": overrides[:-4]} for name, overrides, recipe in parsed},
+        "configs": {name: {"recipe": recipe, "overrides": overrides[:-4], "role": role}
+                    for (name, overrides, recipe), role in zip(parsed, roles, strict=True)},  # fmt: skip
         "seconds_per_epoch": {name: statistics.median(s) for name, s in seconds.items()},
         "all_seconds": seconds,
         "ratio": {name: statistics.median(s) / base for name, s in seconds.items()},
@@ -94,11 +99,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--config", action="append", required=True, help="NAME=RECIPE:'key=value key=value'")
+    parser.add_argument("--teacher", action="append", default=[],
+                        help="NAME=RECIPE:'key=value ...', set up as a teacher (no 5M cap), timed after the configs")
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    result = measure(args.config, args.data_dir, args.images, args.rounds)
+    result = measure(args.config, args.data_dir, args.images, args.rounds, tuple(args.teacher))
     table = Table(title=f"seconds per epoch of 50,000 images, {result['threads']} threads, median of "
                         f"{args.rounds - 1} interleaved rounds on {args.images:,} images")  # fmt: skip
     for column in ("config", "s / epoch", "ratio", "pixels"):

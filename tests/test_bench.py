@@ -209,6 +209,17 @@ def test_student_speed_times_configs_side_by_side(synthetic_dir):
                                                        "model.kwargs.widths=[8,16,32]"]  # fmt: skip
 
 
+def test_student_speed_times_a_teacher_over_the_cap(synthetic_dir):
+    """teacher_96 (9.9M) was refused as a student by the 5M cap: ``--teacher`` sets it up as a teacher."""
+    from bench.student_speed import measure
+
+    big = "big=ce_smoke:model.kwargs.widths=[512,1024,1024] train.batch_size=20"
+    with pytest.raises(UserError, match="over the 5,000,000 cap"):
+        measure([big], str(synthetic_dir), images=40, rounds=2)
+    result = measure(["plain=ce_smoke:"], str(synthetic_dir), images=40, rounds=2, teachers=(big,))
+    assert result["configs"]["big"]["role"] == "teacher" and result["seconds_per_epoch"]["big"] > 0
+
+
 def test_student_speed_trains_at_the_epochs_resolution(synthetic_dir):
     """Progressive resizing timed at 32 pixels read as costing what the plain recipe does (issue 31's 1.04x): each
     round trains as that epoch of the recipe would, at its resolution, and says which."""
