@@ -86,8 +86,10 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
         "images": images,
         "rounds": rounds,
         "threads": torch.get_num_threads(),
-        "configs": {name: {"recipe": recipe, "overrides": overrides[:-4], "role": role}
-                    for (name, overrides, recipe), role in zip(parsed, roles, strict=True)},  # fmt: skip
+        "configs": {
+            name: {"recipe": recipe, "overrides": overrides[:-4], "role": role}
+            for (name, overrides, recipe), role in zip(parsed, roles, strict=True)
+        },  # fmt: skip
         "seconds_per_epoch": {name: statistics.median(s) for name, s in seconds.items()},
         "all_seconds": seconds,
         "ratio": {name: statistics.median(s) / base for name, s in seconds.items()},
@@ -99,8 +101,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--config", action="append", required=True, help="NAME=RECIPE:'key=value key=value'")
-    parser.add_argument("--teacher", action="append", default=[],
-                        help="NAME=RECIPE:'key=value ...', set up as a teacher (no 5M cap), timed after the configs")
+    parser.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        help="NAME=RECIPE:'key=value ...', set up as a teacher (no 5M cap), timed after the configs",
+    )
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json")
