@@ -213,7 +213,7 @@ def test_student_speed_times_a_teacher_over_the_cap(synthetic_dir):
     """teacher_96 (9.9M) was refused as a student by the 5M cap: ``--teacher`` sets it up as a teacher."""
     from bench.student_speed import measure
 
-    big = "big=ce_smoke:model.kwargs.widths=[512,1024,1024] train.batch_size=20"
+    big = "big=ce_smoke:model.kwargs.widths=[8,16,1024] train.batch_size=20"
     with pytest.raises(UserError, match="over the 5,000,000 cap"):
         measure([big], str(synthetic_dir), images=40, rounds=2)
     result = measure(["plain=ce_smoke:"], str(synthetic_dir), images=40, rounds=2, teachers=(big,))
