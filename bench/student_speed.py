@@ -52,11 +52,11 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
     """Time ``configs`` (set up as students) and ``teachers`` (as teachers: no 5M cap) side by side."""
     if rounds < 2:
         raise UserError(f"--rounds {rounds}: give 2 or more (the first only warms up)")
-    roles = ["student"] * len(configs) + ["teacher"] * len(teachers)
-    parsed = [parse_config(c, data_dir, images) for c in [*configs, *teachers]]
-    runs, seconds, sizes = {}, {name: [] for name, _, _ in parsed}, {name: set() for name, _, _ in parsed}
+    parsed = [(*parse_config(text, data_dir, images), role)
+              for role, texts in (("student", configs), ("teacher", teachers)) for text in texts]  # fmt: skip
+    runs, seconds, sizes = {}, {name: [] for name, *_ in parsed}, {name: set() for name, *_ in parsed}
     with tempfile.TemporaryDirectory() as tmp:
-        for (name, overrides, recipe_name), role in zip(parsed, roles, strict=True):
+        for name, overrides, recipe_name, role in parsed:
             recipe = load_recipe(recipe_name, overrides)
             accelerator = make_accelerator(recipe)
             runs[name] = trainer._setup(recipe, role, Path(tmp) / name, accelerator, False, None)
@@ -88,8 +88,8 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
         "threads": torch.get_num_threads(),
         "configs": {
             name: {"recipe": recipe, "overrides": overrides[:-4], "role": role}
-            for (name, overrides, recipe), role in zip(parsed, roles, strict=True)
-        },  # fmt: skip
+            for name, overrides, recipe, role in parsed
+        },
         "seconds_per_epoch": {name: statistics.median(s) for name, s in seconds.items()},
         "all_seconds": seconds,
         "ratio": {name: statistics.median(s) / base for name, s in seconds.items()},
