@@ -10,8 +10,9 @@ interleaved, round after round (A B C, A B C, ...), so that whatever else the ma
 alike; the first round warms each up (oneDNN's primitives, the allocator) and is not counted. Reported: each
 config's median seconds per epoch of its training loop (:func:`distill.engine.train_one_epoch`, evaluation
 aside), scaled to 50,000 images, and its ratio to the first config's. Round r trains as epoch r of the recipe would,
-at its resolution under ``train.progressive_min_size`` (the table names it): a progressive run's later, full-size
-epochs cost what the plain recipe's do.
+at its resolution under ``train.progressive_min_size`` and on its share of the images under ``train.select_fraction``
+(the table names both; seconds are those of the epoch as it trains, scaled to 50,000 images in the pool): a
+progressive run's later, full-size epochs cost what the plain recipe's do.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
         raise UserError(f"--rounds {rounds}: give 2 or more (the first only warms up)")
     parsed = [(*parse_config(text, data_dir, images), role)
               for role, texts in (("student", configs), ("teacher", teachers)) for text in texts]  # fmt: skip
-    runs, seconds, sizes = {}, {name: [] for name, *_ in parsed}, {name: set() for name, *_ in parsed}
+    runs, seconds = {}, {name: [] for name, *_ in parsed}
+    sizes, shares = {name: set() for name, *_ in parsed}, {name: set() for name, *_ in parsed}
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides, recipe_name, role in parsed:
             recipe = load_recipe(recipe_name, overrides)
@@ -69,13 +71,18 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
                         size = engine.epoch_resolution(r, cfg.epochs, cfg.progressive_min_size, cfg.progressive_until)
                         batches = engine.epoch_batches(trainer._epoch_data(run, r), run.recipe.augment, cfg.batch_size,
                                                        run.recipe.seed, r, run.accelerator, cfg.channels_last,
-                                                       size)  # fmt: skip
+                                                       size, trainer._selection(run, r),
+                                                       run.steps_per_epoch)  # fmt: skip
                         stats = engine.train_one_epoch(run.forward, batches, run.steps_per_epoch, run.criterion,
                                                        run.optimizer, run.schedule, run.accelerator, run.ema, epoch=r,
-                                                       step=r * run.steps_per_epoch, progress=progress)  # fmt: skip
-                        if r:
-                            seconds[name].append(FULL / stats["img_per_s"])
+                                                       step=r * run.steps_per_epoch, progress=progress,
+                                                       hardness=run.hardness)  # fmt: skip
+                        if run.hardness is not None:
+                            run.hardness.sync(run.accelerator)
+                        if r:  # what the epoch would take on 50,000 images (a selecting one trains on a share)
+                            seconds[name].append(stats["seconds"] * FULL / len(run.labels))
                             sizes[name].add(size)
+                            shares[name].add(round(stats["images"] / len(run.labels), 2))
                         print(f"round {r + 1}/{rounds} {name}: {stats['img_per_s']:,.0f} img/s", flush=True)
         finally:
             for run in runs.values():
@@ -94,6 +101,7 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
         "all_seconds": seconds,
         "ratio": {name: statistics.median(s) / base for name, s in seconds.items()},
         "resolutions": {name: sorted(s) for name, s in sizes.items()},  # what each config trained at, rounds 1..R
+        "shares": {name: sorted(s) for name, s in shares.items()},  # the share of the images each epoch trained on
     }
 
 
@@ -114,11 +122,12 @@ def main(argv: list[str] | None = None) -> dict:
     result = measure(args.config, args.data_dir, args.images, args.rounds, tuple(args.teacher))
     table = Table(title=f"seconds per epoch of 50,000 images, {result['threads']} threads, median of "
                         f"{args.rounds - 1} interleaved rounds on {args.images:,} images")  # fmt: skip
-    for column in ("config", "s / epoch", "ratio", "pixels"):
+    for column in ("config", "s / epoch", "ratio", "pixels", "images"):
         table.add_column(column, justify="left" if column == "config" else "right")
     for name, s in result["seconds_per_epoch"].items():
         pixels = ", ".join(map(str, result["resolutions"][name]))
-        table.add_row(name, f"{s:.1f}", f"{result['ratio'][name]:.2f}x", pixels)
+        images = ", ".join(f"{share:.0%}" for share in result["shares"][name])
+        table.add_row(name, f"{s:.1f}", f"{result['ratio'][name]:.2f}x", pixels, images)
     Console().print(table)
     if args.json:
         write_json(Path(args.json), result)

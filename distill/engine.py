@@ -109,6 +109,8 @@ def epoch_batches(
     accelerator: Accelerator,
     channels_last: bool = True,
     size: int = 32,
+    subset: torch.Tensor | None = None,
+    steps: int = 0,
 ):
     """Yield this process's :class:`Batch` of each global batch of one epoch.
 
@@ -116,13 +118,21 @@ def epoch_batches(
     each process keeps ``indices[rank::world]`` of every global batch. A final batch too small to
     give every process two images is dropped (BatchNorm needs two). With ``size`` < 32 the augmented
     batch is downscaled (antialiased bilinear) to ``size`` x ``size`` (progressive resizing).
+
+    With ``subset`` (image positions, the same on every process; :meth:`Hardness.subset`), the epoch covers only
+    those images, in ``steps`` global batches of near-equal size: as many optimiser steps as a full epoch, each
+    on a smaller batch.
     """
     n = len(data.labels)
     perm = torch.randperm(n, generator=seeded_generator("order", seed, epoch)).to(data.images.device)
     rank, world = accelerator.process_index, accelerator.num_processes
-    for start in range(0, n, batch_size):
-        index = perm[start : start + batch_size]
-        if len(index) < 2 * world and start > 0:
+    if subset is not None:
+        order = subset.to(data.images.device)[perm[perm < len(subset)]]  # the subset, shuffled by the same draw
+        chunks = torch.tensor_split(order, steps)
+    else:
+        chunks = [perm[start : start + batch_size] for start in range(0, n, batch_size)]
+    for i, index in enumerate(chunks):
+        if len(index) < 2 * world and i > 0:
             break
         index = index[rank::world]
         x = apply_views(data.images, data.views, index, spec, channels_last)
@@ -139,6 +149,57 @@ def epoch_resolution(epoch: int, epochs: int, min_size: int, until: float) -> in
     if not min_size or min_size >= 32 or epoch >= end:
         return 32
     return min(32, max(min_size, int(min_size + (32 - min_size) * epoch / end) // 4 * 4))
+
+
+class Hardness:
+    """Each training image's loss when it was last trained on: which images a selecting epoch keeps.
+
+    Selective backprop with stale losses (Jiang et al. 2019, "Accelerating deep learning by focusing on the
+    biggest losers"): the loss each image had in the forward pass that trained on it is kept, at no extra cost,
+    and an epoch after ``train.select_after`` trains on a ``train.select_fraction`` of the images: the hardest by
+    that record, plus a ``train.select_random`` share of its images drawn from the rest, so that an image once
+    easy is seen again and its record renewed. An image never trained on ranks first. The measure is the loss's
+    own per-image value (:class:`~distill.losses.KDLoss`, ``per_image``).
+    """
+
+    def __init__(self, n: int, device: torch.device):
+        self.loss = torch.full((n,), math.inf, device=device)
+        self._fresh = torch.zeros(n, device=device)
+        self._seen = torch.zeros(n, device=device)
+
+    def record(self, index: torch.Tensor, per_image: torch.Tensor) -> None:
+        """This process's images of one step and their losses (detached, float32)."""
+        self._fresh[index] = per_image.detach().float()
+        self._seen[index] = 1.0
+
+    def sync(self, accelerator: Accelerator) -> None:
+        """At the end of an epoch: every process's records into :attr:`loss`, the same on all of them."""
+        fresh, seen = self._fresh, self._seen
+        if accelerator.num_processes > 1:  # each image was trained on by one process this epoch
+            fresh, seen = accelerator.reduce(fresh, "sum"), accelerator.reduce(seen, "sum")
+        self.loss = torch.where(seen > 0, fresh / seen.clamp(min=1), self.loss)
+        self._fresh.zero_()
+        self._seen.zero_()
+
+    def subset(self, fraction: float, random_share: float, seed: int, epoch: int) -> torch.Tensor:
+        """The positions of the images this epoch trains on (sorted; the same on every process)."""
+        n = len(self.loss)
+        keep = max(2, round(fraction * n))
+        hard = round((1.0 - random_share) * keep)
+        ranked = torch.argsort(self.loss.cpu(), descending=True, stable=True)
+        rest = ranked[hard:]
+        drawn = rest[torch.randperm(len(rest), generator=seeded_generator("select", seed, epoch))[: keep - hard]]
+        return torch.sort(torch.cat([ranked[:hard], drawn])).values
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"loss": self.loss.cpu()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state["loss"].shape != self.loss.shape:
+            raise ValueError(
+                f"the checkpoint's record of losses holds {len(state['loss'])} images, not {len(self.loss)}"
+            )
+        self.loss = state["loss"].to(self.loss.device).float()
 
 
 def steps_per_epoch(n: int, batch_size: int, world: int) -> int:
@@ -199,6 +260,7 @@ def train_one_epoch(
     progress: Progress,
     log_every: int = 20,
     on_pace=None,
+    hardness: Hardness | None = None,
 ) -> dict:
     """Train for one epoch; returns metrics, and raises UserError on a non-finite loss.
 
@@ -206,6 +268,7 @@ def train_one_epoch(
         batches: iterable of :class:`Batch` from :func:`epoch_batches`.
         num_steps: batches in the epoch (for the progress bar).
         step: optimiser updates done before this epoch (drives the per-update schedule).
+        hardness: where each image's loss is recorded (:class:`Hardness`; the caller syncs it after the epoch).
         on_pace: called once, ``on_pace(seconds_per_step)``, from the steps after the first (which may compile), at
             step 3 on a CPU and at ``log_every`` on a GPU (or at the epoch's last step, if sooner): what an estimate
             of the whole run's time is made from.
@@ -225,6 +288,8 @@ def train_one_epoch(
             logits = model(batch.x)
         done = (step + 1) / scheduler.total_steps  # the run's fraction done after this step (DKD's warm-up)
         losses = criterion(logits, batch.y, batch.teacher_logits, batch.y_partner, batch.lam, progress=done)
+        if hardness is not None:
+            hardness.record(batch.index, losses["per_image"])
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(losses["loss"])
         optimizer.step()
@@ -265,6 +330,7 @@ def train_one_epoch(
         "train_ce": ce / max(labelled, 1),
         "train_kd": kd / images,
         "train_acc": correct / max(labelled, 1),  # of the labelled images
+        "images": int(images),
         "img_per_s": images / seconds,
         "seconds": seconds,
         "first_step_seconds": first_step,

@@ -93,7 +93,9 @@ class KDLoss(nn.Module):
     With a teacher, the whole loss is times ``loss_scale`` (``1 / T``: the KL term's gradient at a cross-entropy's
     size); plain cross-entropy is not scaled.
 
-    Returns a dict with ``loss`` (to optimise), ``ce`` and ``kd`` (the D term; detached, for logging).
+    Returns a dict with ``loss`` (to optimise), ``ce`` and ``kd`` (the D term; detached, for logging), and
+    ``per_image`` (B,), detached: each image's CE (0 unlabelled) without a teacher, its KL to the teacher at T with
+    one: the hardness :class:`distill.engine.Hardness` ranks images by.
     """
 
     def __init__(
@@ -140,15 +142,18 @@ class KDLoss(nn.Module):
             ce = lam * ce + (1 - lam) * other
             both = (weight > 0) & (other_weight > 0)  # exactly 1 where both parts are labelled
             weight = torch.where(both, torch.ones_like(lam), lam * weight + (1 - lam) * other_weight)
+        per_image = ce.detach()
         ce = ce.sum() / weight.sum().clamp(min=1e-12)
         if teacher_logits is None or self.alpha == 0.0:
             if self.alpha == 1.0:
                 raise ValueError("kd.alpha = 1 needs teacher logits")
-            return {"loss": ce, "ce": ce.detach(), "kd": torch.zeros((), device=ce.device)}
+            return {"loss": ce, "ce": ce.detach(), "kd": torch.zeros((), device=ce.device), "per_image": per_image}
         teacher_logits = teacher_logits.float()
         kd = self.distillation(student_logits, teacher_logits, labels, partner_labels, lam, progress)
         loss = self.loss_scale * (self.alpha * kd + (1.0 - self.alpha) * ce)
-        return {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}
+        with torch.no_grad():  # how far each image is from its teacher: KL at T, whichever D term trains
+            per_image = kl_per_image(student_logits, teacher_logits, self.temperature)
+        return {"loss": loss, "ce": ce.detach(), "kd": kd.detach(), "per_image": per_image}
 
     def distillation(
         self,

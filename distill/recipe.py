@@ -81,6 +81,12 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (default mode)
     progressive_min_size: int = 0  # progressive resizing: train from this resolution up to 32 (0 = off)
     progressive_until: float = 0.5  # ... reaching 32 at this fraction of the epochs
+    # < 1: after select_after full epochs, each epoch trains on this fraction of the images, those with the
+    # highest loss when last trained on plus a random share (distill.engine.Hardness), in as many steps as a full
+    # epoch (smaller batches); an epoch then costs about this fraction of a full one
+    select_fraction: float = 1.0
+    select_after: int = 2  # ... full epochs first (every image's loss is recorded in them)
+    select_random: float = 0.25  # ... the share of each selecting epoch's images drawn at random from the rest
     eval_batch_size: int = 1024
     eval_every: int = 1  # evaluate on the test set every N epochs (and always after the last)
     checkpoint_every: int = 1  # save the Accelerate state every N epochs for --resume
@@ -337,6 +343,9 @@ def validate(recipe: Recipe) -> None:
             "train.progressive_min_size: 0 or 8..32",
         ),
         (0.0 < train.progressive_until <= 1.0, "train.progressive_until must be in (0, 1]"),
+        (0.0 < train.select_fraction <= 1.0, "train.select_fraction must be in (0, 1] (1 trains on every image)"),
+        (train.select_after >= 1, "train.select_after must be >= 1 (an epoch on every image records their losses)"),
+        (0.0 <= train.select_random <= 1.0, "train.select_random must be in [0, 1]"),
         (
             not recipe.augment.alternate_flip or recipe.cache.views % 2 == 0,
             "cache.views must be even with augment.alternate_flip (view sets alternate like epochs)",

@@ -34,6 +34,7 @@ STATE, STATE_TMP, STATE_OLD = "state", "state.tmp", "state.old"
 PROGRESS = "progress.json"  # written last into a checkpoint: {epoch, step, wall_seconds, test_acc}
 ROUND = "round.json"  # a round of distill-run --rounds: who taught its student, how many predictions it changed
 EMA_WEIGHTS = "ema.safetensors"
+HARDNESS = "hardness.safetensors"  # each image's recorded loss, when train.select_fraction < 1
 
 
 def git_commit() -> str | None:
@@ -115,8 +116,9 @@ def recover_state(run_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict, ema=None) -> None:
-    """Accelerate state (+ EMA weights) into ``state.tmp``, then swap it in: a kill leaves one complete state.
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict, ema=None, hardness=None) -> None:
+    """Accelerate state (+ EMA weights, + the images' recorded losses) into ``state.tmp``, then swap it in: a kill
+    leaves one complete state.
 
     ``progress.json`` is written last, so a ``state.tmp`` without it is known to be incomplete.
     A write error (disk full) removes ``state.tmp`` and is a UserError; ``state/`` stays as it was.
@@ -134,6 +136,8 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict, ema
         if accelerator.is_main_process:
             if ema is not None:
                 save_weights(ema.module, tmp / EMA_WEIGHTS)
+            if hardness is not None:
+                save_file(hardness.state_dict(), str(tmp / HARDNESS))
             write_json(tmp / PROGRESS, progress)
     except (OSError, RuntimeError, SafetensorError) as err:
         if accelerator.is_main_process:
@@ -148,7 +152,7 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, progress: dict, ema
     accelerator.wait_for_everyone()
 
 
-def load_checkpoint(accelerator: Accelerator, run_dir: Path, ema=None) -> dict:
+def load_checkpoint(accelerator: Accelerator, run_dir: Path, ema=None, hardness=None) -> dict:
     """Restore model, optimiser and RNG state from ``state/``; returns its progress record.
 
     Accelerate reads its pickles with ``torch.load(weights_only=True)``, so a crafted file that would
@@ -159,6 +163,8 @@ def load_checkpoint(accelerator: Accelerator, run_dir: Path, ema=None) -> dict:
         accelerator.load_state(str(state))
         if ema is not None:
             ema.module.load_state_dict(load_file(str(state / EMA_WEIGHTS)))
+        if hardness is not None:
+            hardness.load_state_dict(load_file(str(state / HARDNESS), device="cpu"))
         return json.loads((state / PROGRESS).read_text())
     except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, KeyError, SafetensorError) as err:
         raise ProcessFileError(

@@ -86,6 +86,7 @@ class Run:
     steps_per_epoch: int
     teacher_cache: str | Path | None
     unlabeled: Split | None = None  # the transfer set: images[len(train):], label -1
+    hardness: engine.Hardness | None = None  # each image's recorded loss, when train.select_fraction < 1
     tracker: object | None = None  # Accelerate's TensorBoardTracker (train.log_with), on the main process
     first_epoch: int = 0
     step: int = 0
@@ -129,13 +130,15 @@ def train(
                 size = engine.epoch_resolution(epoch, cfg.epochs, cfg.progressive_min_size, cfg.progressive_until)
                 batches = engine.epoch_batches(
                     _epoch_data(run, epoch), recipe.augment, cfg.batch_size, recipe.seed, epoch, accelerator,
-                    cfg.channels_last, size,
+                    cfg.channels_last, size, _selection(run, epoch), run.steps_per_epoch,
                 )  # fmt: skip
                 stats = engine.train_one_epoch(
                     run.forward, batches, run.steps_per_epoch, run.criterion, run.optimizer, run.schedule,
                     accelerator, run.ema, epoch=epoch, step=run.step, progress=progress,
-                    on_pace=(lambda s: _estimate(run, s)) if epoch == run.first_epoch else None,
+                    on_pace=(lambda s: _estimate(run, s)) if epoch == run.first_epoch else None, hardness=run.hardness,
                 )  # fmt: skip
+                if run.hardness is not None:
+                    run.hardness.sync(accelerator)
                 run.step, run.seconds = stats.pop("step"), run.seconds + stats["seconds"]
                 run.last_epoch = stats
                 if epoch == 0:
@@ -190,7 +193,7 @@ def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, r
         begin_run(run_dir, recipe, resume, accelerator.is_main_process)  # the first write, once the inputs are checked
         run = _build(recipe, role, run_dir, accelerator, lock, inputs, resume)
         if resume:
-            done = load_checkpoint(accelerator, run_dir, run.ema)
+            done = load_checkpoint(accelerator, run_dir, run.ema, run.hardness)
             run.first_epoch, run.step, run.seconds = done["epoch"], done["step"], done["wall_seconds"]
             run.eval_acc = done.get("eval_acc", done.get("test_acc"))
             if accelerator.is_main_process:
@@ -295,6 +298,11 @@ def _build(
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.ema_decay, device=device) if cfg.ema_decay else None
     pool = inputs.train if inputs.unlabeled is None else inputs.train.join(inputs.unlabeled)  # labels -1 after
     steps = engine.steps_per_epoch(len(pool), cfg.batch_size, accelerator.num_processes)
+    if cfg.select_fraction < 1 and round(cfg.select_fraction * len(pool)) < 2 * accelerator.num_processes * steps:
+        raise UserError(
+            f"train.select_fraction={cfg.select_fraction} keeps {round(cfg.select_fraction * len(pool))} of "
+            f"{len(pool)} images for {steps} steps an epoch, under 2 per process a step: raise it"
+        )
     images, labels = engine.to_device_data(*pool.arrays(), device)
     return Run(
         recipe=recipe,
@@ -318,6 +326,7 @@ def _build(
         steps_per_epoch=steps,
         teacher_cache=inputs.teacher_cache,
         unlabeled=inputs.unlabeled,
+        hardness=engine.Hardness(len(pool), device) if cfg.select_fraction < 1 else None,
     )
 
 
@@ -383,11 +392,22 @@ def _epoch_data(run: Run, epoch: int) -> engine.EpochData:
     return engine.EpochData(run.images, run.labels, views, teacher_logits)
 
 
+def _selection(run: Run, epoch: int) -> torch.Tensor | None:
+    """The images ``epoch`` trains on, when it selects (``train.select_fraction``); None: every image."""
+    cfg = run.recipe.train
+    if run.hardness is None or epoch < cfg.select_after:
+        return None
+    return run.hardness.subset(cfg.select_fraction, cfg.select_random, run.recipe.seed, epoch)
+
+
 def _estimate(run: Run, seconds_per_step: float) -> None:
     """One line, early: how long the whole run will take at this pace (and, on a CPU, how to try it first)."""
     cfg = run.recipe.train
     left = (cfg.epochs - run.first_epoch) * run.steps_per_epoch
-    total = left * seconds_per_step
+    # a selecting epoch's step trains on select_fraction of a full step's images, and takes about that share of it
+    shares = [cfg.select_fraction if run.hardness is not None and e >= cfg.select_after else 1.0
+              for e in range(run.first_epoch, cfg.epochs)]  # fmt: skip
+    total = run.steps_per_epoch * seconds_per_step * sum(shares) / shares[0]
     hours, minutes = divmod(round(total / 60), 60)
     when = f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
     epochs = cfg.epochs - run.first_epoch
@@ -447,7 +467,7 @@ def _checkpoint(run: Run, epoch: int) -> None:
     if not all(bool(p.detach().isfinite().all()) for p in run.model.parameters()):
         raise engine.Diverged(f"weights became NaN or inf in epoch {epoch + 1}; lower train.lr")
     record = {"epoch": epoch + 1, "step": run.step, "wall_seconds": run.seconds, "eval_acc": run.eval_acc}
-    save_checkpoint(run.accelerator, run.run_dir, record, run.ema)
+    save_checkpoint(run.accelerator, run.run_dir, record, run.ema, run.hardness)
 
 
 def _what_is_kept(run: Run, again: str) -> str:
