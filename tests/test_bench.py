@@ -259,3 +259,12 @@ def test_first_steps_prints_each_steps_loss(synthetic_dir, capsys):
                 "model.name=cifar_resnet_tiny", "train.batch_size=50"])  # fmt: skip
     assert len(out) == 3 and all(loss > 0 and 0 <= acc <= 1 for loss, acc in out)
     assert capsys.readouterr().out.splitlines()[-3].startswith("0 ")
+
+
+def test_student_speed_times_a_selecting_epoch_on_its_share(synthetic_dir):
+    """A selecting epoch trains on a share of the images in a full epoch's steps: timed as that epoch trains."""
+    from bench.student_speed import measure
+
+    result = measure(["plain=ce_smoke:", "sel=ce_smoke:train.select_fraction=0.5 train.select_after=1"],
+                     str(synthetic_dir), images=200, rounds=2)  # fmt: skip
+    assert result["shares"] == {"plain": [1.0], "sel": [0.5]}

@@ -137,6 +137,17 @@ def test_student_killed_then_resumed(point, reference, synthetic_dir, tmp_path):
     assert_same_run(run, reference["student"])
 
 
+def test_a_selecting_student_killed_then_resumed(reference, synthetic_dir, tmp_path):
+    """A selecting epoch keeps the images its record of losses ranks hardest: a resumed run must have it back."""
+    extra = ("train.select_fraction=0.5", "train.select_after=1")
+    uninterrupted, run = tmp_path / "uninterrupted", tmp_path / "student"
+    assert_ok(student(uninterrupted, synthetic_dir, reference["cache"], *extra))
+    assert_killed(student(run, synthetic_dir, reference["cache"], *extra, failpoint="train.step@13"))  # in epoch 2
+    assert_ok(student(run, synthetic_dir, reference["cache"], *extra, "--resume"))
+    assert_same_run(run, uninterrupted)
+    assert [m["images"] for m in metrics(run)] == [400, 200, 200]
+
+
 @pytest.fixture(scope="module")
 def older_cache(reference, synthetic_dir, tmp_path_factory) -> Path:
     """Another valid cache of the same teacher (1 view set), to be replaced by a rebuild."""
