@@ -275,6 +275,7 @@ def _check_inputs(
             f"train.batch_size {recipe.train.batch_size} is larger than the {pool:,} training images: each epoch is one "
             f"step of {pool:,} images, at the LR set for {recipe.train.batch_size} (set train.batch_size <= {pool:,})"
         )
+    _check_selection(recipe.train, pool, accelerator.num_processes)
     if resume:
         check_same_data(run_dir, train_split, unlabeled)
     cache = None
@@ -282,6 +283,18 @@ def _check_inputs(
         cache = LogitCache.load(teacher_cache)
         cache.check_matches(train_split, recipe.augment, recipe.cache.views, recipe.data, unlabeled, recipe.cache.seed)
     return Inputs(model, train_split, val_split, test_split, cache, teacher_cache if kd else None, unlabeled)
+
+
+def _check_selection(cfg, pool: int, world: int) -> None:
+    """Selective epochs (``train.select_fraction``) need two images per process a step."""
+    if cfg.select_fraction == 1:
+        return
+    keep, steps = round(cfg.select_fraction * pool), engine.steps_per_epoch(pool, cfg.batch_size, world)
+    if keep < 2 * world * steps:
+        raise UserError(
+            f"train.select_fraction={cfg.select_fraction} keeps {keep} of {pool} images for {steps} steps an epoch, "
+            f"under 2 per process a step: raise it"
+        )
 
 
 def _build(
@@ -298,11 +311,6 @@ def _build(
     ema = ModelEmaV3(accelerator.unwrap_model(model), decay=cfg.ema_decay, device=device) if cfg.ema_decay else None
     pool = inputs.train if inputs.unlabeled is None else inputs.train.join(inputs.unlabeled)  # labels -1 after
     steps = engine.steps_per_epoch(len(pool), cfg.batch_size, accelerator.num_processes)
-    if cfg.select_fraction < 1 and round(cfg.select_fraction * len(pool)) < 2 * accelerator.num_processes * steps:
-        raise UserError(
-            f"train.select_fraction={cfg.select_fraction} keeps {round(cfg.select_fraction * len(pool))} of "
-            f"{len(pool)} images for {steps} steps an epoch, under 2 per process a step: raise it"
-        )
     images, labels = engine.to_device_data(*pool.arrays(), device)
     return Run(
         recipe=recipe,
