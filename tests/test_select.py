@@ -114,4 +114,3 @@ def test_a_share_too_small_for_its_steps_is_refused_before_anything_is_written(s
         train_student.main(["--recipe", "ce_smoke", "--output-dir", str(run),
                             *tiny(synthetic_dir, "train.select_fraction=0.01")])  # fmt: skip
     assert not run.exists()
-
