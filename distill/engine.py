@@ -202,6 +202,13 @@ class Hardness:
         self.loss = state["loss"].to(self.loss.device).float()
 
 
+def image_epochs(epochs: int, select_fraction: float = 1.0, select_after: int = 0) -> float:
+    """Full epochs' worth of images a run trains on: a selecting epoch (``train.select_fraction``) counts as its
+    fraction, which is about what it costs."""
+    selecting = max(epochs - select_after, 0) if select_fraction < 1 else 0
+    return epochs - selecting + selecting * select_fraction
+
+
 def steps_per_epoch(n: int, batch_size: int, world: int) -> int:
     steps = math.ceil(n / batch_size)
     if steps > 1 and n - (steps - 1) * batch_size < 2 * world:

@@ -46,7 +46,7 @@ from distill.cli import UNLABELED_HELP, with_data_dir, with_unlabeled
 from distill.compute import Compute
 from distill.data import BATCH_DIR, Split, load_data, load_test_pickle, load_unlabeled
 from distill.devices import make_accelerator
-from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES, predict_logits, probe_rate
+from distill.engine import BN_STATS, BN_STATS_HELP, MIN_BN_IMAGES, image_epochs, predict_logits, probe_rate
 from distill.errors import DISTILL_RUN, UserError, cli_main, speaking
 from distill.files import check_distinct, check_writable, sha256_file, write_json
 from distill.logit_cache import CacheSpec, LogitCache, Mismatch
@@ -508,8 +508,8 @@ def _images(recipe: Recipe) -> int:
 
 def estimate(job: Job, stages: list[Stage], accelerator, rates: dict | None = None) -> dict[str, float]:
     """Seconds each stage that will run should take on this device, from a short probe of each model's speed
-    (:func:`~distill.engine.probe_rate`, once per model in ``rates``): epochs x images / training rate, view sets x
-    images / inference rate."""
+    (:func:`~distill.engine.probe_rate`, once per model in ``rates``): epochs x images / training rate (a selecting
+    epoch counts as its share of the images), view sets x images / inference rate."""
     rates = {} if rates is None else rates
 
     def rate(recipe: Recipe, train: bool) -> float:
@@ -521,14 +521,19 @@ def estimate(job: Job, stages: list[Stage], accelerator, rates: dict | None = No
     todo = {s.name for s in stages if s.action in ("train", "resume", "build", "rebuild")}
     seconds = {}
     if job.teacher is not None and "teacher" in todo:
-        n = len(job.members) * job.teacher.train.epochs * _images(job.teacher)
+        n = len(job.members) * _image_epochs(job.teacher) * _images(job.teacher)
         seconds["teacher"] = n / rate(job.teacher, True)
     if job.teacher is not None and ("cache" in todo or "teacher" in todo):
         n = len(job.members) * max(job.cache_recipe.cache.views, 1) * _images(job.cache_recipe)
         seconds["cache"] = n / rate(job.teacher, False)
     if "student" in todo:
-        seconds["student"] = job.student.train.epochs * _images(job.student) / rate(job.student, True)
+        seconds["student"] = _image_epochs(job.student) * _images(job.student) / rate(job.student, True)
     return seconds
+
+
+def _image_epochs(recipe: Recipe) -> float:
+    cfg = recipe.train
+    return image_epochs(cfg.epochs, cfg.select_fraction, cfg.select_after)
 
 
 def _minutes(seconds: float) -> str:

@@ -413,9 +413,10 @@ def _estimate(run: Run, seconds_per_step: float) -> None:
     cfg = run.recipe.train
     left = (cfg.epochs - run.first_epoch) * run.steps_per_epoch
     # a selecting epoch's step trains on select_fraction of a full step's images, and takes about that share of it
-    shares = [cfg.select_fraction if run.hardness is not None and e >= cfg.select_after else 1.0
-              for e in range(run.first_epoch, cfg.epochs)]  # fmt: skip
-    total = run.steps_per_epoch * seconds_per_step * sum(shares) / shares[0]
+    done = engine.image_epochs(run.first_epoch, cfg.select_fraction, cfg.select_after)
+    now = cfg.select_fraction if cfg.select_fraction < 1 and run.first_epoch >= cfg.select_after else 1.0
+    left_images = engine.image_epochs(cfg.epochs, cfg.select_fraction, cfg.select_after) - done
+    total = run.steps_per_epoch * seconds_per_step * left_images / now
     hours, minutes = divmod(round(total / 60), 60)
     when = f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
     epochs = cfg.epochs - run.first_epoch

@@ -114,3 +114,12 @@ def test_a_share_too_small_for_its_steps_is_refused_before_anything_is_written(s
         train_student.main(["--recipe", "ce_smoke", "--output-dir", str(run),
                             *tiny(synthetic_dir, "train.select_fraction=0.01")])  # fmt: skip
     assert not run.exists()
+
+
+def test_a_runs_images_count_each_selecting_epoch_as_its_share():
+    """What distill-run's estimate and the run's own multiply a rate by: 8 epochs, 6 of them on 60%, are 5.6."""
+    from distill.engine import image_epochs
+
+    assert image_epochs(8, 0.6, 2) == pytest.approx(5.6)
+    assert image_epochs(8) == 8 and image_epochs(8, 1.0, 2) == 8
+    assert image_epochs(2, 0.6, 2) == 2 and image_epochs(1, 0.5, 2) == 1  # none selects before select_after
