@@ -129,6 +129,7 @@ def references(runs: list[PaperRun]) -> list[str]:
         keys += ["loshchilov2017sgdr"] if train.schedule == "cosine" else []
         keys += ["sutskever2013momentum"] if train.optimizer in ("sgd", "muon") else []
         keys += ["jordan2024muon"] if train.optimizer == "muon" else []
+        keys += ["jiang2019biggest"] if train.select_fraction < 1 else []
         keys += ["jordan2024airbench"] if model.name.startswith("cifar_air") or model.kwargs.get("whiten") else []
         keys += ["hendrycks2019corruptions"] if r.shift else []
         keys += ["recht2018cifar101"] if r.shift and r.shift.get("natural") else []
@@ -240,6 +241,15 @@ def _describe_training(r: PaperRun) -> str:
         f"augmentation: {tex(a.label)}",
     ]
     parts += [f"label smoothing {t.label_smoothing:g}"] if t.label_smoothing else []
+    parts += (
+        [
+            f"selective epochs \\citep{{jiang2019biggest}}: after {t.select_after}, each epoch on the "
+            f"{t.select_fraction:.0%} of images whose loss was highest when last trained on ({t.select_random:.0%} of "
+            f"them drawn from the rest), in as many steps".replace("%", "\\%")
+        ]
+        if t.select_fraction < 1
+        else []
+    )
     parts += [f"Lookahead (k={t.lookahead_k})"] if t.lookahead else []
     parts += [f"EMA of the weights (decay {t.ema_decay:g})"] if t.ema_decay else []
     parts += [f"test-time augmentation: {tex(r.recipe.tta.label)}"]

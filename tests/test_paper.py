@@ -340,3 +340,17 @@ def test_a_muon_run_is_described_and_cited():
                            "SGD with Nesterov momentum 0.85 on the other parameters, peak learning rate 0.207 (the SGD "
                            "part) for batch 2000")  # fmt: skip
     assert "jordan2024muon" in paper.references([r]) and "jordan2024muon" in paper.BIB
+
+
+def test_a_selecting_run_says_so_and_cites_selective_backprop():
+    """kd_fast94_muon's 8 epochs are 2 on every image and 6 on 60%: the paper must not read as 8 full epochs."""
+    from types import SimpleNamespace
+
+    from distill.recipe import load_recipe
+
+    r = SimpleNamespace(recipe=load_recipe("kd_fast94_muon"), summary={}, shift=None)
+    assert ("; selective epochs \\citep{jiang2019biggest}: after 2, each epoch on the 60\\% of images whose loss was "
+            "highest when last trained on (25\\% of them drawn from the rest), in as many steps;") in paper._describe_training(r)  # fmt: skip
+    assert "jiang2019biggest" in paper.references([r]) and "jiang2019biggest" in paper.BIB
+    full = SimpleNamespace(recipe=load_recipe("kd_fast94_muon", ["train.select_fraction=1"]), summary={}, shift=None)
+    assert "selective" not in paper._describe_training(full) and "jiang2019biggest" not in paper.references([full])
