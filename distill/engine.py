@@ -202,11 +202,15 @@ class Hardness:
         self.loss = state["loss"].to(self.loss.device).float()
 
 
+def epoch_share(epoch: int, select_fraction: float = 1.0, select_after: int = 0) -> float:
+    """The share of the images ``epoch`` trains on, about what it costs of a full one: ``train.select_fraction``
+    from epoch ``select_after`` on (:meth:`Hardness.subset`), every image before."""
+    return select_fraction if epoch >= select_after else 1.0
+
+
 def image_epochs(epochs: int, select_fraction: float = 1.0, select_after: int = 0) -> float:
-    """Full epochs' worth of images a run trains on: a selecting epoch (``train.select_fraction``) counts as its
-    fraction, which is about what it costs."""
-    selecting = max(epochs - select_after, 0) if select_fraction < 1 else 0
-    return epochs - selecting + selecting * select_fraction
+    """Full epochs' worth of images a run of ``epochs`` trains on (each as its :func:`epoch_share`)."""
+    return sum(epoch_share(e, select_fraction, select_after) for e in range(epochs))
 
 
 def steps_per_epoch(n: int, batch_size: int, world: int) -> int:

@@ -413,10 +413,8 @@ def _estimate(run: Run, seconds_per_step: float) -> None:
     cfg = run.recipe.train
     left = (cfg.epochs - run.first_epoch) * run.steps_per_epoch
     # a selecting epoch's step trains on select_fraction of a full step's images, and takes about that share of it
-    done = engine.image_epochs(run.first_epoch, cfg.select_fraction, cfg.select_after)
-    now = cfg.select_fraction if cfg.select_fraction < 1 and run.first_epoch >= cfg.select_after else 1.0
-    left_images = engine.image_epochs(cfg.epochs, cfg.select_fraction, cfg.select_after) - done
-    total = run.steps_per_epoch * seconds_per_step * left_images / now
+    shares = [engine.epoch_share(e, cfg.select_fraction, cfg.select_after) for e in range(run.first_epoch, cfg.epochs)]
+    total = run.steps_per_epoch * seconds_per_step * sum(shares) / shares[0]
     hours, minutes = divmod(round(total / 60), 60)
     when = f"{hours} h {minutes} min" if hours else f"{max(minutes, 1)} min"
     epochs = cfg.epochs - run.first_epoch
