@@ -175,9 +175,9 @@ class Hardness:
     def sync(self, accelerator: Accelerator) -> None:
         """At the end of an epoch: every process's records into :attr:`loss`, the same on all of them."""
         fresh, seen = self._fresh, self._seen
-        if accelerator.num_processes > 1:  # each image was trained on by one process this epoch
+        if accelerator.num_processes > 1:  # each image was trained on by one process this epoch: sums are its values
             fresh, seen = accelerator.reduce(fresh, "sum"), accelerator.reduce(seen, "sum")
-        self.loss = torch.where(seen > 0, fresh / seen.clamp(min=1), self.loss)
+        self.loss = torch.where(seen > 0, fresh, self.loss)
         self._fresh.zero_()
         self._seen.zero_()
 
