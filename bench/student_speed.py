@@ -67,18 +67,7 @@ def measure(configs: list[str], data_dir: str, images: int = 10_000, rounds: int
             with progress:
                 for r in range(rounds):
                     for name, run in runs.items():
-                        cfg = run.recipe.train
-                        size = engine.epoch_resolution(r, cfg.epochs, cfg.progressive_min_size, cfg.progressive_until)
-                        batches = engine.epoch_batches(trainer._epoch_data(run, r), run.recipe.augment, cfg.batch_size,
-                                                       run.recipe.seed, r, run.accelerator, cfg.channels_last,
-                                                       size, trainer._selection(run, r),
-                                                       run.steps_per_epoch)  # fmt: skip
-                        stats = engine.train_one_epoch(run.forward, batches, run.steps_per_epoch, run.criterion,
-                                                       run.optimizer, run.schedule, run.accelerator, run.ema, epoch=r,
-                                                       step=r * run.steps_per_epoch, progress=progress,
-                                                       hardness=run.hardness)  # fmt: skip
-                        if run.hardness is not None:
-                            run.hardness.sync(run.accelerator)
+                        size, stats = trainer.train_epoch(run, r, progress)
                         if r:  # what the epoch would take on 50,000 images (a selecting one trains on a share)
                             seconds[name].append(stats["seconds"] * FULL / len(run.labels))
                             sizes[name].add(size)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs
 
 from distill.compute import Compute
 from distill.recipe import Recipe
@@ -26,13 +27,15 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     if state.num_processes == 1 and state.is_main_process:
         _warn_if_processes_were_dropped()
     compute = Compute.resolve(recipe.train.mixed_precision, state.device)
+    # a whitening bias held after train.whiten_bias_epochs leaves DDP a parameter without a gradient: it must look
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if recipe.train.whiten_bias_epochs else []
     try:
-        return Accelerator(mixed_precision=compute.mode, cpu=use_cpu)
+        return Accelerator(mixed_precision=compute.mode, cpu=use_cpu, kwargs_handlers=handlers)
     except ValueError:
         # Accelerate keeps one precision per process: a second Accelerator (a cache built within bench.py or a test)
         # that asks for another one is refused, so it takes the first one's, and the run's header says so
         # (distill.trainer).
-        return Accelerator(cpu=use_cpu)
+        return Accelerator(cpu=use_cpu, kwargs_handlers=handlers)
 
 
 def _requested_processes(launcher_argv: list[str]) -> int:

@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import students  # noqa: F401  (registers the students with timm)
 import teachers  # noqa: F401  (registers the teachers with timm)
 from distill.errors import UserError
+from students.resnet import PatchWhitening
 
 PARAM_CAP = 5_000_000  # the competition's hard limit on a student's trainable parameters
 
@@ -49,6 +50,16 @@ def create_model(name: str, kwargs: dict | None = None, student: bool = False, n
     if student:
         check_param_cap(model, name)
     return model
+
+
+def train_whitening_bias(model: nn.Module, trains: bool) -> int:
+    """Let the whitening stems' biases train, or hold them as they are (``train.whiten_bias_epochs``); the number of
+    stems. A held bias leaves nothing before the first trainable conv to differentiate, so its input gradient, a
+    full-resolution convolution, is not computed."""
+    stems = [m for m in model.modules() if isinstance(m, PatchWhitening)]
+    for stem in stems:
+        stem.conv.bias.requires_grad_(trains)
+    return len(stems)
 
 
 def count_flops(model: nn.Module, image_size: int = 32, in_chans: int = 3) -> dict[str, float]:

@@ -250,6 +250,9 @@ def _describe_training(r: PaperRun) -> str:
         if t.select_fraction < 1
         else []
     )
+    parts += (
+        [f"the whitening bias trained for {t.whiten_bias_epochs} epochs, then held"] if t.whiten_bias_epochs else []
+    )
     parts += [f"Lookahead (k={t.lookahead_k})"] if t.lookahead else []
     parts += [f"EMA of the weights (decay {t.ema_decay:g})"] if t.ema_decay else []
     parts += [f"test-time augmentation: {tex(r.recipe.tta.label)}"]

@@ -87,6 +87,9 @@ class TrainConfig:
     select_fraction: float = 1.0
     select_after: int = 2  # ... full epochs first (every image's loss is recorded in them)
     select_random: float = 0.25  # ... the share of each selecting epoch's images drawn at random from the rest
+    # > 0: the whitening stem's bias trains for this many epochs, then stays as it is (airbench: 3), so that nothing
+    # before the first trainable conv needs a gradient and its input gradient is skipped; 0: it trains throughout
+    whiten_bias_epochs: int = 0
     eval_batch_size: int = 1024
     eval_every: int = 1  # evaluate on the test set every N epochs (and always after the last)
     checkpoint_every: int = 1  # save the Accelerate state every N epochs for --resume
@@ -346,6 +349,7 @@ def validate(recipe: Recipe) -> None:
         (0.0 < train.select_fraction <= 1.0, "train.select_fraction must be in (0, 1] (1 trains on every image)"),
         (train.select_after >= 1, "train.select_after must be >= 1 (an epoch on every image records their losses)"),
         (0.0 <= train.select_random <= 1.0, "train.select_random must be in [0, 1]"),
+        (train.whiten_bias_epochs >= 0, "train.whiten_bias_epochs must be >= 0 (0: the bias trains throughout)"),
         (
             not recipe.augment.alternate_flip or recipe.cache.views % 2 == 0,
             "cache.views must be even with augment.alternate_flip (view sets alternate like epochs)",

@@ -31,7 +31,7 @@ from distill.failpoints import failpoint
 from distill.files import RunLock, check_distinct, write_json
 from distill.logit_cache import LogitCache
 from distill.losses import KDLoss
-from distill.models import count_trainable, create_model
+from distill.models import count_trainable, create_model, train_whitening_bias
 from distill.optim import StepSchedule, make_optimizer
 from distill.recipe import Recipe
 from distill.runs import (
@@ -127,19 +127,8 @@ def train(
     try:
         with progress, engine.StopRequest() as stop:
             for epoch in range(run.first_epoch, cfg.epochs):
-                size = engine.epoch_resolution(epoch, cfg.epochs, cfg.progressive_min_size, cfg.progressive_until)
-                batches = engine.epoch_batches(
-                    _epoch_data(run, epoch), recipe.augment, cfg.batch_size, recipe.seed, epoch, accelerator,
-                    cfg.channels_last, size, _selection(run, epoch), run.steps_per_epoch,
-                )  # fmt: skip
-                stats = engine.train_one_epoch(
-                    run.forward, batches, run.steps_per_epoch, run.criterion, run.optimizer, run.schedule,
-                    accelerator, run.ema, epoch=epoch, step=run.step, progress=progress,
-                    on_pace=(lambda s: _estimate(run, s)) if epoch == run.first_epoch else None, hardness=run.hardness,
-                )  # fmt: skip
-                if run.hardness is not None:
-                    run.hardness.sync(accelerator)
-                run.step, run.seconds = stats.pop("step"), run.seconds + stats["seconds"]
+                size, stats = train_epoch(run, epoch, progress)
+                run.seconds += stats["seconds"]
                 run.last_epoch = stats
                 if epoch == 0:
                     _check_health(run, final=False)
@@ -167,6 +156,29 @@ def train(
         if run.tracker is not None:
             run.tracker.finish()
         run.lock.release()
+
+
+def train_epoch(run: Run, epoch: int, progress) -> tuple[int, dict]:
+    """Epoch ``epoch`` of ``run``: its resolution, its images (all, or the selected ones), the whitening bias trained
+    or held, the loop, and the record of each image's loss shared. Returns the resolution and the epoch's stats;
+    ``run.step`` moves on. (``bench.student_speed`` times exactly this.)"""
+    cfg = run.recipe.train
+    size = engine.epoch_resolution(epoch, cfg.epochs, cfg.progressive_min_size, cfg.progressive_until)
+    if cfg.whiten_bias_epochs:
+        train_whitening_bias(run.model, trains=epoch < cfg.whiten_bias_epochs)
+    batches = engine.epoch_batches(
+        _epoch_data(run, epoch), run.recipe.augment, cfg.batch_size, run.recipe.seed, epoch, run.accelerator,
+        cfg.channels_last, size, _selection(run, epoch), run.steps_per_epoch,
+    )  # fmt: skip
+    stats = engine.train_one_epoch(
+        run.forward, batches, run.steps_per_epoch, run.criterion, run.optimizer, run.schedule, run.accelerator,
+        run.ema, epoch=epoch, step=run.step, progress=progress,
+        on_pace=(lambda s: _estimate(run, s)) if epoch == run.first_epoch else None, hardness=run.hardness,
+    )  # fmt: skip
+    if run.hardness is not None:
+        run.hardness.sync(run.accelerator)
+    run.step = stats.pop("step")
+    return size, stats
 
 
 @dataclass

@@ -68,6 +68,7 @@ def test_exponents_without_a_dot_are_floats_where_no_type_checks_them(tmp_path: 
         ("train.select_fraction=1.5", "train.select_fraction must be in (0, 1]"),
         ("train.select_after=0", "train.select_after must be >= 1"),
         ("train.select_random=-0.1", "train.select_random must be in [0, 1]"),
+        ("train.whiten_bias_epochs=-1", "train.whiten_bias_epochs must be >= 0"),
         ("train.epochs", "is not key=value"),
     ],
 )
