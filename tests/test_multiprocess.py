@@ -119,3 +119,18 @@ def test_what_a_user_sees_under_accelerate_launch(tmp_path):
     assert len(error_lines(proc.stderr)) == 1 and error_lines(proc.stderr)[0].startswith("error: ")
     assert "exitcode  : 2" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_two_processes_hold_the_whitening_bias_after_its_epochs(synthetic_dir, tmp_path):
+    """DDP expects a gradient for every parameter it was built with: a bias held after train.whiten_bias_epochs must
+    not stall or fail the reduction (the Accelerator then looks for unused parameters)."""
+    from safetensors.torch import load_file
+
+    run = tmp_path / "teacher"
+    overrides = tiny(synthetic_dir, "train.epochs=3", "model.name=cifar_air_tiny", "train.whiten_bias_epochs=1")
+    proc = accelerate_launch("distill/train_teacher.py", "--recipe", "teacher_smoke", "--output-dir", str(run),
+                             *overrides, "cache.views=0")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [json.loads(ln)["epoch"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    weights = load_file(str(run / "model.safetensors"))
+    assert all(bool(t.isfinite().all()) for t in weights.values())
