@@ -354,3 +354,16 @@ def test_a_selecting_run_says_so_and_cites_selective_backprop():
     assert "jiang2019biggest" in paper.references([r]) and "jiang2019biggest" in paper.BIB
     full = SimpleNamespace(recipe=load_recipe("kd_fast94_muon", ["train.select_fraction=1"]), summary={}, shift=None)
     assert "selective" not in paper._describe_training(full) and "jiang2019biggest" not in paper.references([full])
+
+
+def test_a_held_whitening_bias_is_said():
+    from types import SimpleNamespace
+
+    from distill.recipe import load_recipe
+
+    held = SimpleNamespace(
+        recipe=load_recipe("teacher_94_muon", ["train.whiten_bias_epochs=3"]), summary={}, shift=None
+    )
+    assert "; the whitening bias trained for 3 epochs, then held;" in paper._describe_training(held)
+    plain = SimpleNamespace(recipe=load_recipe("teacher_94_muon"), summary={}, shift=None)
+    assert "whitening bias" not in paper._describe_training(plain)
