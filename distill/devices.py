@@ -27,7 +27,8 @@ def make_accelerator(recipe: Recipe) -> Accelerator:
     if state.num_processes == 1 and state.is_main_process:
         _warn_if_processes_were_dropped()
     compute = Compute.resolve(recipe.train.mixed_precision, state.device)
-    # a whitening bias held after train.whiten_bias_epochs leaves DDP a parameter without a gradient: it must look
+    # a whitening bias held after train.whiten_bias_epochs leaves DDP a parameter without a gradient, so DDP must
+    # look for unused parameters each step (else its reduction waits for that gradient and fails)
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if recipe.train.whiten_bias_epochs else []
     try:
         return Accelerator(mixed_precision=compute.mode, cpu=use_cpu, kwargs_handlers=handlers)
