@@ -343,7 +343,7 @@ def test_a_muon_run_is_described_and_cited():
 
 
 def test_a_selecting_run_says_so_and_cites_selective_backprop():
-    """kd_fast94_muon's 8 epochs are 2 on every image and 6 on 60%: the paper must not read as 8 full epochs."""
+    """kd_fast94_muon's 9 epochs are 2 on every image and 7 on 60%: the paper must not read as 9 full epochs."""
     from types import SimpleNamespace
 
     from distill.recipe import load_recipe
