@@ -67,7 +67,8 @@ def test_speed_script_runs_every_step_and_tables_them_on_a_cpu(synthetic_dir, tm
     table = (out / "speed.md").read_text()
     assert (
         "not run" not in table
-        and "| `muon_prog` | `kd_fast94_muon` `model.kwargs={}` `kd.alpha=0` `train.select_fraction=1` `train.progressive_min_size=24`"
+        and "| `muon_prog` | `kd_fast94_muon` `model.kwargs={}` `kd.alpha=0` `train.select_fraction=1` `train.epochs=8` "
+        "`train.whiten_bias_epochs=0` `train.progressive_min_size=24`"
         in table
     )
     muon = json.loads((out / "muon.json").read_text())
