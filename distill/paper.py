@@ -87,6 +87,11 @@ def tex(text: object) -> str:
     return "".join(TEX_SPECIAL.get(c, c) for c in str(text))
 
 
+def epochs(n: float, kind: str = "") -> str:
+    """``n`` epochs in words: "1 epoch", "3 epochs", "0 warm-up epochs" (``kind="warm-up "``)."""
+    return f"{n:g} {kind}epoch" + ("" if n == 1 else "s")
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.2f}\\%"
 
@@ -237,13 +242,13 @@ def _describe_training(r: PaperRun) -> str:
     }[t.optimizer]
     parts = [
         f"{opt}, peak learning rate {t.lr:g}{' (the SGD part)' if t.optimizer == 'muon' else ''} for batch {t.batch_size}, {t.schedule} decay to {t.lr_min:g} after "
-        f"{t.warmup_epochs:g} warm-up epochs, weight decay {t.weight_decay:g}, {t.epochs} epochs",
+        f"{epochs(t.warmup_epochs, 'warm-up ')}, weight decay {t.weight_decay:g}, {epochs(t.epochs)}",
         f"augmentation: {tex(a.label)}",
     ]
     parts += [f"label smoothing {t.label_smoothing:g}"] if t.label_smoothing else []
     parts += (
         [
-            f"selective epochs \\citep{{jiang2019biggest}}: after {t.select_after}, each epoch on the "
+            f"selective epochs \\citep{{jiang2019biggest}}: after {epochs(t.select_after)} on every image, each epoch on the "
             f"{t.select_fraction:.0%} of images whose loss was highest when last trained on ({t.select_random:.0%} of "
             f"them drawn from the rest), in as many steps".replace("%", "\\%")
         ]
@@ -251,7 +256,7 @@ def _describe_training(r: PaperRun) -> str:
         else []
     )
     parts += (
-        [f"the whitening bias trained for {t.whiten_bias_epochs} epochs, then held"] if t.whiten_bias_epochs else []
+        [f"the whitening bias trained for {epochs(t.whiten_bias_epochs)}, then held"] if t.whiten_bias_epochs else []
     )
     parts += [f"Lookahead (k={t.lookahead_k})"] if t.lookahead else []
     parts += [f"EMA of the weights (decay {t.ema_decay:g})"] if t.ema_decay else []

@@ -349,7 +349,7 @@ def test_a_selecting_run_says_so_and_cites_selective_backprop():
     from distill.recipe import load_recipe
 
     r = SimpleNamespace(recipe=load_recipe("kd_fast94_muon"), summary={}, shift=None)
-    assert ("; selective epochs \\citep{jiang2019biggest}: after 2, each epoch on the 60\\% of images whose loss was "
+    assert ("; selective epochs \\citep{jiang2019biggest}: after 2 epochs on every image, each epoch on the 60\\% of images whose loss was "
             "highest when last trained on (25\\% of them drawn from the rest), in as many steps;") in paper._describe_training(r)  # fmt: skip
     assert "jiang2019biggest" in paper.references([r]) and "jiang2019biggest" in paper.BIB
     full = SimpleNamespace(recipe=load_recipe("kd_fast94_muon", ["train.select_fraction=1"]), summary={}, shift=None)
@@ -365,5 +365,11 @@ def test_a_held_whitening_bias_is_said():
         recipe=load_recipe("teacher_94_muon", ["train.whiten_bias_epochs=3"]), summary={}, shift=None
     )
     assert "; the whitening bias trained for 3 epochs, then held;" in paper._describe_training(held)
-    plain = SimpleNamespace(recipe=load_recipe("teacher_94_muon"), summary={}, shift=None)
+    one = SimpleNamespace(recipe=load_recipe("teacher_94_muon"), summary={}, shift=None)  # the recipe holds it after 1
+    described = paper._describe_training(one)
+    assert "; the whitening bias trained for 1 epoch, then held;" in described
+    assert "after 1 epoch on every image, each epoch on the 65\\% of images" in described and ", 9 epochs;" in described
+    plain = SimpleNamespace(
+        recipe=load_recipe("teacher_94_muon", ["train.whiten_bias_epochs=0"]), summary={}, shift=None
+    )
     assert "whitening bias" not in paper._describe_training(plain)
