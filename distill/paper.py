@@ -521,7 +521,7 @@ def _abstract(c: Context) -> str:
             f"({tex(t.recipe.model.name)}, {t.params / 1e6:.2f}M parameters, {pct(t.summary['test_accuracy'])} test accuracy)."
         )
     parts.append(f"The student reaches {pct(s['test_accuracy'])} test accuracy (test-time augmentation: "
-                 f"{tex(TTASpec(**s['tta']).label)}) after {s['epochs']} epochs.")  # fmt: skip
+                 f"{tex(TTASpec(**s['tta']).label)}) after {epochs(s['epochs'])}.")  # fmt: skip
     if c.kd and c.labels_only:
         base = c.labels_only[0].summary["test_accuracy"]
         gain = s["test_accuracy"] - base

@@ -1,7 +1,8 @@
 """bn_screen.py RUN...: score each finished run's saved weights on the CIFAR-10 test set (no TTA and the recipe's
 TTA: flip + diagonal 1-pixel shifts) with the run's own BatchNorm statistics, and with them re-estimated over the
 50,000 training images (cumulative average, batches of 2000, no augmentation; and with flips). bf16 autocast.
-(Tidied after it ran, not rerun: the re-estimate now calls engine.batchnorm_from, the same pass it wrote out.)"""
+(Tidied after it ran, not rerun: the re-estimate now calls engine.batchnorm_from, the same pass it wrote out, and the
+plain view's logits are computed once, not twice.)"""
 
 import json
 import sys
@@ -27,24 +28,30 @@ def accuracy(logits: list[torch.Tensor]) -> float:
     return round((torch.cat(logits).argmax(-1) == labels).float().mean().item() * 100, 2)
 
 
+def mirrored(model, x, own=None):
+    """The mean of the logits of ``x`` and of its mirror image (``own``: those of ``x``, if already computed)."""
+    own = model(x).float() if own is None else own
+    return (own + model(torch.flip(x, dims=[3])).float()) / 2
+
+
 def score(model):
     plain, tta = [], []
     for s in range(0, len(images), 2000):
         x = normalize(images[s : s + 2000], channels_last=True)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-
-            def both(v):
-                return (model(v).float() + model(torch.flip(v, dims=[3])).float()) / 2
-
-            c = both(x)
-            plain.append(model(x).float())
-            tta.append(0.5 * c + 0.25 * both(shift(x, -1, -1)) + 0.25 * both(shift(x, 1, 1)))
+            own = model(x).float()
+            plain.append(own)
+            tta.append(
+                0.5 * mirrored(model, x, own)
+                + 0.25 * mirrored(model, shift(x, -1, -1))
+                + 0.25 * mirrored(model, shift(x, 1, 1))
+            )
     return {"none": accuracy(plain), "tta": accuracy(tta)}
 
 
 def reestimate(model, flip, bs):
     """``engine.batchnorm_from`` on the training images; with ``flip``, the second half of each batch mirrored."""
-    x = train_x.clone()
+    x = train_x.clone() if flip else train_x
     if flip:
         for s in range(0, len(x), bs):
             x[s + bs // 2 : s + bs] = x[s + bs // 2 : s + bs].flip(2)  # NHWC: axis 2 is the width
