@@ -18,6 +18,7 @@ from torch import nn
 from torch.optim.sgd import sgd
 
 from distill.errors import UserError
+from distill.precision import resolve_ns_precision
 
 if TYPE_CHECKING:
     from distill.recipe import TrainConfig
@@ -102,12 +103,19 @@ class FilterMuon(torch.optim.Muon):
       by PyTorch's functional SGD (``momentum``, ``nesterov``, coupled ``weight_decay``), so that one optimiser
       holds the whole model for Accelerate, the schedule and checkpoints.
 
+    - ``ns_precision="fp32"``: the Newton-Schulz iterations in float32, where PyTorch's run in bf16 (a CPU without
+      native bf16 emulates it, 8x slower than float32 there); the step is otherwise PyTorch's, line for line
+      (:meth:`_fp32_muon_step`).
+
     PyTorch's Muon keeps its momentum as an average (``buf = mu buf + (1 - mu) g``) where airbench sums it
     (``buf = mu buf + g``); the two differ by a factor that the orthogonalisation's normalisation removes.
     """
 
     def __init__(self, groups: list[dict], lr: float, momentum: float, nesterov: bool, ns_steps: int,
-                 normalize: bool, weight_decay: float = 0.0):  # fmt: skip
+                 normalize: bool, weight_decay: float = 0.0, ns_precision: str = "bf16"):  # fmt: skip
+        if ns_precision not in ("bf16", "fp32"):
+            raise ValueError(f"ns_precision must be 'bf16' or 'fp32', not {ns_precision!r}")
+        self.ns_precision = ns_precision
         probe = torch.zeros(1, 1, requires_grad=True)  # Muon's defaults as this PyTorch spells them
         defaults = torch.optim.Muon([probe], lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                                     ns_steps=ns_steps).defaults  # fmt: skip
@@ -143,11 +151,31 @@ class FilterMuon(torch.optim.Muon):
                 for p in group["params"]:
                     if p.grad is not None:
                         p.mul_(len(p) ** 0.5 / p.norm().clamp(min=1e-12))
-        loss = super().step(closure)  # Muon's step, over the matrix views of the muon groups
+        if self.ns_precision == "bf16":
+            loss = super().step(closure)  # Muon's step, over the matrix views of the muon groups
+        else:
+            loss = None if closure is None else closure()
+            for group in self.param_groups:
+                self._fp32_muon_step(group)
         for group in self.param_groups:
             if not group["muon"]:
                 self._sgd_step(group)
         return loss
+
+    def _fp32_muon_step(self, group: dict) -> None:
+        """PyTorch's single-tensor Muon step (momentum, Nesterov, decoupled decay, its LR adjustment) with the
+        Newton-Schulz iterations in float32 (:func:`newton_schulz`)."""
+        params, grads, bufs = [], [], []
+        self._init_group(group, params, grads, bufs)
+        if group.get("adjust_lr_fn") not in (None, "original"):
+            raise ValueError("ns_precision='fp32' adjusts the LR as PyTorch's Muon does by default ('original') only")
+        for p, grad, buf in zip(params, grads, bufs):
+            buf.lerp_(grad, 1 - group["momentum"])
+            update = grad.lerp(buf, group["momentum"]) if group["nesterov"] else buf
+            update = newton_schulz(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+            rows, cols = p.shape
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+            p.add_(update, alpha=-group["lr"] * max(1.0, rows / cols) ** 0.5)
 
     def _sgd_step(self, group: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]
@@ -160,6 +188,20 @@ class FilterMuon(torch.optim.Muon):
             self.state[p]["momentum_buffer"] = buf
 
 
+def newton_schulz(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration of a matrix, as PyTorch's Muon runs it, but in float32: the update
+    with its singular values pushed into about (0.5, 1.5)."""
+    a, b, c = coefficients
+    x = g.float()
+    if len(g) > g.shape[1]:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)  # spectral norm at most 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return (x.T if len(g) > g.shape[1] else x).to(g.dtype)
+
+
 def _format(t: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format if _layout(t) == "rows" else torch.channels_last
 
@@ -169,8 +211,8 @@ def make_muon(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
     The SGD groups are :func:`param_groups`' (``train.lr``, ``momentum``, ``weight_decay``,
     ``norm_bias_lr_scale``); the filters take ``train.muon_lr``, as ``lr_scale`` of ``train.lr`` so that the
-    schedule moves both alike, with ``muon_momentum``, ``muon_ns_steps``, ``muon_normalize`` and
-    ``muon_weight_decay`` (decoupled).
+    schedule moves both alike, with ``muon_momentum``, ``muon_ns_steps``, ``muon_normalize``,
+    ``muon_weight_decay`` (decoupled) and ``muon_ns_precision`` (resolved on the model's device).
     """
     if not hasattr(torch.optim, "Muon"):
         raise UserError(f"train.optimizer=muon needs PyTorch >= 2.9 (this is {torch.__version__}): upgrade torch, "
@@ -183,8 +225,10 @@ def make_muon(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     if muon_params:
         groups.append(dict(params=muon_params, muon=True, lr_scale=cfg.muon_lr / cfg.lr,
                            weight_decay=cfg.muon_weight_decay))  # fmt: skip
+    device = next(model.parameters()).device.type
     optimizer = FilterMuon(groups, lr=cfg.muon_lr, momentum=cfg.muon_momentum, nesterov=cfg.nesterov,
-                           ns_steps=cfg.muon_ns_steps, normalize=cfg.muon_normalize)  # fmt: skip
+                           ns_steps=cfg.muon_ns_steps, normalize=cfg.muon_normalize,
+                           ns_precision=resolve_ns_precision(cfg.muon_ns_precision, device))  # fmt: skip
     for group in optimizer.param_groups:  # each group's LR now; the schedule's base is train.lr, times lr_scale
         group["lr"], group["initial_lr"] = cfg.lr * group.get("lr_scale", 1.0), cfg.lr
     return Lookahead(optimizer) if cfg.lookahead else optimizer

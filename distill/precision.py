@@ -84,6 +84,21 @@ def resolve_precision(setting: str, device_type: str) -> Precision:
     return Precision("no", "auto: this CPU has no native bf16 (AVX512-BF16, AMX or Arm BF16)")
 
 
+NS_SETTINGS = ("auto", "bf16", "fp32")
+
+
+def resolve_ns_precision(setting: str, device_type: str) -> str:
+    """``train.muon_ns_precision`` on a ``"cuda"`` or ``"cpu"`` device: the dtype of Muon's Newton-Schulz matmuls.
+
+    ``auto`` is ``"bf16"`` (PyTorch's Muon as it is) on a GPU and on a CPU that computes bf16 natively, and
+    ``"fp32"`` on other CPUs, where a bf16 matmul is emulated: there a (256, 2304) filter bank's three iterations took
+    8x the seconds of float32's, 2.8 s of each step of a 2.0M student (BENCHMARKS.md, "Muon's Newton-Schulz in fp32").
+    """
+    if setting != "auto":
+        return setting
+    return "bf16" if device_type == "cuda" or cpu_bf16_feature() else "fp32"
+
+
 def autocast(mode: str, device: torch.device):
     """The autocast context of ``mode`` (a :class:`Precision` mode) on ``device``, outside an Accelerator."""
     if mode == "no":

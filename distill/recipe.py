@@ -23,6 +23,7 @@ from distill.augment import POLICIES, AugmentSpec, TTASpec
 from distill.data import DataConfig
 from distill.errors import UserError
 from distill.losses import LOSSES
+from distill.precision import NS_SETTINGS as NS_PRECISIONS
 from distill.precision import SETTINGS as PRECISIONS
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
@@ -70,6 +71,7 @@ class TrainConfig:
     muon_ns_steps: int = 3  # ... Newton-Schulz iterations of the orthogonalisation (airbench94_muon: 3)
     muon_normalize: bool = True  # ... each filter bank scaled to norm sqrt(out) before its step (airbench94_muon)
     muon_weight_decay: float = 0.0  # ... Muon's decoupled decay of the filters (0 with muon_normalize)
+    muon_ns_precision: str = "auto"  # ... its Newton-Schulz in bf16 (PyTorch's) or fp32; auto: fp32 if bf16 is emulated
     label_smoothing: float = 0.0
     lookahead: bool = False  # wrap the optimiser in timm's Lookahead: every k steps slow += alpha (fast - slow)
     lookahead_k: int = 6
@@ -310,6 +312,10 @@ def validate(recipe: Recipe) -> None:
         (train.muon_lr > 0 and 0.0 <= train.muon_momentum < 1.0, "train.muon_lr must be > 0, muon_momentum in [0, 1)"),
         (1 <= train.muon_ns_steps <= 10, "train.muon_ns_steps must be in 1..10 (airbench94_muon: 3)"),
         (train.muon_weight_decay >= 0, "train.muon_weight_decay must be >= 0"),
+        (
+            train.muon_ns_precision in NS_PRECISIONS,
+            f"train.muon_ns_precision must be one of {', '.join(NS_PRECISIONS)}",
+        ),
         (train.log_with in ("none", "tensorboard"), "train.log_with must be 'none' or 'tensorboard'"),
         (train.mixed_precision in PRECISIONS, f"train.mixed_precision must be one of {', '.join(PRECISIONS)}"),
         (0.0 <= train.ema_decay < 1.0, "train.ema_decay must be in [0, 1)"),

@@ -8,8 +8,9 @@ import torch
 
 import students  # noqa: F401
 import teachers  # noqa: F401
+from distill import precision
 from distill.errors import UserError
-from distill.optim import FilterMuon, StepSchedule, filter_matrix, make_optimizer
+from distill.optim import FilterMuon, StepSchedule, filter_matrix, make_optimizer, newton_schulz
 from distill.recipe import load_recipe
 
 MUON = ["train.optimizer=muon", "train.lookahead=false", "train.warmup_epochs=0", "train.lr_min=0"]
@@ -32,6 +33,59 @@ def test_orthogonalised_update_golden_value():
     muon_only(p, lr=1.0, momentum=0.0, nesterov=False).step()
     golden = torch.tensor([[0.3296, 0.6579, -0.0039], [-0.0013, 0.3238, 0.9791]])
     torch.testing.assert_close(-p.detach(), golden, atol=3e-2, rtol=0)  # bf16: 8 bits, 5 iterations
+
+
+def test_fp32_newton_schulz_meets_the_golden_value_closely():
+    """The same step with ``ns_precision="fp32"``: the float64 golden value to its four decimals, not bf16's 3e-2."""
+    p = torch.zeros(2, 3, requires_grad=True)
+    p.grad = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]])
+    muon_only(p, lr=1.0, momentum=0.0, nesterov=False, ns_precision="fp32").step()
+    golden = torch.tensor([[0.3296, 0.6579, -0.0039], [-0.0013, 0.3238, 0.9791]])
+    torch.testing.assert_close(-p.detach(), golden, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (40, 24)])  # wide, and tall (iterated on its transpose)
+def test_fp32_newton_schulz_is_the_float64_iteration(shape):
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(6))
+    coefficients = (3.4445, -4.7750, 2.0315)
+    x = g.double().T if shape[0] > shape[1] else g.double()
+    x = x / x.norm()
+    for _ in range(5):
+        gram = x @ x.T
+        x = coefficients[0] * x + (coefficients[1] * gram + coefficients[2] * gram @ gram) @ x
+    expected = (x.T if shape[0] > shape[1] else x).float()
+    out = newton_schulz(g, coefficients, 5, 1e-7)
+    assert out.dtype == torch.float32 and out.shape == g.shape
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_fp32_steps_agree_with_torch_muon_to_bf16_rounding():
+    """Momentum, Nesterov, decoupled decay and the LR adjustment are PyTorch's; only the iteration's dtype differs."""
+    settings = dict(lr=0.05, weight_decay=0.1, momentum=0.95, nesterov=True, ns_steps=5)
+    start = torch.randn(48, 32, generator=torch.Generator().manual_seed(1))  # tall: the LR adjustment is > 1
+    ours, theirs = start.clone().requires_grad_(), start.clone().requires_grad_()
+    steps(muon_only(ours, normalize=False, ns_precision="fp32", **settings), [ours], 6)
+    steps(torch.optim.Muon([theirs], **settings), [theirs], 6)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=3e-3)
+    assert (ours.detach() - start).abs().max() > 0.05  # and it moved
+
+
+@pytest.mark.parametrize(
+    "device, feature, expected",
+    [("cuda", None, "bf16"), ("cpu", "avx512_bf16", "bf16"), ("cpu", "amx_bf16", "bf16"), ("cpu", None, "fp32")],
+)
+def test_auto_ns_precision_is_fp32_only_where_bf16_is_emulated(monkeypatch, device, feature, expected):
+    monkeypatch.setattr(precision, "cpu_bf16_feature", lambda: feature)
+    assert precision.resolve_ns_precision("auto", device) == expected
+    assert precision.resolve_ns_precision("bf16", device) == "bf16"  # a forced value stays
+    assert precision.resolve_ns_precision("fp32", device) == "fp32"
+
+
+@pytest.mark.parametrize("feature, expected", [("avx512_bf16", "bf16"), (None, "fp32")])
+def test_the_recipe_optimiser_resolves_ns_precision_on_its_device(monkeypatch, feature, expected):
+    monkeypatch.setattr(precision, "cpu_bf16_feature", lambda: feature)
+    assert build()[2].ns_precision == expected  # a CPU model
+    assert build("train.muon_ns_precision=bf16")[2].ns_precision == "bf16"
 
 
 def test_update_of_a_wide_matrix_has_singular_values_near_one():
@@ -157,13 +211,14 @@ def train_tiny(opt, model, n: int) -> list[torch.Tensor]:
     return [p.detach().clone() for p in model.parameters()]
 
 
-def test_state_dict_resumes_the_same_steps():
+@pytest.mark.parametrize("ns", ["bf16", "fp32"])
+def test_state_dict_resumes_the_same_steps(ns):
     """A checkpoint of the optimiser (momentum of both kinds) resumes to the weights of an unbroken run."""
-    _, model, opt = build("model.name=cifar_air_tiny")
+    _, model, opt = build("model.name=cifar_air_tiny", f"train.muon_ns_precision={ns}")
     train_tiny(opt, model, 3)
     saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())  # it holds references
     unbroken = train_tiny(opt, model, 2)
-    _, model2, opt2 = build("model.name=cifar_air_tiny")
+    _, model2, opt2 = build("model.name=cifar_air_tiny", f"train.muon_ns_precision={ns}")
     model2.load_state_dict(saved_model)
     opt2.load_state_dict(saved_opt)
     for a, b in zip(train_tiny(opt2, model2, 2), unbroken, strict=True):
@@ -177,6 +232,7 @@ def test_state_dict_resumes_the_same_steps():
         ("train.muon_momentum=1", "muon_momentum in"),
         ("train.muon_lr=0", "muon_lr must be > 0"),
         ("train.muon_ns_steps=0", "muon_ns_steps"),
+        ("train.muon_ns_precision=fp16", "muon_ns_precision must be one of auto, bf16, fp32"),
     ],
 )
 def test_bad_muon_settings_are_refused(override, message):
