@@ -33,6 +33,7 @@ from distill.logit_cache import LogitCache
 from distill.losses import KDLoss
 from distill.models import count_trainable, create_model, train_whitening_bias
 from distill.optim import StepSchedule, make_optimizer
+from distill.precision import resolve_ns_precision
 from distill.recipe import Recipe
 from distill.runs import (
     PROGRESS,
@@ -233,6 +234,7 @@ def _setup(recipe: Recipe, role: str, run_dir: Path, accelerator: Accelerator, r
             + (f" + {len(inputs.unlabeled):,} unlabelled" if inputs.unlabeled is not None else "")
             + f" / {len(inputs.val or ()):,} val / {len(inputs.test):,} test images | device {accelerator.device} "
             f"x{accelerator.num_processes} | precision {_precision_label(cfg.mixed_precision, accelerator)}"
+            + (f" | Muon's Newton-Schulz in {_ns_precision(cfg, accelerator)}" if cfg.optimizer == "muon" else "")
             + (f" | resuming after epoch {run.first_epoch}" if resume else "")
         )
         return run
@@ -248,6 +250,11 @@ def _precision_label(setting: str, accelerator: Accelerator) -> str:
         return wanted.label
     running = "fp32" if accelerator.mixed_precision == "no" else accelerator.mixed_precision
     return f"{running} (this process's Accelerator; the recipe asks for {wanted.label})"
+
+
+def _ns_precision(cfg, accelerator: Accelerator) -> str | None:
+    """The dtype of Muon's Newton-Schulz iterations in this run (``train.muon_ns_precision`` resolved), or None."""
+    return resolve_ns_precision(cfg.muon_ns_precision, accelerator.device.type) if cfg.optimizer == "muon" else None
 
 
 def _check_inputs(
@@ -537,6 +544,7 @@ def _finish(run: Run) -> Result:
         "device": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else str(accelerator.device),
         "num_processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
+        "muon_ns_precision": _ns_precision(recipe.train, accelerator),
         "teacher_cache": str(run.teacher_cache) if run.teacher_cache else None,
         "learned": run.health is None,  # health.verdict's: False when the run diverged or stayed at chance
         "health": run.health,

@@ -112,3 +112,18 @@ def test_one_compute_setup_everywhere_and_no_private_accelerate_state():
         assert "_shared_state" not in text, path.name
         if path.name not in ("compute.py", "host.py", "precision.py"):
             assert not re.search(r"resolve_precision\(|keep_freed_memory\(|torch\.device\(\"cuda\" if", text), path.name
+
+
+@pytest.mark.parametrize("feature, ns", [(None, "fp32"), ("avx512_bf16", "bf16")])
+def test_a_muon_run_says_its_newton_schulz_precision(
+    own_accelerator_state, monkeypatch, synthetic_dir, tmp_path, capsys, feature, ns
+):
+    """train.optimizer=muon: the header and summary.json say what Muon's Newton-Schulz ran in (auto resolved)."""
+    monkeypatch.setattr(precision, "cpu_bf16_feature", lambda: feature)
+    out = tmp_path / "t"
+    muon = ["train.optimizer=muon", "train.lookahead=false", "train.mixed_precision=no"]
+    overrides = tiny(synthetic_dir, "train.epochs=1", "cache.views=1", *muon)
+    train_teacher.main(["--recipe", "teacher_smoke", "--output-dir", str(out), *overrides])
+    header = " ".join(capsys.readouterr().out.split())
+    assert f"Muon's Newton-Schulz in {ns}" in header
+    assert json.loads((out / "summary.json").read_text())["muon_ns_precision"] == ns
