@@ -154,7 +154,10 @@ class FilterMuon(torch.optim.Muon):
         if self.ns_precision == "bf16":
             loss = super().step(closure)  # Muon's step, over the matrix views of the muon groups
         else:
-            loss = None if closure is None else closure()
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
             for group in self.param_groups:
                 self._fp32_muon_step(group)
         for group in self.param_groups:
