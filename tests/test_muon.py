@@ -70,6 +70,23 @@ def test_fp32_steps_agree_with_torch_muon_to_bf16_rounding():
     assert (ours.detach() - start).abs().max() > 0.05  # and it moved
 
 
+@pytest.mark.parametrize("ns", ["bf16", "fp32"])
+def test_a_closure_runs_with_grad_and_its_loss_comes_back(ns):
+    p = torch.randn(8, 6, generator=torch.Generator().manual_seed(7)).requires_grad_()
+    start = p.detach().clone()
+    opt = muon_only(p, ns_precision=ns)
+
+    def closure():
+        opt.zero_grad()
+        loss = (p**2).sum()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert loss.item() == pytest.approx((start**2).sum().item())
+    assert not torch.equal(p.detach(), start)
+
+
 @pytest.mark.parametrize(
     "device, feature, expected",
     [("cuda", None, "bf16"), ("cpu", "avx512_bf16", "bf16"), ("cpu", "amx_bf16", "bf16"), ("cpu", None, "fp32")],
