@@ -92,7 +92,7 @@ def resolve_ns_precision(setting: str, device_type: str) -> str:
 
     ``auto`` is ``"bf16"`` (PyTorch's Muon as it is) on a GPU and on a CPU that computes bf16 natively, and
     ``"fp32"`` on other CPUs, where a bf16 matmul is emulated: there a (256, 2304) filter bank's three iterations took
-    8x the seconds of float32's, 2.8 s of each step of a 2.0M student (BENCHMARKS.md, "Muon's Newton-Schulz in fp32").
+    40x the seconds of float32's (847 ms), 2.8 s of each step of a 2.0M student (BENCHMARKS.md, "Muon's Newton-Schulz in fp32").
     """
     if setting != "auto":
         return setting
