@@ -525,6 +525,26 @@ def predict(
     return logits.argmax(-1).cpu().numpy()
 
 
+def predict_classes(
+    model,
+    images: torch.Tensor,
+    accelerator: Accelerator,
+    batch_size: int,
+    tta: TTASpec | None = None,
+    channels_last: bool = True,
+) -> torch.Tensor:
+    """Each image's predicted class (N,), in the images' order, on every process: process r predicts images
+    r::world, and the gathered columns are put back in place."""
+    model.eval()
+    rank, world = accelerator.process_index, accelerator.num_processes
+    local = predict_logits(model, images[rank::world], batch_size, accelerator, tta, channels_last).argmax(-1)
+    rows = -(-len(images) // world)  # processes with fewer images pad with -1, dropped below
+    padded = torch.full((rows,), -1, dtype=torch.long, device=local.device)
+    padded[: len(local)] = local
+    gathered = accelerator.gather(padded).reshape(world, rows)  # row r: images r, r + world, ...
+    return gathered.t().reshape(-1)[: len(images)]
+
+
 def evaluate(
     model,
     images: torch.Tensor,
@@ -534,18 +554,9 @@ def evaluate(
     tta: TTASpec | None = None,
     channels_last: bool = True,
 ) -> float:
-    """Top-1 accuracy on the test set, each image counted once: process r scores images r::world."""
-    model.eval()
-    rank, world = accelerator.process_index, accelerator.num_processes
-    local_images, local_labels = images[rank::world], labels[rank::world]
-    logits = predict_logits(model, local_images, batch_size, accelerator, tta, channels_last)
-    counts = torch.tensor(
-        [(logits.argmax(-1) == local_labels).sum().item(), len(local_labels)],
-        device=accelerator.device,
-        dtype=torch.float64,
-    )
-    counts = accelerator.reduce(counts, "sum")
-    return (counts[0] / counts[1]).item()
+    """Top-1 accuracy on the test set, each image counted once (:func:`predict_classes`)."""
+    predicted = predict_classes(model, images, accelerator, batch_size, tta, channels_last)
+    return (predicted == labels).double().mean().item()
 
 
 def to_device_data(images: np.ndarray, labels: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

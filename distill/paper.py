@@ -661,7 +661,7 @@ def _figures(
     if "confusion" in wanted:
         _, test = load_cifar10(data_dir or student.recipe.data.dir, download=False)
         test = test.head(student.recipe.data.test_limit)
-        pred = predictions(student.run, test.images)
+        pred = predictions(student.run, test)
         cm = np.zeros((10, 10), dtype=np.int64)
         np.add.at(cm, (test.labels, pred), 1)
         plot_confusion(cm, f"{student.name}: confusion matrix", out / "confusion.pdf")

@@ -26,11 +26,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from distill.augment import TTASpec  # noqa: E402
 from distill.compute import Compute  # noqa: E402
-from distill.data import CLASSES, load_cifar10  # noqa: E402
+from distill.data import CLASSES, Split, load_cifar10  # noqa: E402
 from distill.engine import predict  # noqa: E402
 from distill.errors import UserError, cli_main  # noqa: E402
 from distill.files import check_distinct, check_writable, staged_directory, write_atomic, write_json  # noqa: E402
-from distill.runs import ROUND, load_run  # noqa: E402
+from distill.runs import ROUND, load_run, stored_test_predictions  # noqa: E402
 from distill.shift import family_means, load_natural, plot_shift, score_shift, shift_markdown  # noqa: E402
 
 
@@ -189,11 +189,16 @@ def plot_errors(images: np.ndarray, pred: np.ndarray, true: np.ndarray, title: s
     return path
 
 
-def predictions(run: Run, images: np.ndarray) -> np.ndarray:
-    recipe, model = load_run(run.path)  # predicted as the submission would be
+def predictions(run: Run, test: Split) -> np.ndarray:
+    """``run``'s class for each test image: those its final evaluation wrote, when they are of these images with
+    these weights and its TTA (:func:`~distill.runs.stored_test_predictions`), else predicted as the submission
+    would be."""
+    recipe, model = load_run(run.path)
+    if (stored := stored_test_predictions(run.path, run.summary, test, recipe.tta.to_dict())) is not None:
+        return stored
     return predict(
         model,
-        images,
+        test.images,
         recipe.tta,
         what=f"predicting with {run.name}",
         compute=Compute.resolve(recipe.train.mixed_precision),
@@ -301,7 +306,7 @@ def _write(runs: list[Run], out: Path, test, suite: str, sets: dict) -> None:
 
     compare_at = len(lines)  # the shift comparison goes here, once every student is scored
     compared: list[tuple[Run, str, dict]] = []
-    preds = {run.name: predictions(run, test.images) for run in runs}
+    preds = {run.name: predictions(run, test) for run in runs}
     teachers = [r for r in runs if r.role == "teacher"]
     for run in (r for r in runs if r.role == "student"):
         if run.trained_on_test:

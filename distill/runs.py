@@ -2,12 +2,14 @@
 
 ``runs/<name>/`` holds ``recipe.yaml`` (resolved), ``run.json`` (git commit, seed, command, device),
 ``metrics.jsonl`` (one line per epoch), ``state/`` (Accelerate state for ``--resume``),
-``model.safetensors`` (the evaluated weights) and, once finished, ``summary.json``. Every file is
+``model.safetensors`` (the evaluated weights) and, once finished, ``test_predictions.npy`` (the classes the final
+evaluation predicted, which a report reads instead of predicting again) and ``summary.json``. Every file is
 written to a temporary name and renamed, so a kill never leaves a file that looks complete but is not.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -16,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 from accelerate import Accelerator
@@ -25,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from distill.data import Split
 from distill.errors import ProcessFileError, UserError, words
 from distill.failpoints import failpoint
-from distill.files import check_writable, swap_in, to_json, write_atomic, write_json
+from distill.files import check_writable, sha256_file, swap_in, to_json, write_atomic, write_json
 from distill.models import create_model
 from distill.recipe import Recipe, dump_recipe, flat_fields, load_recipe
 
@@ -35,6 +38,7 @@ PROGRESS = "progress.json"  # written last into a checkpoint: {epoch, step, wall
 ROUND = "round.json"  # a round of distill-run --rounds: who taught its student, how many predictions it changed
 EMA_WEIGHTS = "ema.safetensors"
 HARDNESS = "hardness.safetensors"  # each image's recorded loss, when train.select_fraction < 1
+TEST_PREDICTIONS = "test_predictions.npy"  # the final evaluation's predicted classes, in the test set's order
 
 
 def git_commit() -> str | None:
@@ -277,6 +281,33 @@ def save_weights(model: torch.nn.Module, path: Path) -> None:
         raise UserError(
             f"cannot write {path} ({err.strerror or err}); free disk space or choose another {words().run_dir}"
         ) from None
+
+
+def save_test_predictions(run_dir: Path, classes: np.ndarray, test_fingerprint: str, tta: dict) -> dict:
+    """Write the classes the final evaluation predicted beside the weights (already written); returns the summary's
+    record of what they belong to: these weights (their sha256), these test images and labels, this TTA."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(classes, dtype=np.int16), allow_pickle=False)
+    write_atomic(run_dir / TEST_PREDICTIONS, buffer.getvalue())
+    return {"file": TEST_PREDICTIONS, "count": len(classes), "test_fingerprint": test_fingerprint, "tta": tta,
+            "weights_sha256": sha256_file(run_dir / WEIGHTS)}  # fmt: skip
+
+
+def stored_test_predictions(run_dir: Path, summary: dict, test: Split, tta: dict) -> np.ndarray | None:
+    """The classes a finished run's final evaluation predicted for ``test``, when its summary's record says they
+    belong to the weights on disk, to these very images and labels and to ``tta``; else None (predict them)."""
+    record, weights, path = summary.get("test_predictions") or {}, run_dir / WEIGHTS, run_dir / TEST_PREDICTIONS
+    if (record.get("test_fingerprint"), record.get("tta"), record.get("count")) != (test.fingerprint(), tta, len(test)):
+        return None
+    if not (path.is_file() and weights.is_file()) or record.get("weights_sha256") != sha256_file(weights):
+        return None
+    try:
+        classes = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if classes.shape != (len(test),) or classes.dtype.kind not in "iu" or ((classes < 0) | (classes > 9)).any():
+        return None
+    return classes.astype(np.int64)
 
 
 def check_weights(run_dir: Path, again: str) -> None:

@@ -48,6 +48,7 @@ from distill.runs import (
     rewrite_metrics,
     run_info,
     save_checkpoint,
+    save_test_predictions,
     save_weights,
 )
 
@@ -84,6 +85,7 @@ class Run:
     labels: torch.Tensor
     eval_set: tuple[torch.Tensor, torch.Tensor]  # per-epoch evaluation: the held-out split, else the test set
     test_set: tuple[torch.Tensor, torch.Tensor]
+    test_fingerprint: str  # the test images' and labels' sha256 (Split.fingerprint): what the final predictions are of
     steps_per_epoch: int
     teacher_cache: str | Path | None
     unlabeled: Split | None = None  # the transfer set: images[len(train):], label -1
@@ -350,6 +352,7 @@ def _build(
         labels=labels,
         eval_set=engine.to_device_data(*(inputs.val or inputs.test).arrays(), device),
         test_set=engine.to_device_data(*inputs.test.arrays(), device),
+        test_fingerprint=inputs.test.fingerprint(),
         steps_per_epoch=steps,
         teacher_cache=inputs.teacher_cache,
         unlabeled=inputs.unlabeled,
@@ -465,6 +468,12 @@ def _evaluate(run: Run, split: tuple[torch.Tensor, torch.Tensor], tta) -> float:
     return engine.evaluate(run.evaluated_model(), *split, run.accelerator, cfg.eval_batch_size, tta, cfg.channels_last)
 
 
+def _predict(run: Run, images: torch.Tensor, tta) -> torch.Tensor:
+    cfg = run.recipe.train
+    return engine.predict_classes(run.evaluated_model(), images, run.accelerator, cfg.eval_batch_size, tta,
+                                  cfg.channels_last)  # fmt: skip
+
+
 def _log_epoch(run: Run, epoch: int, size: int, stats: dict, evaluated: bool, progress) -> None:
     """One metrics.jsonl line (``val_acc`` / ``test_acc`` null on epochs not evaluated) and one console line."""
     line = {
@@ -524,7 +533,8 @@ def _finish(run: Run) -> Result:
     recipe, accelerator = run.recipe, run.accelerator
     final_model = run.ema.module if run.ema is not None else accelerator.unwrap_model(run.model)
     on_test = recipe.data.train_on_test
-    test_acc = None if on_test else _evaluate(run, run.test_set, recipe.tta)
+    predicted = None if on_test else _predict(run, run.test_set[0], recipe.tta)
+    test_acc = None if on_test else (predicted == run.test_set[1]).double().mean().item()
     _check_health(run, final=True, eval_acc=test_acc if test_acc is not None else run.eval_acc)
     summary = {
         "role": run.role,
@@ -555,6 +565,9 @@ def _finish(run: Run) -> Result:
     if accelerator.is_main_process:
         save_weights(final_model, run.run_dir / WEIGHTS)
         failpoint("run.weights")
+        if predicted is not None:  # a report reads them rather than predicting the test set again
+            record = save_test_predictions(run.run_dir, predicted.cpu().numpy(), run.test_fingerprint, summary["tta"])
+            summary["test_predictions"] = record
         write_json(run.run_dir / "summary.json", summary)
         _print_summary(summary, run.run_dir)
     accelerator.wait_for_everyone()

@@ -59,6 +59,14 @@ def test_two_processes_teacher_cache_student(synthetic_dir, tmp_path):
     assert summary["num_processes"] == 2 and summary["test_images"] == 199
     # an odd test set split over 2 processes: each image counted once, so accuracy is k/199
     assert abs(summary["test_accuracy"] * 199 - round(summary["test_accuracy"] * 199)) < 1e-6
+    # the classes the two processes predicted, gathered in the images' order: their accuracy is the summary's
+    import numpy as np
+
+    from distill.data import load_cifar10
+
+    classes = np.load(student / "test_predictions.npy")
+    labels = load_cifar10(synthetic_dir, download=False)[1].labels[:199]
+    assert classes.shape == (199,) and float(np.mean(classes == labels)) == summary["test_accuracy"]
 
 
 def test_sigterm_stops_both_processes_after_the_same_epoch(synthetic_dir, tmp_path):

@@ -116,3 +116,106 @@ def test_runs_scored_on_different_test_sets_are_not_compared(runs, synthetic_dir
     ):
         report.main([*map(str, runs[:2]), str(other), "--out", str(tmp_path / "rep"), "--data-dir", str(synthetic_dir)])
     assert not (tmp_path / "rep").exists()
+
+
+def test_the_final_evaluations_classes_are_stored_and_read_back(runs, synthetic_dir, monkeypatch, tmp_path):
+    """Each run keeps the classes its final evaluation predicted; they are what predicting again gives, their
+    accuracy is the summary's, and the report reads them instead of predicting the test set a second time."""
+    import numpy as np
+
+    from distill.compute import Compute
+    from distill.data import load_cifar10
+    from distill.engine import predict
+    from distill.runs import load_run, stored_test_predictions
+
+    _, test = load_cifar10(synthetic_dir, download=False)
+    for run_dir in runs:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        recipe, model = load_run(run_dir)
+        test_part = test.head(recipe.data.test_limit)
+        stored = stored_test_predictions(run_dir, summary, test_part, recipe.tta.to_dict())
+        assert stored is not None and stored.shape == (summary["test_images"],), run_dir.name
+        again = predict(model, test_part.images, recipe.tta, compute=Compute.resolve(recipe.train.mixed_precision))
+        assert np.array_equal(stored, again), run_dir.name
+        assert float(np.mean(stored == test_part.labels)) == pytest.approx(summary["test_accuracy"], abs=1e-12)
+
+    def no_second_pass(*args, **kwargs):
+        raise AssertionError("the report predicted the test set again")
+
+    monkeypatch.setattr(report, "predict", no_second_pass)
+    path = report.main([*map(str, runs), "--out", str(tmp_path / "rep"), "--data-dir", str(synthetic_dir)])
+    assert "Agreement with teacher teacher:" in path.read_text()
+
+
+def test_stored_classes_that_do_not_fit_are_predicted_again(runs, synthetic_dir, tmp_path, monkeypatch):
+    """Other weights, other test images, another TTA, or a damaged file: the stored classes are not used."""
+    import shutil
+
+    import numpy as np
+    from safetensors.torch import load_file, save_file
+
+    from distill.data import load_cifar10
+    from distill.runs import TEST_PREDICTIONS, WEIGHTS, stored_test_predictions
+
+    _, test = load_cifar10(synthetic_dir, download=False)
+    run_dir = tmp_path / "ce"
+    shutil.copytree(runs[1], run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    tta = summary["tta"]
+    assert stored_test_predictions(run_dir, summary, test, tta) is not None  # the copy as it was written
+    assert stored_test_predictions(run_dir, summary, test.head(len(test) - 1), tta) is None  # other images
+    flipped = test.__class__(test.images[::-1].copy(), test.labels[::-1].copy())
+    assert stored_test_predictions(run_dir, summary, flipped, tta) is None  # same count, other images
+    assert stored_test_predictions(run_dir, summary, test, {**tta, "flip": not tta["flip"]}) is None
+    assert stored_test_predictions(run_dir, {k: v for k, v in summary.items() if k != "test_predictions"}, test,
+                                   tta) is None  # a run written before the classes were kept  # fmt: skip
+    (run_dir / TEST_PREDICTIONS).write_bytes(b"not an array")
+    assert stored_test_predictions(run_dir, summary, test, tta) is None
+    shutil.copy(runs[1] / TEST_PREDICTIONS, run_dir / TEST_PREDICTIONS)
+    state = load_file(str(run_dir / WEIGHTS))
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first] + 1.0
+    save_file(state, str(run_dir / WEIGHTS))  # weights changed after the run: the classes are no longer theirs
+    assert stored_test_predictions(run_dir, summary, test, tta) is None
+    calls = []
+    monkeypatch.setattr(report, "predict", lambda *a, **k: calls.append(k["what"]) or np.zeros(len(test), int))
+    report.main([str(run_dir), "--out", str(tmp_path / "rep"), "--data-dir", str(synthetic_dir)])
+    assert calls == ["predicting with ce"]
+
+
+def test_predicted_classes_come_back_in_the_images_order_from_several_processes():
+    """Process r predicts images r::world; the gathered classes are put back in the images' order, each once."""
+    from contextlib import nullcontext
+
+    import torch
+
+    from distill.augment import MEAN, STD
+    from distill.engine import predict_classes
+
+    class Echo(torch.nn.Module):  # the class of each image is its first pixel's value (normalised, then undone)
+        def forward(self, x):
+            return torch.nn.functional.one_hot((x[:, 0, 0, 0] * STD[0] + MEAN[0]).round().long(), 10).float()
+
+    images = torch.zeros(11, 32, 32, 3, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(11) * 7 % 10
+    want = torch.arange(11) * 7 % 10
+
+    class Process:
+        def __init__(self, rank, world, parts):
+            self.process_index, self.num_processes, self.parts = rank, world, parts
+
+        def autocast(self):
+            return nullcontext()
+
+        def gather(self, tensor):
+            self.parts[self.process_index] = tensor
+            return torch.cat([self.parts.get(r, torch.full_like(tensor, -2)) for r in range(self.num_processes)])
+
+    with torch.no_grad():
+        for world in (1, 2, 3, 4):
+            parts = {}
+            for rank in range(world):  # each process's padded share, as gather would collect them
+                predict_classes(Echo(), images, Process(rank, world, parts), 5, channels_last=False)
+            for rank in range(world):
+                got = predict_classes(Echo(), images, Process(rank, world, parts), 5, channels_last=False)
+                assert torch.equal(got, want), (world, rank, got)
