@@ -154,7 +154,7 @@ def test_stored_classes_that_do_not_fit_are_predicted_again(runs, synthetic_dir,
     import numpy as np
     from safetensors.torch import load_file, save_file
 
-    from distill.data import load_cifar10
+    from distill.data import Split, load_cifar10
     from distill.runs import TEST_PREDICTIONS, WEIGHTS, stored_test_predictions
 
     _, test = load_cifar10(synthetic_dir, download=False)
@@ -164,7 +164,7 @@ def test_stored_classes_that_do_not_fit_are_predicted_again(runs, synthetic_dir,
     tta = summary["tta"]
     assert stored_test_predictions(run_dir, summary, test, tta) is not None  # the copy as it was written
     assert stored_test_predictions(run_dir, summary, test.head(len(test) - 1), tta) is None  # other images
-    flipped = test.__class__(test.images[::-1].copy(), test.labels[::-1].copy())
+    flipped = Split(test.images[::-1].copy(), test.labels[::-1].copy())
     assert stored_test_predictions(run_dir, summary, flipped, tta) is None  # same count, other images
     assert stored_test_predictions(run_dir, summary, test, {**tta, "flip": not tta["flip"]}) is None
     assert stored_test_predictions(run_dir, {k: v for k, v in summary.items() if k != "test_predictions"}, test,
