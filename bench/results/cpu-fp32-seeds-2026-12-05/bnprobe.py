@@ -1,30 +1,54 @@
-"""Paired probe: a finished run's test accuracy (recipe TTA) with its own BatchNorm statistics against
-statistics re-estimated on the un-augmented training images (cumulative average over N images)."""
-import json, sys, time
-import numpy as np, torch
+"""Paired probe: a finished run's test accuracy, with its own BatchNorm statistics and with statistics re-estimated
+on un-augmented training images (a cumulative average over the first N of a seeded permutation), each without TTA
+and with the run's recipe TTA. Prints one JSON line per run and writes them all to --out.
+
+    python bench/results/cpu-fp32-seeds-2026-12-05/bnprobe.py RUN [RUN ...] [--data-dir /tmp/c10] [--out bnprobe.json]
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
 from distill.compute import Compute
 from distill.data import load_cifar10
 from distill.engine import batchnorm_from, predict
 from distill.runs import load_run
-from distill.augment import TTA_VARIANTS
 
-torch.manual_seed(0)
-train, test = load_cifar10("/tmp/c10", download=False)
-out = {}
-for run in sys.argv[1:]:
+
+def probe(run: str, train, test) -> dict[str, float]:
     recipe, model = load_run(run)
     compute = Compute.resolve(recipe.train.mixed_precision)
-    res = {}
-    for name, tta in (("none", None), ("recipe", recipe.tta)):
-        t = time.time()
-        res[f"own_{name}"] = float((predict(model, test.images, tta, compute=compute) == test.labels).mean())
+    ttas = (("none", None), ("recipe", recipe.tta))
+    res = {f"own_{name}": float((predict(model, test.images, tta, compute=compute) == test.labels).mean())
+           for name, tta in ttas}  # fmt: skip
     for n in (10000, 50000):
         idx = np.random.default_rng(0).permutation(len(train.images))[:n]
-        t = time.time()
-        adapted = batchnorm_from(model.to(compute.device), torch.from_numpy(np.ascontiguousarray(train.images[idx])), 500, compute)
-        res[f"bn_s_{n}"] = time.time() - t
-        for name, tta in (("none", None), ("recipe", recipe.tta)):
+        start = time.time()
+        images = torch.from_numpy(np.ascontiguousarray(train.images[idx]))
+        adapted = batchnorm_from(model.to(compute.device), images, 500, compute)
+        res[f"bn_s_{n}"] = time.time() - start
+        for name, tta in ttas:
             res[f"train{n}_{name}"] = float((predict(adapted, test.images, tta, compute=compute) == test.labels).mean())
-    print(run, json.dumps(res), flush=True)
-    out[run] = res
-json.dump(out, open("/work/s12/bnprobe.json", "w"), indent=1)
+    return res
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--data-dir", default="/tmp/c10")
+    parser.add_argument("--out", default="bnprobe.json")
+    args = parser.parse_args()
+    train, test = load_cifar10(args.data_dir, download=False)
+    out = {}
+    for run in args.runs:
+        out[run] = probe(run, train, test)
+        print(run, json.dumps(out[run]), flush=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
