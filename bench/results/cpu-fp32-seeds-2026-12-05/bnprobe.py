@@ -2,6 +2,10 @@
 on un-augmented training images (a cumulative average over the first N of a seeded permutation), each without TTA
 and with the run's recipe TTA. Prints one JSON line per run and writes them all to --out.
 
+It repeats the eighth session's screen, bench/results/cpu-bnstats-2026-12-05/bn_screen.py (bf16, its TTA written out
+by hand), which was found only after this ran; this one scores through ``distill.engine.predict`` instead. Run that
+one or this one, not a third.
+
     python bench/results/cpu-fp32-seeds-2026-12-05/bnprobe.py RUN [RUN ...] [--data-dir /tmp/c10] [--out bnprobe.json]
 """
 
